@@ -1,0 +1,128 @@
+"""The `streamrec` command: argument parsing and exit codes (2 for bad input, 1 for internal failure).
+
+This is the only module that calls sys.exit. Commands import their implementation lazily so that
+`streamrec --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from . import __version__
+from .classes import DEFAULT_CLASSES, parse_class_list
+from .errors import UserError
+
+log = logging.getLogger("streamrec")
+console = Console(stderr=True)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from train.corpus.build import BuildOptions, build
+
+    try:
+        classes = parse_class_list(args.classes) if args.classes else DEFAULT_CLASSES
+    except ValueError as e:
+        raise UserError(f"--classes: {e}") from e
+    if args.seconds < 3:
+        raise UserError(f"--seconds must be at least 3 (one model window plus context), got {args.seconds:g}")
+    options = BuildOptions(out=Path(args.out), clips_per_class=args.clips_per_class, seconds=args.seconds,
+                           classes=classes, seed=args.seed, workers=args.workers, preview=args.preview)
+    plans = build(options, console=console)
+    console.print(f"[green]wrote {len(plans)} clips[/green] to {options.out} (labels.csv, README.md"
+                  + (", preview_frames.png, preview_logmel.png" if args.preview else "") + ")")
+    return 0
+
+
+def cmd_data_sources(args: argparse.Namespace) -> int:
+    from train.corpus import sources
+
+    if args.fetch:
+        with console.status("fetching emoji artwork from the npm registry"):
+            counts = sources.fetch_emoji()
+        console.print("emoji glyphs per style: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    problems = sources.check_sources()
+    for name, licence in sources.LICENCES.items():
+        console.print(f"  {name}: {licence}")
+    if problems:
+        raise UserError("; ".join(problems))
+    console.print("[green]all training sources present[/green]")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamrec",
+        description="Real-time recognition of musical instruments in live and recorded video.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamrec {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks on failure")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = commands.add_parser("data", help="build and inspect training corpora",
+                               description="Build and inspect training corpora.")
+    data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    b = data_commands.add_parser(
+        "build", help="build the instrument video corpus from the training sources",
+        description="Builds a corpus of user-generated-style instrument videos from real sampled instruments "
+                    "(soundfonts, drum kits), real melodies (music21) and instrument pictures (emoji, openclipart), "
+                    "in the dataset layout streamrec train/eval read: OUT/labels.csv, OUT/clips/, OUT/README.md. "
+                    "Deterministic for a seed; splits 70/15/15 with no melody or picture shared across splits.")
+    b.add_argument("out", metavar="OUT", help="output directory (created if missing)")
+    b.add_argument("--clips-per-class", type=_positive_int, default=200, metavar="N", help="clips per class (default 200)")
+    b.add_argument("--seconds", type=_positive_float, default=10.0, metavar="S", help="length of each clip in seconds (default 10)")
+    b.add_argument("--classes", metavar="LIST", help=f"comma-separated subset of: {','.join(DEFAULT_CLASSES)} (default all)")
+    b.add_argument("--seed", type=int, default=0, help="random seed; same seed, same corpus (default 0)")
+    b.add_argument("--workers", type=_positive_int, default=max(1, os.cpu_count() or 1),
+                   help="parallel worker processes (default: number of cores)")
+    b.add_argument("--preview", action="store_true",
+                   help="also write preview_frames.png (frames per class) and preview_logmel.png (spectrograms)")
+    b.set_defaults(func=cmd_data_build)
+
+    s = data_commands.add_parser("sources", help="check (and fetch) the training sources, with their licences",
+                                 description="Lists the training sources and their licences, and checks they are present.")
+    s.add_argument("--fetch", action="store_true", help="fetch the emoji artwork from the npm registry (done by scripts/install.sh)")
+    s.set_defaults(func=cmd_data_sources)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+    try:
+        code = args.func(args)
+    except UserError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False)
+        code = 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        code = 130
+    except Exception as e:  # an internal failure: one line, the traceback with --verbose
+        if args.verbose:
+            console.print_exception()
+        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (run with --verbose for the traceback)",
+                      highlight=False)
+        code = 1
+    sys.exit(code)

@@ -1,0 +1,171 @@
+"""Decoding media files and streams with PyAV (FFmpeg): audio as mono float32, frames at a fixed rate.
+
+Used by the dataset reader (train/) and by the file/URL sources of the live runtime, so that a clip
+is decoded the same way in training and at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+log = logging.getLogger(__name__)
+
+# A file whose streams decode to less than this share of their declared duration is truncated.
+MIN_DECODED_SHARE = 0.9
+
+
+class MediaError(Exception):
+    """A media file that cannot be opened or decoded; the message says why in one sentence."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a file holds: its streams and their declared durations in seconds (None when unknown)."""
+
+    has_audio: bool
+    has_video: bool
+    audio_duration: float | None
+    video_duration: float | None
+    audio_rate: int | None
+    video_fps: float | None
+
+
+class FrameSampler:
+    """Keeps one frame per tick of 1/fps seconds: the first frame at or after each tick.
+
+    Pure logic shared by file decoding and live capture: feed it the timestamp of every decoded
+    frame in rising order and it says whether to keep that frame.
+    """
+
+    def __init__(self, fps: float = 1.0) -> None:
+        if fps <= 0:
+            raise ValueError(f"frame rate must be positive, got {fps}")
+        self.interval = 1.0 / fps
+        self.reset()
+
+    def reset(self) -> None:
+        self._next_tick = 0.0
+
+    def take(self, t: float) -> bool:
+        # A tolerance of 1 ms keeps a frame stamped 0.9999 s for the tick at 1 s.
+        if t + 1e-3 < self._next_tick:
+            return False
+        # Skip ticks that passed while no frame arrived (a gap in the stream): one frame per call.
+        ticks_passed = int((t + 1e-3 - self._next_tick) // self.interval) + 1
+        self._next_tick += ticks_passed * self.interval
+        return True
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), mode="r")
+    except FileNotFoundError as e:
+        raise MediaError(f"file not found: {path}") from e
+    except (av.error.FFmpegError, OSError) as e:
+        raise MediaError(f"cannot open {path}: {e}") from e
+
+
+def _stream_duration(stream: av.stream.Stream, container: av.container.InputContainer) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Reads the container header only: which streams exist and how long they claim to be."""
+    with _open(path) as container:
+        audio = container.streams.audio[0] if container.streams.audio else None
+        video = container.streams.video[0] if container.streams.video else None
+        return MediaInfo(
+            has_audio=audio is not None,
+            has_video=video is not None,
+            audio_duration=_stream_duration(audio, container) if audio else None,
+            video_duration=_stream_duration(video, container) if video else None,
+            audio_rate=audio.rate if audio else None,
+            video_fps=float(video.average_rate) if video and video.average_rate else None,
+        )
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Band-limited resampling (torchaudio's windowed sinc) of a mono float32 signal."""
+    if from_rate == to_rate:
+        return audio.astype(np.float32, copy=False)
+    resampled = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), from_rate, to_rate)
+    return resampled.numpy()
+
+
+def _check_complete(path: str | Path, kind: str, decoded: float, declared: float | None) -> None:
+    if declared and declared > 0.5 and decoded < MIN_DECODED_SHARE * declared:
+        raise MediaError(f"truncated {kind}: decoded {decoded:.1f} s of the {declared:.1f} s declared in {path}")
+
+
+def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray | None:
+    """Decodes the first audio stream to mono float32 in [-1, 1] at `sample_rate` Hz.
+
+    Returns None when the file has no audio stream. Raises MediaError for unreadable or
+    truncated files.
+    """
+    with _open(path) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        declared = _stream_duration(stream, container)
+        # PyAV converts sample format and downmixes; the rate change is left to torchaudio.
+        converter = av.AudioResampler(format="flt", layout="mono", rate=stream.rate)
+        pieces: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                for converted in converter.resample(frame):
+                    pieces.append(converted.to_ndarray().reshape(-1))
+            for converted in converter.resample(None):
+                pieces.append(converted.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as e:
+            raise MediaError(f"corrupt audio in {path}: {e}") from e
+        native = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        _check_complete(path, "audio", len(native) / stream.rate, declared)
+        return resample(native, stream.rate, sample_rate)
+
+
+def decode_frames(path: str | Path, fps: float = 1.0) -> tuple[np.ndarray, np.ndarray] | None:
+    """Decodes the first video stream, keeping one RGB frame per 1/fps seconds.
+
+    Returns (frames, times): frames (n, height, width, 3) uint8 RGB, times (n,) seconds of media
+    time. Returns None when the file has no video stream. Raises MediaError for unreadable or
+    truncated files.
+    """
+    with _open(path) as container:
+        if not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        declared = _stream_duration(stream, container)
+        sampler = FrameSampler(fps)
+        frames: list[np.ndarray] = []
+        times: list[float] = []
+        last_time = 0.0
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                t = float(frame.pts * stream.time_base) - start
+                last_time = t
+                if sampler.take(t):
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                    times.append(t)
+        except av.error.FFmpegError as e:
+            raise MediaError(f"corrupt video in {path}: {e}") from e
+        frame_interval = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
+        _check_complete(path, "video", last_time + frame_interval, declared)
+        if not frames:
+            raise MediaError(f"no decodable video frames in {path}")
+        return np.stack(frames), np.asarray(times, dtype=np.float64)

@@ -1,0 +1,1 @@
+"""Offline training: datasets, models, training loops, evaluation."""

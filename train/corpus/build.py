@@ -1,0 +1,382 @@
+"""`streamrec data build`: plans, renders and writes the instrument video corpus.
+
+Every random choice of a clip is drawn in the main process into a `ClipPlan` from the build seed,
+so the corpus is identical for a seed whatever the number of workers. Workers only render.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamrec.classes import DEFAULT_CLASSES
+from streamrec.errors import UserError
+
+from . import audio as A
+from . import images as I
+from .melodies import DrumPattern, Melody, drum_patterns, fit_to_range, load_melodies
+from .sources import GM_DRUM_KITS, INSTRUMENTS, LICENCES, cache_dir, check_sources, hydrogen_kits, soundfonts
+
+log = logging.getLogger(__name__)
+
+SPLIT_SHARES = {"train": 0.70, "val": 0.15, "test": 0.15}  # as in the seed paper
+AUDIO_ONLY_SHARE = 0.06  # clips without a video stream
+VIDEO_ONLY_SHARE = 0.06  # clips without an audio stream
+SECOND_INSTRUMENT_SHARE = 0.2  # clips with a quiet second instrument (multi-label)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    out: Path
+    clips_per_class: int = 200
+    seconds: float = 10.0
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    seed: int = 0
+    workers: int = max(1, os.cpu_count() or 1)
+    preview: bool = False
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One instrument part of a clip's audio."""
+
+    class_name: str
+    source: str  # "fluidr3:program 40", "hydrogen:BJA_Pacific", ...
+    melody_id: str
+    gain_db: float  # relative to the main instrument
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    index: int
+    class_name: str
+    split: str
+    rel_path: str
+    seed: int
+    has_audio: bool
+    has_video: bool
+    image_id: str
+    voices: tuple[Voice, ...]
+    bpm: float
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([self.class_name] + [v.class_name for v in self.voices]))
+
+
+def split_ids(ids: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
+    """Partitions ids 70/15/15; every split gets at least one id when there are three or more."""
+    shuffled = [ids[i] for i in rng.permutation(len(ids))]
+    n = len(shuffled)
+    n_val = max(1, round(n * SPLIT_SHARES["val"])) if n >= 3 else 0
+    n_test = max(1, round(n * SPLIT_SHARES["test"])) if n >= 3 else 0
+    return {"train": shuffled[: n - n_val - n_test] or shuffled, "val": shuffled[n - n_val - n_test : n - n_test] or shuffled,
+            "test": shuffled[n - n_test :] or shuffled}
+
+
+def split_of(position: int, count: int) -> str:
+    """The split of the position-th clip of a class: exactly 70/15/15 of its clips, interleaved."""
+    cut_train = round(count * SPLIT_SHARES["train"])
+    cut_val = cut_train + round(count * SPLIT_SHARES["val"])
+    order = np.random.default_rng(count).permutation(count)  # interleave so a partial build is balanced
+    rank = int(np.where(order == position)[0][0])
+    return "train" if rank < cut_train else "val" if rank < cut_val else "test"
+
+
+@dataclass
+class SourceBank:
+    """The note and sound material shared by all clips, with the split each melody/pattern/image belongs to."""
+
+    melodies: dict[str, Melody]
+    patterns: dict[str, DrumPattern]
+    melody_split: dict[str, list[str]]
+    pattern_split: dict[str, list[str]]
+    image_split: dict[str, dict[str, list[str]]]
+    image_licence: dict[str, str]
+    soundfonts: list[Path]
+    kits: list = field(default_factory=list)
+
+
+def gather_sources(classes: tuple[str, ...], seed: int, status=None) -> SourceBank:
+    melodies = load_melodies(progress=status)
+    patterns = drum_patterns()
+    # The split of a melody, pattern or image depends on the seed only, not on the classes chosen.
+    rng = np.random.default_rng([seed, 1])
+    images, licences = {}, {}
+    for name in DEFAULT_CLASSES:
+        found = I.source_images(name)
+        licences.update({img.id: img.licence_key for img in found})
+        images[name] = split_ids([img.id for img in found], np.random.default_rng([seed, 2, DEFAULT_CLASSES.index(name)]))
+    return SourceBank(
+        melodies={m.id: m for m in melodies},
+        patterns={p.id: p for p in patterns},
+        melody_split=split_ids([m.id for m in melodies], rng),
+        pattern_split=split_ids([p.id for p in patterns], rng),
+        image_split={name: images[name] for name in classes},
+        image_licence=licences,
+        soundfonts=soundfonts(),
+        kits=hydrogen_kits(),
+    )
+
+
+def _voice(class_name: str, split: str, bank: SourceBank, rng: np.random.Generator, gain_db: float) -> Voice:
+    spec = INSTRUMENTS[class_name]
+    if spec.drums:
+        melody_id = str(rng.choice(bank.pattern_split[split]))
+        if bank.kits and rng.random() < 0.5:
+            source = f"hydrogen:{bank.kits[int(rng.integers(len(bank.kits)))].name}"
+        else:
+            soundfont = bank.soundfonts[int(rng.integers(len(bank.soundfonts)))]
+            source = f"{soundfont.name}:kit {int(rng.choice(GM_DRUM_KITS))}"
+    else:
+        melody_id = str(rng.choice(bank.melody_split[split]))
+        soundfont = bank.soundfonts[int(rng.integers(len(bank.soundfonts)))]
+        source = f"{soundfont.name}:program {int(rng.choice(spec.programs))}"
+    return Voice(class_name, source, melody_id, gain_db)
+
+
+def plan_clips(options: BuildOptions, bank: SourceBank) -> list[ClipPlan]:
+    plans = []
+    for class_name in options.classes:
+        class_index = DEFAULT_CLASSES.index(class_name) if class_name in DEFAULT_CLASSES else len(plans)
+        for i in range(options.clips_per_class):
+            rng = np.random.default_rng([options.seed, class_index, i])
+            split = split_of(i, options.clips_per_class)
+            modality = rng.random()
+            has_audio, has_video = modality >= VIDEO_ONLY_SHARE, not (VIDEO_ONLY_SHARE <= modality < VIDEO_ONLY_SHARE + AUDIO_ONLY_SHARE)
+            voices = [_voice(class_name, split, bank, rng, 0.0)]
+            if has_audio and rng.random() < SECOND_INSTRUMENT_SHARE:
+                others = [c for c in options.classes if c != class_name] or [c for c in DEFAULT_CLASSES if c != class_name]
+                voices.append(_voice(str(rng.choice(others)), split, bank, rng, float(rng.uniform(-16, -9))))
+            extension = ".mp4" if has_video else str(rng.choice([".m4a", ".wav"]))
+            plans.append(ClipPlan(
+                index=i, class_name=class_name, split=split, rel_path=f"clips/{class_name}/{class_name}_{i:04d}{extension}",
+                seed=int(rng.integers(2**31)), has_audio=has_audio, has_video=has_video,
+                image_id=str(rng.choice(bank.image_split[class_name][split])), voices=tuple(voices),
+                bpm=float(rng.uniform(70, 140)),
+            ))
+    return plans
+
+
+# --- rendering (runs in worker processes) -------------------------------------------------------
+
+def _render_voice(voice: Voice, bank: SourceBank, bpm: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    spec = INSTRUMENTS[voice.class_name]
+    kind, _, detail = voice.source.partition(":")
+    if spec.drums:
+        pattern = bank.patterns[voice.melody_id]
+        if kind == "hydrogen":
+            kit = next(k for k in bank.kits if k.name == detail)
+            return A.render_hydrogen(pattern, kit, bpm, seconds, rng)
+        return A.render_gm_drums(pattern, int(detail.split()[-1]), kind, bpm, seconds, rng)
+    beats = seconds * bpm / 60
+    notes = fit_to_range(A.loop_notes(list(bank.melodies[voice.melody_id].notes), beats, rng), *spec.pitch_range, rng)
+    if spec.polyphonic and rng.random() < 0.6:
+        style = {"guitar": "strum", "banjo": "roll"}.get(voice.class_name, "block")
+        notes = notes + A.accompaniment(notes, style, spec.pitch_range[0], beats, rng)
+    events = A.humanize(notes, rng, base_velocity=int(rng.integers(70, 110)))
+    return A.soundfont_synth().render(events, bpm, int(detail.split()[-1]), kind, seconds)
+
+
+def render_audio(plan: ClipPlan, bank: SourceBank, seconds: float, speech: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Instrument(s) recorded the way a phone records a room: reverb, noise, speech, band limits, clipping."""
+    mix = np.zeros(round(seconds * A.AUDIO_RATE), np.float32)
+    for voice in plan.voices:
+        part = _render_voice(voice, bank, plan.bpm, seconds, rng)
+        level = A.rms(part) if A.rms(part) > 1e-6 else 1.0
+        mix += part / level * 10 ** (voice.gain_db / 20)
+    if rng.random() < 0.7:
+        mix = A.room_reverb(mix, rt60=float(rng.uniform(0.2, 1.2)), wet=float(rng.uniform(0.1, 0.5)), rng=rng)
+    if rng.random() < 0.35 and speech:
+        line = speech[int(rng.integers(len(speech)))]
+        talk = np.zeros_like(mix)
+        start = int(rng.integers(0, max(1, len(mix) - len(line))))
+        talk[start : start + len(line)] = line[: len(mix) - start]
+        mix = A.mix_at_snr(mix, talk, float(rng.uniform(3, 15)))
+    if rng.random() < 0.8:
+        mix = A.mix_at_snr(mix, A.coloured_noise(len(mix), str(rng.choice(["white", "pink", "brown"])), rng),
+                           float(rng.uniform(8, 35)))
+    if rng.random() < 0.25:
+        mix = A.phone_band(mix)
+    mix = A.set_level(mix, float(rng.uniform(-28, -14)))
+    if rng.random() < 0.15:
+        mix = A.hard_clip(mix, float(rng.uniform(2, 6)))
+    return mix
+
+
+def encode(path: Path, frames: np.ndarray | None, audio_wav: Path | None, rng: np.random.Generator) -> None:
+    """Writes an H.264 + AAC mp4 (either stream may be absent), an AAC .m4a, or a .wav.
+
+    Bit rates and quality are drawn per clip: low ones leave the codec artefacts of shared videos.
+    One encoder thread per clip: parallelism is across clips, and single-threaded x264 is deterministic.
+    """
+    cmd = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-threads", "1"]
+    if frames is not None:
+        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{frames.shape[2]}x{frames.shape[1]}",
+                "-r", str(I.VIDEO_FPS), "-i", "pipe:0"]
+    if audio_wav is not None:
+        cmd += ["-i", str(audio_wav)]
+    if frames is not None:
+        cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(int(rng.integers(23, 36))), "-pix_fmt", "yuv420p",
+                "-x264-params", "threads=1"]
+    if audio_wav is not None and path.suffix != ".wav":
+        cmd += ["-c:a", "aac", "-b:a", f"{int(rng.choice([32, 48, 64, 96, 128]))}k"]
+    cmd += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact"]
+    if path.suffix in (".mp4", ".m4a"):
+        cmd += ["-movflags", "+faststart"]
+    cmd.append(str(path))
+    done = subprocess.run(cmd, input=frames.tobytes() if frames is not None else None, capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed writing {path.name}: {done.stderr.decode(errors='replace').strip()[-300:]}")
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(bank: SourceBank, seconds: float, out: Path, speech_dir: Path) -> None:
+    # Each worker renders one clip at a time; one BLAS/torch thread avoids oversubscribing the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER.update(bank=bank, seconds=seconds, out=out, speech=A.speech_pool(speech_dir))
+    A.soundfont_synth()  # load the soundfonts now, not inside the first clip
+
+
+def render_clip(plan: ClipPlan) -> ClipPlan:
+    bank, seconds, out = _WORKER["bank"], _WORKER["seconds"], _WORKER["out"]
+    rng = np.random.default_rng(plan.seed)
+    path = out / plan.rel_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    audio = render_audio(plan, bank, seconds, _WORKER["speech"], rng) if plan.has_audio else None
+    frames = None
+    if plan.has_video:
+        filming = I.plan_filming(rng, seconds)
+        frames = I.film(I.load_rgba(plan.image_id), filming, seconds, rng)
+    with tempfile.TemporaryDirectory(prefix="streamrec-clip-") as tmp:
+        wav = None
+        if audio is not None:
+            wav = path if path.suffix == ".wav" else Path(tmp) / "audio.wav"
+            A.write_wav(wav, audio)
+        if path.suffix != ".wav":
+            encode(path, frames, wav, rng)
+    return plan
+
+
+# --- the command --------------------------------------------------------------------------------
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".streamrec-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to {out}: {e.strerror or e}") from e
+
+
+def build(options: BuildOptions, console=None) -> list[ClipPlan]:
+    """Builds the corpus into options.out; returns the clip plans in labels.csv order."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = console or Console(stderr=True)
+    _check_out(options.out)
+    problems = check_sources()
+    if problems:
+        raise UserError("missing training sources: " + "; ".join(problems))
+    started = time.monotonic()
+    with console.status("gathering sources (melodies, drum kits, pictures)"):
+        bank = gather_sources(options.classes, options.seed, status=lambda s: console.log(s))
+    missing = [c for c in options.classes if not any(bank.image_split[c].values())]
+    if missing:
+        raise UserError(f"no source image for class(es) {', '.join(missing)}: run `streamrec data sources --fetch`")
+    plans = plan_clips(options, bank)
+    speech_dir = cache_dir() / "speech"
+    A.speech_pool(speech_dir)  # synthesize once, before the workers read it
+    columns = (TextColumn("[bold]building corpus"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress, ProcessPoolExecutor(
+            max_workers=options.workers, initializer=_init_worker,
+            initargs=(bank, options.seconds, options.out, speech_dir)) as pool:
+        task = progress.add_task("clips", total=len(plans))
+        for _ in pool.map(render_clip, plans, chunksize=1):
+            progress.advance(task)
+    write_labels(options.out, plans)
+    write_readme(options, plans, bank, time.monotonic() - started)
+    if options.preview:
+        from .preview import write_previews
+
+        with console.status("writing preview sheets"):
+            write_previews(options.out, plans)
+    return plans
+
+
+LABEL_COLUMNS = ("path", "label", "split", "labels", "has_audio", "has_video", "melody", "sound_source", "image", "seed")
+
+
+def write_labels(out: Path, plans: list[ClipPlan]) -> None:
+    with open(out / "labels.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(LABEL_COLUMNS)
+        for p in plans:
+            writer.writerow([p.rel_path, p.class_name, p.split, ";".join(p.labels), int(p.has_audio), int(p.has_video),
+                             p.voices[0].melody_id, p.voices[0].source if p.has_audio else "",
+                             p.image_id if p.has_video else "", p.seed])
+
+
+def write_readme(options: BuildOptions, plans: list[ClipPlan], bank: SourceBank, seconds_taken: float) -> None:
+    per_class: dict[str, Counter] = defaultdict(Counter)
+    melodies: dict[str, set] = defaultdict(set)
+    sounds: dict[str, set] = defaultdict(set)
+    pictures: dict[str, set] = defaultdict(set)
+    licences: set[str] = {"music21", "generated", "espeak-ng"}
+    for p in plans:
+        c = per_class[p.class_name]
+        c[p.split] += 1
+        c["audio only"] += not p.has_video
+        c["video only"] += not p.has_audio
+        c["multi-label"] += len(p.labels) > 1
+        if p.has_audio:
+            melodies[p.class_name].add(p.voices[0].melody_id)
+            sounds[p.class_name].add(p.voices[0].source)
+        if p.has_video:
+            pictures[p.class_name].add(p.image_id)
+            licences.add(bank.image_licence[p.image_id])
+        for v in p.voices:
+            kind = v.source.split(":")[0]
+            licences.add({"FluidR3_GM.sf2": "fluid-soundfont-gm", "MuseScore_General.sf3": "musescore-general-soundfont",
+                          "hydrogen": "hydrogen-drumkits"}.get(kind, kind))
+    lines = [
+        "# streamrec instrument video corpus", "",
+        f"Built by `streamrec data build {options.out} --clips-per-class {options.clips_per_class} "
+        f"--seconds {options.seconds:g} --seed {options.seed}` in {seconds_taken / 60:.1f} min "
+        f"({len(plans)} clips of {options.seconds:g} s; video {I.FRAME_WIDTH}x{I.FRAME_HEIGHT} at {I.VIDEO_FPS} fps, "
+        f"H.264; audio {A.AUDIO_RATE} Hz mono, AAC).", "",
+        "Splits are 70/15/15 by clip and by source: no melody, drum pattern or picture is used in two splits.", "",
+        "## Clips per class", "",
+        "| class | train | val | test | audio only | video only | multi-label | melodies | sound sources | pictures |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in options.classes:
+        c = per_class[name]
+        lines.append(f"| {name} | {c['train']} | {c['val']} | {c['test']} | {c['audio only']} | {c['video only']} | "
+                     f"{c['multi-label']} | {len(melodies[name])} | {len(sounds[name])} | {len(pictures[name])} |")
+    lines += ["", "Distinct pictures available per class (all splits): "
+              + ", ".join(f"{n} {sum(len(v) for v in bank.image_split[n].values())}" for n in options.classes) + ".",
+              "Classes with few pictures (and procedural drawings) are the visual model's known weakness.", "",
+              "## Sources and licences", ""]
+    lines += [f"- {key}: {LICENCES[key]}" for key in sorted(licences) if key in LICENCES]
+    (options.out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
