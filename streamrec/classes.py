@@ -1,8 +1,19 @@
 """The default instrument taxonomy (CONTRACTS.md). A model bundle or a dataset may carry others."""
 
 DEFAULT_CLASSES: tuple[str, ...] = (
-    "accordion", "banjo", "cello", "clarinet", "drums", "flute", "guitar",
-    "harmonica", "organ", "piano", "saxophone", "trumpet", "violin",
+    "accordion",
+    "banjo",
+    "cello",
+    "clarinet",
+    "drums",
+    "flute",
+    "guitar",
+    "harmonica",
+    "organ",
+    "piano",
+    "saxophone",
+    "trumpet",
+    "violin",
 )
 
 

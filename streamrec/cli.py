@@ -46,11 +46,21 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         raise UserError(f"--classes: {e}") from e
     if args.seconds < 3:
         raise UserError(f"--seconds must be at least 3 (one model window plus context), got {args.seconds:g}")
-    options = BuildOptions(out=Path(args.out), clips_per_class=args.clips_per_class, seconds=args.seconds,
-                           classes=classes, seed=args.seed, workers=args.workers, preview=args.preview)
+    options = BuildOptions(
+        out=Path(args.out),
+        clips_per_class=args.clips_per_class,
+        seconds=args.seconds,
+        classes=classes,
+        seed=args.seed,
+        workers=args.workers,
+        preview=args.preview,
+    )
     plans = build(options, console=console)
-    console.print(f"[green]wrote {len(plans)} clips[/green] to {options.out} (labels.csv, README.md"
-                  + (", preview_frames.png, preview_logmel.png" if args.preview else "") + ")")
+    console.print(
+        f"[green]wrote {len(plans)} clips[/green] to {options.out} (labels.csv, README.md"
+        + (", preview_frames.png, preview_logmel.png" if args.preview else "")
+        + ")"
+    )
     return 0
 
 
@@ -79,42 +89,68 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks on failure")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    data = commands.add_parser("data", help="build and inspect training corpora",
-                               description="Build and inspect training corpora.")
+    data = commands.add_parser(
+        "data", help="build and inspect training corpora", description="Build and inspect training corpora."
+    )
     data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     b = data_commands.add_parser(
-        "build", help="build the instrument video corpus from the training sources",
+        "build",
+        help="build the instrument video corpus from the training sources",
         description="Builds a corpus of user-generated-style instrument videos from real sampled instruments "
-                    "(soundfonts, drum kits), real melodies (music21) and instrument pictures (emoji, openclipart), "
-                    "in the dataset layout streamrec train/eval read: OUT/labels.csv, OUT/clips/, OUT/README.md. "
-                    "Deterministic for a seed; splits 70/15/15 with no melody or picture shared across splits.")
+        "(soundfonts, drum kits), real melodies (music21) and instrument pictures (emoji, openclipart), "
+        "in the dataset layout streamrec train/eval read: OUT/labels.csv, OUT/clips/, OUT/README.md. "
+        "Deterministic for a seed; splits 70/15/15 with no melody or picture shared across splits.",
+    )
     b.add_argument("out", metavar="OUT", help="output directory (created if missing)")
-    b.add_argument("--clips-per-class", type=_positive_int, default=200, metavar="N", help="clips per class (default 200)")
-    b.add_argument("--seconds", type=_positive_float, default=10.0, metavar="S", help="length of each clip in seconds (default 10)")
-    b.add_argument("--classes", metavar="LIST", help=f"comma-separated subset of: {','.join(DEFAULT_CLASSES)} (default all)")
+    b.add_argument(
+        "--clips-per-class", type=_positive_int, default=200, metavar="N", help="clips per class (default 200)"
+    )
+    b.add_argument(
+        "--seconds", type=_positive_float, default=10.0, metavar="S", help="length of each clip in seconds (default 10)"
+    )
+    b.add_argument(
+        "--classes", metavar="LIST", help=f"comma-separated subset of: {','.join(DEFAULT_CLASSES)} (default all)"
+    )
     b.add_argument("--seed", type=int, default=0, help="random seed; same seed, same corpus (default 0)")
-    b.add_argument("--workers", type=_positive_int, default=max(1, os.cpu_count() or 1),
-                   help="parallel worker processes (default: number of cores)")
-    b.add_argument("--preview", action="store_true",
-                   help="also write preview_frames.png (frames per class) and preview_logmel.png (spectrograms)")
+    b.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=max(1, os.cpu_count() or 1),
+        help="parallel worker processes (default: number of cores)",
+    )
+    b.add_argument(
+        "--preview",
+        action="store_true",
+        help="also write preview_frames.png (frames per class) and preview_logmel.png (spectrograms)",
+    )
     b.set_defaults(func=cmd_data_build)
 
-    s = data_commands.add_parser("sources", help="check (and fetch) the training sources, with their licences",
-                                 description="Lists the training sources and their licences, and checks they are present.")
-    s.add_argument("--fetch", action="store_true", help="fetch the emoji artwork from the npm registry (done by scripts/install.sh)")
+    s = data_commands.add_parser(
+        "sources",
+        help="check (and fetch) the training sources, with their licences",
+        description="Lists the training sources and their licences, and checks they are present.",
+    )
+    s.add_argument(
+        "--fetch",
+        action="store_true",
+        help="fetch the emoji artwork from the npm registry (done by scripts/install.sh)",
+    )
     s.set_defaults(func=cmd_data_sources)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+    )
     try:
         code = args.func(args)
     except UserError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         code = 2
     except KeyboardInterrupt:
         console.print("interrupted")
@@ -122,7 +158,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # an internal failure: one line, the traceback with --verbose
         if args.verbose:
             console.print_exception()
-        console.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (run with --verbose for the traceback)",
-                      highlight=False)
+        console.print(
+            f"[red]internal error:[/red] {type(e).__name__}: {e} (run with --verbose for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
         code = 1
     sys.exit(code)

@@ -12,7 +12,6 @@ of the dataset still loads.
 from __future__ import annotations
 
 import csv
-import errno
 import hashlib
 import json
 import logging
@@ -287,9 +286,8 @@ class ClipCache:
     def _entry(self, key: str) -> Path:
         return self.directory / key[:2] / key
 
-    def get(self, record: ClipRecord, spec: DecodeSpec, mmap: bool = True) -> Clip | None:
-        """The cached clip, or None on a miss. With `mmap` its frames are memory-mapped read-only,
-        which holds one open file descriptor per clip for as long as the array lives."""
+    def get(self, record: ClipRecord, spec: DecodeSpec) -> Clip | None:
+        """The cached clip, or None on a miss (or a damaged entry, which is logged)."""
         key = self.key(record, spec)
         if key is None:
             return None
@@ -299,18 +297,13 @@ class ClipCache:
             audio = np.load(entry / "audio.npy") if meta["audio"] else None
             frames = times = None
             if meta["video"]:
-                frames = np.load(entry / "frames.npy", mmap_mode="r" if mmap else None)
+                frames = np.load(entry / "frames.npy")
                 times = np.load(entry / "times.npy")
                 if len(frames) != len(times):
                     raise ValueError(f"{len(frames)} frames but {len(times)} times")
         except FileNotFoundError:
             return None
-        except OSError as e:
-            if e.errno in (errno.EMFILE, errno.ENFILE):
-                raise  # out of file descriptors: the entry is fine, calling it damaged would mislead
-            log.warning("ignoring damaged cache entry %s (%s); decoding %s again", entry, e, record.rel_path)
-            return None
-        except (EOFError, ValueError, KeyError, TypeError) as e:
+        except (OSError, EOFError, ValueError, KeyError, TypeError) as e:
             log.warning("ignoring damaged cache entry %s (%s); decoding %s again", entry, e, record.rel_path)
             return None
         return Clip(record=record, audio=audio, frames=frames, frame_times=times)
@@ -360,72 +353,17 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _memory_map_budget() -> int:
-    """How many clips' frames this process may keep memory-mapped: each map holds a file descriptor.
-
-    Raises the soft open-file limit to the hard one first (systemd's soft default of 1024 would
-    otherwise cap a dataset at about a thousand video clips).
-    """
-    try:
-        import resource
-    except ImportError:  # not a Unix: no such small per-process limit
-        return 1 << 20
-    # Descriptors kept free for everything else the process opens (sockets, logs, decoders).
-    reserve = 256
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and (soft == resource.RLIM_INFINITY or soft < hard):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            log.debug("raised the open-file limit from %d to %d", soft, hard)
-            soft = hard
-        except (ValueError, OSError) as e:
-            log.debug("cannot raise the open-file limit %d: %s", soft, e)
-    if soft == resource.RLIM_INFINITY:
-        return 1 << 20
-    try:
-        # Maps of clips loaded before (another split, another dataset) hold descriptors too.
-        already_open = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        already_open = 0
-    return max(0, soft - reserve - already_open)
-
-
-class _Fetcher:
-    """Reads clips back from the cache, memory-mapping frames until the descriptor budget is spent."""
-
-    def __init__(self, cache: ClipCache, spec: DecodeSpec) -> None:
-        self.cache, self.spec = cache, spec
-        self.budget = _memory_map_budget()
-        self.mapped = 0
-        self._warned = False
-
-    def __call__(self, record: ClipRecord) -> Clip | None:
-        mmap = self.mapped < self.budget
-        if not mmap and not self._warned:
-            log.warning(
-                "the open-file limit allows memory-mapping %d clips; loading the other clips' frames into memory "
-                "(raise `ulimit -n` to avoid this)",
-                self.budget,
-            )
-            self._warned = True
-        clip = self.cache.get(record, self.spec, mmap=mmap)
-        if clip is not None and isinstance(clip.frames, np.memmap):
-            self.mapped += 1
+def _outcome(record: ClipRecord, outcome: Clip | str | None, spec: DecodeSpec, cache: ClipCache) -> Clip | str:
+    """The clip a _decode_and_store outcome stands for: read back from the cache when it was stored."""
+    if outcome is not None:
+        return outcome
+    clip = cache.get(record, spec)
+    if clip is not None:
         return clip
-
-    def decoded(self, record: ClipRecord, outcome: Clip | str | None) -> Clip | str:
-        """The clip a _decode_and_store outcome stands for."""
-        if outcome is not None:
-            return outcome
-        # Stored: read it back so the frames are memory-mapped rather than held in memory; decode
-        # here without the cache if the entry vanished meanwhile.
-        clip = self(record)
-        if clip is not None:
-            return clip
-        try:
-            return decode_clip(record, self.spec)
-        except MediaError as e:
-            return str(e)
+    try:  # the entry vanished meanwhile: decode here without the cache
+        return decode_clip(record, spec)
+    except MediaError as e:
+        return str(e)
 
 
 @contextmanager
@@ -445,7 +383,8 @@ def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Calla
 def _decode_parallel(
     records: list[ClipRecord],
     misses: list[int],
-    fetch: _Fetcher,
+    spec: DecodeSpec,
+    cache: ClipCache,
     workers: int,
     results: list[Clip | str | None],
     advance: Callable[[], None],
@@ -455,17 +394,15 @@ def _decode_parallel(
     pool = ProcessPoolExecutor(max_workers=min(workers, len(misses)), mp_context=context, initializer=_init_worker)
     unstored = False
     try:
-        futures: dict[Future, int] = {
-            pool.submit(_decode_and_store, records[i], fetch.spec, fetch.cache): i for i in misses
-        }
+        futures: dict[Future, int] = {pool.submit(_decode_and_store, records[i], spec, cache): i for i in misses}
         for future in as_completed(futures):
             i = futures[future]
             outcome = future.result()
             if isinstance(outcome, Clip) and not unstored:
                 # The worker's warning went to its own process's log; say it once here.
-                log.warning("cannot write the decode cache %s; clips will be decoded again", fetch.cache.directory)
+                log.warning("cannot write the decode cache %s; clips will be decoded again", cache.directory)
                 unstored = True
-            results[i] = fetch.decoded(records[i], outcome)
+            results[i] = _outcome(records[i], outcome, spec, cache)
             advance()
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -488,9 +425,6 @@ def load_dataset(
     hits are not decoded; with workers > 1 the misses are decoded in that many processes. Clips are
     returned in labels.csv order; a row whose file fails to decode is skipped with the MediaError
     message as reason. Raises DatasetError when the dataset cannot be read at all.
-
-    Cached frames are memory-mapped, one open file per video clip, so this raises the process's
-    soft open-file limit to its hard limit; past that, frames are read into memory instead.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -499,22 +433,21 @@ def load_dataset(
     records, skipped = read_labels(root_path, class_names, _check_splits(split))
     cache = cache if cache is not None else ClipCache()
 
-    fetch = _Fetcher(cache, spec)
     results: list[Clip | str | None] = [None] * len(records)
     with _progress_bar(progress, f"decoding {root_path}", len(records)) as advance:
         misses: list[int] = []
         for i, record in enumerate(records):
-            results[i] = fetch(record)
+            results[i] = cache.get(record, spec)
             if results[i] is None:
                 misses.append(i)
             else:
                 advance()
         log.debug("%d of %d clips found in the cache %s", len(records) - len(misses), len(records), cache.directory)
         if workers > 1 and len(misses) > 1:
-            _decode_parallel(records, misses, fetch, workers, results, advance)
+            _decode_parallel(records, misses, spec, cache, workers, results, advance)
         else:
             for i in misses:
-                results[i] = fetch.decoded(records[i], _decode_and_store(records[i], spec, cache))
+                results[i] = _outcome(records[i], _decode_and_store(records[i], spec, cache), spec, cache)
                 advance()
 
     clips: list[Clip] = []

@@ -63,16 +63,25 @@ class SoundfontSynth:
                 raise RuntimeError(f"fluidsynth cannot load soundfont {path}")
             self._ids[path.name] = sf_id
 
-    def render(self, events: list[tuple[int, float, float, int]], bpm: float, program: int, soundfont: str,
-               seconds: float, drums: bool = False) -> np.ndarray:
+    def render(
+        self,
+        events: list[tuple[int, float, float, int]],
+        bpm: float,
+        program: int,
+        soundfont: str,
+        seconds: float,
+        drums: bool = False,
+    ) -> np.ndarray:
         """events: (pitch, start beat, duration beats, velocity 1..127) -> mono float32, `seconds` long."""
         synth, channel = self._synth, 9 if drums else 0
         synth.system_reset()
         synth.get_samples(AUDIO_RATE // 2)  # let the previous clip's voices die away
         synth.program_select(channel, self._ids[soundfont], 128 if drums else 0, program)
         beat = 60.0 / bpm
-        timeline = sorted([(start * beat, 1, pitch, velocity) for pitch, start, _, velocity in events]
-                          + [((start + dur) * beat, 0, pitch, 0) for pitch, start, dur, _ in events])
+        timeline = sorted(
+            [(start * beat, 1, pitch, velocity) for pitch, start, _, velocity in events]
+            + [((start + dur) * beat, 0, pitch, 0) for pitch, start, dur, _ in events]
+        )
         total = round(seconds * AUDIO_RATE)
         pieces, now = [], 0
         for t, is_on, pitch, velocity in timeline:  # offs sort before ons at the same time
@@ -155,7 +164,9 @@ def accompaniment(melody: list[Note], style: str, low: int, beats: float, rng: n
     return chords
 
 
-def render_hits(pattern: DrumPattern, bpm: float, seconds: float, rng: np.random.Generator) -> list[tuple[str, float, float]]:
+def render_hits(
+    pattern: DrumPattern, bpm: float, seconds: float, rng: np.random.Generator
+) -> list[tuple[str, float, float]]:
     """(role, time in seconds, velocity) for a pattern looped over `seconds`."""
     hits = []
     beat_seconds = 60.0 / bpm
@@ -169,12 +180,15 @@ def render_hits(pattern: DrumPattern, bpm: float, seconds: float, rng: np.random
     return hits
 
 
-def render_gm_drums(pattern: DrumPattern, kit: int, soundfont: str, bpm: float, seconds: float,
-                    rng: np.random.Generator) -> np.ndarray:
+def render_gm_drums(
+    pattern: DrumPattern, kit: int, soundfont: str, bpm: float, seconds: float, rng: np.random.Generator
+) -> np.ndarray:
     """A drum pattern on a General MIDI kit (bank 128) of a soundfont, on channel 10."""
     beats_per_second = bpm / 60.0
-    events = [(GM_DRUM_NOTES[role], t * beats_per_second, 0.25, int(np.clip(v * 120, 20, 127)))
-              for role, t, v in render_hits(pattern, bpm, seconds, rng)]
+    events = [
+        (GM_DRUM_NOTES[role], t * beats_per_second, 0.25, int(np.clip(v * 120, 20, 127)))
+        for role, t, v in render_hits(pattern, bpm, seconds, rng)
+    ]
     return soundfont_synth().render(events, bpm, kit, soundfont, seconds, drums=True)
 
 
@@ -186,12 +200,15 @@ def _drum_sample(path: Path) -> np.ndarray:
     return sample[: AUDIO_RATE * 2]  # a cymbal's 2 s is plenty
 
 
-def render_hydrogen(pattern: DrumPattern, kit: DrumKit, bpm: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+def render_hydrogen(
+    pattern: DrumPattern, kit: DrumKit, bpm: float, seconds: float, rng: np.random.Generator
+) -> np.ndarray:
     """A drum pattern played from a Hydrogen kit's real drum samples."""
     out = np.zeros(round(seconds * AUDIO_RATE) + 2 * AUDIO_RATE, np.float32)
     for role, t, velocity in render_hits(pattern, bpm, seconds, rng):
-        files = kit.samples.get(role) or kit.samples.get({"open_hat": "hat", "ride": "hat", "crash": "hat",
-                                                           "tom": "snare"}.get(role, "kick"))
+        files = kit.samples.get(role) or kit.samples.get(
+            {"open_hat": "hat", "ride": "hat", "crash": "hat", "tom": "snare"}.get(role, "kick")
+        )
         if not files:
             continue
         sample = _drum_sample(files[int(rng.integers(0, len(files)))])
@@ -203,10 +220,18 @@ def render_hydrogen(pattern: DrumPattern, kit: DrumKit, bpm: float, seconds: flo
 # --- background and degradations -------------------------------------------------------------
 
 SPEECH_LINES = (
-    "okay is it recording now", "this is my new song, hope you like it", "one two three four",
-    "can you hear me at the back", "thanks for watching, please subscribe", "wait, let me tune it first",
-    "we practised this all week", "happy birthday grandma", "turn it up a little", "and now the chorus",
-    "that was fun, one more time", "hello everybody, welcome to the show",
+    "okay is it recording now",
+    "this is my new song, hope you like it",
+    "one two three four",
+    "can you hear me at the back",
+    "thanks for watching, please subscribe",
+    "wait, let me tune it first",
+    "we practised this all week",
+    "happy birthday grandma",
+    "turn it up a little",
+    "and now the chorus",
+    "that was fun, one more time",
+    "hello everybody, welcome to the show",
 )
 SPEECH_VOICES = ("en", "en-us", "en-gb-x-rp", "es", "fr", "de", "it")
 
@@ -219,8 +244,11 @@ def speech_pool(directory: Path) -> list[np.ndarray]:
         voice = SPEECH_VOICES[i % len(SPEECH_VOICES)]
         path = directory / f"speech{i:02d}.wav"
         if not path.exists():
-            subprocess.run(["espeak-ng", "-v", voice, "-s", str(140 + 10 * (i % 5)), "-w", str(path), line],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["espeak-ng", "-v", voice, "-s", str(140 + 10 * (i % 5)), "-w", str(path), line],
+                check=True,
+                capture_output=True,
+            )
         pool.append(decode_audio(path, AUDIO_RATE))
     return pool
 

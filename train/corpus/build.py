@@ -80,8 +80,11 @@ def split_ids(ids: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
     n = len(shuffled)
     n_val = max(1, round(n * SPLIT_SHARES["val"])) if n >= 3 else 0
     n_test = max(1, round(n * SPLIT_SHARES["test"])) if n >= 3 else 0
-    return {"train": shuffled[: n - n_val - n_test] or shuffled, "val": shuffled[n - n_val - n_test : n - n_test] or shuffled,
-            "test": shuffled[n - n_test :] or shuffled}
+    return {
+        "train": shuffled[: n - n_val - n_test] or shuffled,
+        "val": shuffled[n - n_val - n_test : n - n_test] or shuffled,
+        "test": shuffled[n - n_test :] or shuffled,
+    }
 
 
 def split_of(position: int, count: int) -> str:
@@ -116,7 +119,9 @@ def gather_sources(classes: tuple[str, ...], seed: int, status=None) -> SourceBa
     for name in DEFAULT_CLASSES:
         found = I.source_images(name)
         licences.update({img.id: img.licence_key for img in found})
-        images[name] = split_ids([img.id for img in found], np.random.default_rng([seed, 2, DEFAULT_CLASSES.index(name)]))
+        images[name] = split_ids(
+            [img.id for img in found], np.random.default_rng([seed, 2, DEFAULT_CLASSES.index(name)])
+        )
     return SourceBank(
         melodies={m.id: m for m in melodies},
         patterns={p.id: p for p in patterns},
@@ -153,22 +158,36 @@ def plan_clips(options: BuildOptions, bank: SourceBank) -> list[ClipPlan]:
             rng = np.random.default_rng([options.seed, class_index, i])
             split = split_of(i, options.clips_per_class)
             modality = rng.random()
-            has_audio, has_video = modality >= VIDEO_ONLY_SHARE, not (VIDEO_ONLY_SHARE <= modality < VIDEO_ONLY_SHARE + AUDIO_ONLY_SHARE)
+            has_audio, has_video = (
+                modality >= VIDEO_ONLY_SHARE,
+                not (VIDEO_ONLY_SHARE <= modality < VIDEO_ONLY_SHARE + AUDIO_ONLY_SHARE),
+            )
             voices = [_voice(class_name, split, bank, rng, 0.0)]
             if has_audio and rng.random() < SECOND_INSTRUMENT_SHARE:
-                others = [c for c in options.classes if c != class_name] or [c for c in DEFAULT_CLASSES if c != class_name]
+                others = [c for c in options.classes if c != class_name] or [
+                    c for c in DEFAULT_CLASSES if c != class_name
+                ]
                 voices.append(_voice(str(rng.choice(others)), split, bank, rng, float(rng.uniform(-16, -9))))
             extension = ".mp4" if has_video else str(rng.choice([".m4a", ".wav"]))
-            plans.append(ClipPlan(
-                index=i, class_name=class_name, split=split, rel_path=f"clips/{class_name}/{class_name}_{i:04d}{extension}",
-                seed=int(rng.integers(2**31)), has_audio=has_audio, has_video=has_video,
-                image_id=str(rng.choice(bank.image_split[class_name][split])), voices=tuple(voices),
-                bpm=float(rng.uniform(70, 140)),
-            ))
+            plans.append(
+                ClipPlan(
+                    index=i,
+                    class_name=class_name,
+                    split=split,
+                    rel_path=f"clips/{class_name}/{class_name}_{i:04d}{extension}",
+                    seed=int(rng.integers(2**31)),
+                    has_audio=has_audio,
+                    has_video=has_video,
+                    image_id=str(rng.choice(bank.image_split[class_name][split])),
+                    voices=tuple(voices),
+                    bpm=float(rng.uniform(70, 140)),
+                )
+            )
     return plans
 
 
 # --- rendering (runs in worker processes) -------------------------------------------------------
+
 
 def _render_voice(voice: Voice, bank: SourceBank, bpm: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
     spec = INSTRUMENTS[voice.class_name]
@@ -188,7 +207,9 @@ def _render_voice(voice: Voice, bank: SourceBank, bpm: float, seconds: float, rn
     return A.soundfont_synth().render(events, bpm, int(detail.split()[-1]), kind, seconds)
 
 
-def render_audio(plan: ClipPlan, bank: SourceBank, seconds: float, speech: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+def render_audio(
+    plan: ClipPlan, bank: SourceBank, seconds: float, speech: list[np.ndarray], rng: np.random.Generator
+) -> np.ndarray:
     """Instrument(s) recorded the way a phone records a room: reverb, noise, speech, band limits, clipping."""
     mix = np.zeros(round(seconds * A.AUDIO_RATE), np.float32)
     for voice in plan.voices:
@@ -204,8 +225,9 @@ def render_audio(plan: ClipPlan, bank: SourceBank, seconds: float, speech: list[
         talk[start : start + len(line)] = line[: len(mix) - start]
         mix = A.mix_at_snr(mix, talk, float(rng.uniform(3, 15)))
     if rng.random() < 0.8:
-        mix = A.mix_at_snr(mix, A.coloured_noise(len(mix), str(rng.choice(["white", "pink", "brown"])), rng),
-                           float(rng.uniform(8, 35)))
+        mix = A.mix_at_snr(
+            mix, A.coloured_noise(len(mix), str(rng.choice(["white", "pink", "brown"])), rng), float(rng.uniform(8, 35))
+        )
     if rng.random() < 0.25:
         mix = A.phone_band(mix)
     mix = A.set_level(mix, float(rng.uniform(-28, -14)))
@@ -222,13 +244,33 @@ def encode(path: Path, frames: np.ndarray | None, audio_wav: Path | None, rng: n
     """
     cmd = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-threads", "1"]
     if frames is not None:
-        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{frames.shape[2]}x{frames.shape[1]}",
-                "-r", str(I.VIDEO_FPS), "-i", "pipe:0"]
+        cmd += [
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{frames.shape[2]}x{frames.shape[1]}",
+            "-r",
+            str(I.VIDEO_FPS),
+            "-i",
+            "pipe:0",
+        ]
     if audio_wav is not None:
         cmd += ["-i", str(audio_wav)]
     if frames is not None:
-        cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(int(rng.integers(23, 36))), "-pix_fmt", "yuv420p",
-                "-x264-params", "threads=1"]
+        cmd += [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            str(int(rng.integers(23, 36))),
+            "-pix_fmt",
+            "yuv420p",
+            "-x264-params",
+            "threads=1",
+        ]
     if audio_wav is not None and path.suffix != ".wav":
         cmd += ["-c:a", "aac", "-b:a", f"{int(rng.choice([32, 48, 64, 96, 128]))}k"]
     cmd += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact"]
@@ -275,6 +317,7 @@ def render_clip(plan: ClipPlan) -> ClipPlan:
 
 # --- the command --------------------------------------------------------------------------------
 
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory")
@@ -290,7 +333,14 @@ def _check_out(out: Path) -> None:
 def build(options: BuildOptions, console=None) -> list[ClipPlan]:
     """Builds the corpus into options.out; returns the clip plans in labels.csv order."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = console or Console(stderr=True)
     _check_out(options.out)
@@ -306,10 +356,21 @@ def build(options: BuildOptions, console=None) -> list[ClipPlan]:
     plans = plan_clips(options, bank)
     speech_dir = cache_dir() / "speech"
     A.speech_pool(speech_dir)  # synthesize once, before the workers read it
-    columns = (TextColumn("[bold]building corpus"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress, ProcessPoolExecutor(
-            max_workers=options.workers, initializer=_init_worker,
-            initargs=(bank, options.seconds, options.out, speech_dir)) as pool:
+    columns = (
+        TextColumn("[bold]building corpus"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with (
+        Progress(*columns, console=console) as progress,
+        ProcessPoolExecutor(
+            max_workers=options.workers,
+            initializer=_init_worker,
+            initargs=(bank, options.seconds, options.out, speech_dir),
+        ) as pool,
+    ):
         task = progress.add_task("clips", total=len(plans))
         for _ in pool.map(render_clip, plans, chunksize=1):
             progress.advance(task)
@@ -323,7 +384,18 @@ def build(options: BuildOptions, console=None) -> list[ClipPlan]:
     return plans
 
 
-LABEL_COLUMNS = ("path", "label", "split", "labels", "has_audio", "has_video", "melody", "sound_source", "image", "seed")
+LABEL_COLUMNS = (
+    "path",
+    "label",
+    "split",
+    "labels",
+    "has_audio",
+    "has_video",
+    "melody",
+    "sound_source",
+    "image",
+    "seed",
+)
 
 
 def write_labels(out: Path, plans: list[ClipPlan]) -> None:
@@ -331,9 +403,20 @@ def write_labels(out: Path, plans: list[ClipPlan]) -> None:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(LABEL_COLUMNS)
         for p in plans:
-            writer.writerow([p.rel_path, p.class_name, p.split, ";".join(p.labels), int(p.has_audio), int(p.has_video),
-                             p.voices[0].melody_id, p.voices[0].source if p.has_audio else "",
-                             p.image_id if p.has_video else "", p.seed])
+            writer.writerow(
+                [
+                    p.rel_path,
+                    p.class_name,
+                    p.split,
+                    ";".join(p.labels),
+                    int(p.has_audio),
+                    int(p.has_video),
+                    p.voices[0].melody_id,
+                    p.voices[0].source if p.has_audio else "",
+                    p.image_id if p.has_video else "",
+                    p.seed,
+                ]
+            )
 
 
 def write_readme(options: BuildOptions, plans: list[ClipPlan], bank: SourceBank, seconds_taken: float) -> None:
@@ -356,27 +439,43 @@ def write_readme(options: BuildOptions, plans: list[ClipPlan], bank: SourceBank,
             licences.add(bank.image_licence[p.image_id])
         for v in p.voices:
             kind = v.source.split(":")[0]
-            licences.add({"FluidR3_GM.sf2": "fluid-soundfont-gm", "MuseScore_General.sf3": "musescore-general-soundfont",
-                          "hydrogen": "hydrogen-drumkits"}.get(kind, kind))
+            licences.add(
+                {
+                    "FluidR3_GM.sf2": "fluid-soundfont-gm",
+                    "MuseScore_General.sf3": "musescore-general-soundfont",
+                    "hydrogen": "hydrogen-drumkits",
+                }.get(kind, kind)
+            )
     lines = [
-        "# streamrec instrument video corpus", "",
+        "# streamrec instrument video corpus",
+        "",
         f"Built by `streamrec data build {options.out} --clips-per-class {options.clips_per_class} "
         f"--seconds {options.seconds:g} --seed {options.seed}` in {seconds_taken / 60:.1f} min "
         f"({len(plans)} clips of {options.seconds:g} s; video {I.FRAME_WIDTH}x{I.FRAME_HEIGHT} at {I.VIDEO_FPS} fps, "
-        f"H.264; audio {A.AUDIO_RATE} Hz mono, AAC).", "",
-        "Splits are 70/15/15 by clip and by source: no melody, drum pattern or picture is used in two splits.", "",
-        "## Clips per class", "",
+        f"H.264; audio {A.AUDIO_RATE} Hz mono, AAC).",
+        "",
+        "Splits are 70/15/15 by clip and by source: no melody, drum pattern or picture is used in two splits.",
+        "",
+        "## Clips per class",
+        "",
         "| class | train | val | test | audio only | video only | multi-label | melodies | sound sources | pictures |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in options.classes:
         c = per_class[name]
-        lines.append(f"| {name} | {c['train']} | {c['val']} | {c['test']} | {c['audio only']} | {c['video only']} | "
-                     f"{c['multi-label']} | {len(melodies[name])} | {len(sounds[name])} | {len(pictures[name])} |")
-    lines += ["", "Distinct pictures available per class (all splits): "
-              + ", ".join(f"{n} {sum(len(v) for v in bank.image_split[n].values())}" for n in options.classes) + ".",
-              "Classes with few pictures (and procedural drawings) are the visual model's known weakness.", "",
-              "## Sources and licences", ""]
+        lines.append(
+            f"| {name} | {c['train']} | {c['val']} | {c['test']} | {c['audio only']} | {c['video only']} | "
+            f"{c['multi-label']} | {len(melodies[name])} | {len(sounds[name])} | {len(pictures[name])} |"
+        )
+    lines += [
+        "",
+        "Distinct pictures available per class (all splits): "
+        + ", ".join(f"{n} {sum(len(v) for v in bank.image_split[n].values())}" for n in options.classes)
+        + ".",
+        "Classes with few pictures (and procedural drawings) are the visual model's known weakness.",
+        "",
+        "## Sources and licences",
+        "",
+    ]
     lines += [f"- {key}: {LICENCES[key]}" for key in sorted(licences) if key in LICENCES]
     (options.out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-

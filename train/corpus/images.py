@@ -34,7 +34,9 @@ def source_images(class_name: str) -> list[SourceImage]:
     """Every distinct picture available for a class, in a stable order."""
     spec = INSTRUMENTS[class_name]
     found = [SourceImage(f"emoji-{style}:{cp}", f"emoji-{style}") for cp in spec.emoji for style, _ in emoji_images(cp)]
-    found += [SourceImage(f"openclipart:{path}", "openclipart") for path in spec.clipart if (OPENCLIPART / path).exists()]
+    found += [
+        SourceImage(f"openclipart:{path}", "openclipart") for path in spec.clipart if (OPENCLIPART / path).exists()
+    ]
     if spec.procedural:
         found += [SourceImage(f"procedural:{spec.procedural}:{i}", "procedural") for i in range(N_PROCEDURAL_VARIANTS)]
     return found
@@ -61,12 +63,15 @@ def load_rgba(image_id: str) -> np.ndarray:
         image = image.crop(box)
     scale = SOURCE_SIZE / max(image.size)
     if scale != 1:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.LANCZOS if scale < 1 else Image.BICUBIC)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.LANCZOS if scale < 1 else Image.BICUBIC,
+        )
     return np.asarray(image)
 
 
 # --- procedural drawings for classes that have no emoji and no clip art ------------------------
+
 
 def _colour(rng: np.random.Generator, base: tuple[int, int, int], spread: int = 30) -> tuple[int, int, int]:
     return tuple(int(np.clip(c + rng.integers(-spread, spread + 1), 0, 255)) for c in base)  # type: ignore[return-value]
@@ -144,6 +149,7 @@ PROCEDURAL_DRAWINGS = {"organ": draw_organ, "harmonica": draw_harmonica, "clarin
 
 # --- backgrounds and filming ------------------------------------------------------------------
 
+
 def background(rng: np.random.Generator) -> np.ndarray:
     """A (FRAME_HEIGHT * 1.25, FRAME_WIDTH * 1.25, 3) float32 scene, larger than the frame so the camera can pan."""
     h, w = int(FRAME_HEIGHT * 1.25), int(FRAME_WIDTH * 1.25)
@@ -208,8 +214,14 @@ def plan_filming(rng: np.random.Generator, seconds: float) -> Filming:
         contrast=float(rng.uniform(0.7, 1.2)),
         tint=tuple(float(x) for x in rng.uniform(0.85, 1.15, 3)),  # type: ignore[arg-type]
         noise=float(rng.uniform(1, 9)),
-        occluder=(float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.08, 0.2)),
-                  float(rng.uniform(-20, 20))) if rng.random() < 0.4 else None,
+        occluder=(
+            float(rng.uniform(0.2, 0.8)),
+            float(rng.uniform(0.2, 0.8)),
+            float(rng.uniform(0.08, 0.2)),
+            float(rng.uniform(-20, 20)),
+        )
+        if rng.random() < 0.4
+        else None,
         out_of_shot=out,
         flip=bool(rng.random() < 0.5),
     )
@@ -221,7 +233,9 @@ def _prepare_instrument(rgba: np.ndarray, filming: Filming) -> np.ndarray:
     target_h = filming.scale * FRAME_HEIGHT
     scale = target_h / max(image.shape[0], image.shape[1] * 0.75)
     size = (max(4, round(image.shape[1] * scale)), max(4, round(image.shape[0] * scale)))
-    resized = cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    resized = cv2.resize(
+        np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    )
     h, w = resized.shape[:2]
     diagonal = int(np.ceil(np.hypot(h, w)))
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), filming.rotation, 1.0)
@@ -268,8 +282,16 @@ def film(rgba: np.ndarray, filming: Filming, seconds: float, rng: np.random.Gene
         if filming.occluder:
             x, y, r, speed = filming.occluder
             centre = (int(x * FRAME_WIDTH + speed * t), int(y * FRAME_HEIGHT))
-            cv2.ellipse(canvas, centre, (int(r * FRAME_WIDTH), int(r * FRAME_WIDTH * 1.6)), 0, 0, 360,
-                        occluder_colour.tolist(), -1)
+            cv2.ellipse(
+                canvas,
+                centre,
+                (int(r * FRAME_WIDTH), int(r * FRAME_WIDTH * 1.6)),
+                0,
+                0,
+                360,
+                occluder_colour.tolist(),
+                -1,
+            )
         if filming.blur:
             canvas = cv2.GaussianBlur(canvas, (0, 0), filming.blur)
         canvas = (canvas - 128) * filming.contrast + 128

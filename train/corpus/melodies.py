@@ -67,7 +67,8 @@ def _corpus_melodies() -> list[Melody]:
     chorales = sorted(p for p in corpus.getComposer("bach") if "bwv" in p.name)
     step_f, step_c = max(1, len(fiddle) // N_FIDDLE_TUNES), max(1, len(chorales) // N_CHORALES)
     chosen = [("fiddle", p) for p in fiddle[::step_f][:N_FIDDLE_TUNES]] + [
-        ("chorale", p) for p in chorales[::step_c][:N_CHORALES]]
+        ("chorale", p) for p in chorales[::step_c][:N_CHORALES]
+    ]
     melodies = []
     for kind, path in chosen:
         try:
@@ -83,8 +84,12 @@ def _corpus_melodies() -> list[Melody]:
 def _generated_phrases(seed: int = 7) -> list[Melody]:
     """Our own phrases: scale runs and arpeggios over a few modes, in C, transposed later."""
     rng = np.random.default_rng(seed)
-    scales = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10), "dorian": (0, 2, 3, 5, 7, 9, 10),
-              "pentatonic": (0, 2, 4, 7, 9)}
+    scales = {
+        "major": (0, 2, 4, 5, 7, 9, 11),
+        "minor": (0, 2, 3, 5, 7, 8, 10),
+        "dorian": (0, 2, 3, 5, 7, 9, 10),
+        "pentatonic": (0, 2, 4, 7, 9),
+    }
     phrases = []
     for i in range(N_GENERATED_PHRASES):
         scale = list(scales.values())[i % len(scales)]
@@ -145,8 +150,10 @@ def drum_patterns(seed: int = 11) -> list[DrumPattern]:
             hits += [("kick" if rng.random() < 0.5 else "snare", bar * 4 + int(s) / 4, 0.5) for s in extra]
         fill_start = 3 * 4 + float(rng.choice([2, 3]))
         hits = [h for h in hits if not (h[1] >= fill_start and h[0] != "kick")]
-        hits += [("tom" if rng.random() < 0.6 else "snare", fill_start + k / 4, 0.8)
-                 for k in range(int((16 - fill_start) * 4))]
+        hits += [
+            ("tom" if rng.random() < 0.6 else "snare", fill_start + k / 4, 0.8)
+            for k in range(int((16 - fill_start) * 4))
+        ]
         hits.append(("crash", 0.0, 0.9))
         patterns.append(DrumPattern(f"generated:drums{i:03d}", tuple(sorted(hits, key=lambda h: h[1])), 16.0))
     return patterns
@@ -166,4 +173,3 @@ def fit_to_range(notes: list[Note], low: int, high: int, rng: np.random.Generato
             p -= 12
         fitted.append((max(low, p), start, dur))
     return fitted
-

@@ -25,8 +25,9 @@ def write_previews(out: Path, plans: list) -> tuple[Path, Path]:
     classes = list(by_class)
     config = LOGMEL_PRESETS["realtime"]
 
-    fig, axes = plt.subplots(len(classes), FRAMES_PER_CLASS, figsize=(FRAMES_PER_CLASS * 1.6, len(classes) * 1.3),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(classes), FRAMES_PER_CLASS, figsize=(FRAMES_PER_CLASS * 1.6, len(classes) * 1.3), squeeze=False
+    )
     for row, name in enumerate(classes):
         frames = []
         for plan in (p for p in by_class[name] if p.has_video):
@@ -59,8 +60,13 @@ def write_previews(out: Path, plans: list) -> tuple[Path, Path]:
         audio = decode_audio(out / plan.rel_path, config.sample_rate)
         spectrogram = logmel(audio[: config.sample_rate * 5], config)
         ax = axes.flat[k]
-        ax.imshow(spectrogram, origin="lower", aspect="auto", cmap="magma",
-                  extent=(0, spectrogram.shape[1] * config.hop_length / config.sample_rate, 0, config.n_mels))
+        ax.imshow(
+            spectrogram,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            extent=(0, spectrogram.shape[1] * config.hop_length / config.sample_rate, 0, config.n_mels),
+        )
         ax.set_title(f"{name} ({Path(plan.rel_path).name})", fontsize=8)
         ax.axis("on")
         ax.set_xlabel("s", fontsize=7)

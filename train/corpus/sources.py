@@ -64,34 +64,79 @@ _MUSIC = "recreation/music/"
 INSTRUMENTS: dict[str, InstrumentSource] = {
     "accordion": InstrumentSource((21,), (53, 84), polyphonic=True, emoji=("1fa97",)),
     "banjo": InstrumentSource((105,), (50, 81), polyphonic=True, emoji=("1fa95",)),
-    "cello": InstrumentSource((42,), (36, 69), clipart=tuple(_MUSIC + n for n in ("cello_ganson.svg", "cello_mo_01.svg", "cello_mo_02.svg"))),
+    "cello": InstrumentSource(
+        (42,), (36, 69), clipart=tuple(_MUSIC + n for n in ("cello_ganson.svg", "cello_mo_01.svg", "cello_mo_02.svg"))
+    ),
     "clarinet": InstrumentSource((71,), (50, 86), clipart=(_MUSIC + "oboe_ganson.svg",), procedural="clarinet"),
-    "drums": InstrumentSource(drums=True, emoji=("1f941", "1fa98"), clipart=tuple(_MUSIC + n for n in (
-        "drums_jarno_vasamaa_.svg", "war_drum_enrique_meza_c_01.svg", "war_drum_enrique_meza_c_02.svg"))),
+    "drums": InstrumentSource(
+        drums=True,
+        emoji=("1f941", "1fa98"),
+        clipart=tuple(
+            _MUSIC + n
+            for n in ("drums_jarno_vasamaa_.svg", "war_drum_enrique_meza_c_01.svg", "war_drum_enrique_meza_c_02.svg")
+        ),
+    ),
     "flute": InstrumentSource((73,), (60, 93), emoji=("1fa88",), clipart=(_MUSIC + "flute_ganson.svg",)),
-    "guitar": InstrumentSource(tuple(range(24, 31)), (40, 76), polyphonic=True, emoji=("1f3b8",), clipart=tuple(_MUSIC + n for n in (
-        "guitar_ganson.svg", "guitar_jarno_vasamaa1.svg", "guitar_jarno_vasamaa2.svg",
-        "guitar_profile_philippe__01.svg", "electric_guitar_andrea__01r.svg"))),
+    "guitar": InstrumentSource(
+        tuple(range(24, 31)),
+        (40, 76),
+        polyphonic=True,
+        emoji=("1f3b8",),
+        clipart=tuple(
+            _MUSIC + n
+            for n in (
+                "guitar_ganson.svg",
+                "guitar_jarno_vasamaa1.svg",
+                "guitar_jarno_vasamaa2.svg",
+                "guitar_profile_philippe__01.svg",
+                "electric_guitar_andrea__01r.svg",
+            )
+        ),
+    ),
     "harmonica": InstrumentSource((22,), (60, 84), procedural="harmonica"),
     "organ": InstrumentSource(tuple(range(16, 21)), (36, 84), polyphonic=True, procedural="organ"),
-    "piano": InstrumentSource(tuple(range(0, 8)), (36, 96), polyphonic=True, emoji=("1f3b9",), clipart=(
-        _MUSIC + "piano_geraint_luff_01.svg", "computer/icons/flat-theme/action/piano.svg")),
-    "saxophone": InstrumentSource(tuple(range(64, 68)), (44, 80), emoji=("1f3b7",), clipart=(_MUSIC + "saxophone_jarno_vasamaa_.svg",)),
-    "trumpet": InstrumentSource((56,), (54, 82), emoji=("1f3ba",), clipart=tuple(_MUSIC + n for n in (
-        "trumpet_b_flat__ganson.svg", "trumpet_b_flat_colour_ganso.svg", "trumpet_pocket__ganson.svg",
-        "trumpet_pocket_colour_ganso.svg", "trumpet_herald__ganson.svg"))),
-    "violin": InstrumentSource((40,), (55, 96), emoji=("1f3bb",), clipart=tuple(_MUSIC + n for n in (
-        "violin_ganson.svg", "violin_colour_ganson.svg", "violin_mo_01.svg"))),
+    "piano": InstrumentSource(
+        tuple(range(0, 8)),
+        (36, 96),
+        polyphonic=True,
+        emoji=("1f3b9",),
+        clipart=(_MUSIC + "piano_geraint_luff_01.svg", "computer/icons/flat-theme/action/piano.svg"),
+    ),
+    "saxophone": InstrumentSource(
+        tuple(range(64, 68)), (44, 80), emoji=("1f3b7",), clipart=(_MUSIC + "saxophone_jarno_vasamaa_.svg",)
+    ),
+    "trumpet": InstrumentSource(
+        (56,),
+        (54, 82),
+        emoji=("1f3ba",),
+        clipart=tuple(
+            _MUSIC + n
+            for n in (
+                "trumpet_b_flat__ganson.svg",
+                "trumpet_b_flat_colour_ganso.svg",
+                "trumpet_pocket__ganson.svg",
+                "trumpet_pocket_colour_ganso.svg",
+                "trumpet_herald__ganson.svg",
+            )
+        ),
+    ),
+    "violin": InstrumentSource(
+        (40,),
+        (55, 96),
+        emoji=("1f3bb",),
+        clipart=tuple(_MUSIC + n for n in ("violin_ganson.svg", "violin_colour_ganson.svg", "violin_mo_01.svg")),
+    ),
 }
 
-# General MIDI drum kits (bank 128) present in FluidR3: standard, room, power, electronic, TR-808, jazz, brush, orchestra.
+# General MIDI drum kits (bank 128) in FluidR3: standard, room, power, electronic, TR-808, jazz, brush, orchestra.
 GM_DRUM_KITS: tuple[int, ...] = (0, 8, 16, 24, 25, 32, 40, 48)
 
 
 def cache_dir() -> Path:
     """Where streamrec keeps fetched artwork, parsed melodies and decoded clips."""
     root = os.environ.get("STREAMREC_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "streamrec")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "streamrec"
+    )
     return Path(root)
 
 
@@ -113,8 +158,13 @@ class DrumKit:
 
 
 _ROLE_WORDS = (  # first match wins: "open hat" before "hat", "tom" before others
-    ("open_hat", ("open",)), ("kick", ("kick", "bass drum", "bd", "bassdrum")), ("snare", ("snare", "sd", "rim")),
-    ("hat", ("hat", "hh")), ("tom", ("tom",)), ("crash", ("crash", "china", "splash")), ("ride", ("ride", "bell")),
+    ("open_hat", ("open",)),
+    ("kick", ("kick", "bass drum", "bd", "bassdrum")),
+    ("snare", ("snare", "sd", "rim")),
+    ("hat", ("hat", "hh")),
+    ("tom", ("tom",)),
+    ("crash", ("crash", "china", "splash")),
+    ("ride", ("ride", "bell")),
 )
 
 
@@ -164,8 +214,9 @@ def fetch_emoji(dest: Path | None = None) -> dict[str, int]:
         style_dir.mkdir(parents=True, exist_ok=True)
         tarball_dir = dest / "_npm"
         tarball_dir.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["npm", "pack", "--silent", f"{package}@{version}"], cwd=tarball_dir,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["npm", "pack", "--silent", f"{package}@{version}"], cwd=tarball_dir, capture_output=True, text=True
+        )
         if done.returncode != 0:
             raise RuntimeError(f"npm pack {package}@{version} failed: {done.stderr.strip()[-300:]}")
         tarball = tarball_dir / done.stdout.strip().splitlines()[-1]

@@ -1,0 +1,1 @@
+"""Inference engines for model bundles: ONNX export, ONNX Runtime and TensorRT runtimes."""

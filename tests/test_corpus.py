@@ -1,0 +1,156 @@
+"""`streamrec data build`: a real (tiny) build with the real tools, its determinism, splits and errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from streamrec.classes import DEFAULT_CLASSES
+from streamrec.media import decode_audio
+from train.corpus.build import BuildOptions, gather_sources, plan_clips, split_ids
+from train.corpus.sources import check_sources
+from train.dataset import ClipCache, load_dataset, read_labels
+
+pytestmark = pytest.mark.skipif(bool(check_sources()), reason="training sources missing: run scripts/install.sh")
+
+TINY = ["--clips-per-class", "4", "--seconds", "3", "--classes", "violin,drums,piano", "--seed", "5"]
+
+
+def streamrec(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streamrec", *args], capture_output=True, text=True, timeout=600)
+
+
+def rows(out: Path) -> list[dict]:
+    with open(out / "labels.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("corpus") / "tiny"
+    done = streamrec("data", "build", str(out), *TINY, "--workers", "2", "--preview")
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_build_writes_every_clip_in_the_contract_layout(tiny_corpus: Path) -> None:
+    table = rows(tiny_corpus)
+    assert len(table) == 12
+    assert {r["label"] for r in table} == {"violin", "drums", "piano"}
+    assert {"path", "label", "split", "labels"} <= set(table[0])
+    records, skipped = read_labels(tiny_corpus)
+    assert len(records) == 12 and skipped == []
+    readme = (tiny_corpus / "README.md").read_text()
+    assert "| violin |" in readme and "Sources and licences" in readme and "fluid-soundfont-gm" in readme
+    for name in ("preview_frames.png", "preview_logmel.png"):
+        image = cv2.imread(str(tiny_corpus / name))
+        assert image is not None and image.shape[0] > 200 and image.std() > 10
+
+
+def test_every_clip_opens_in_ffprobe_and_opencv(tiny_corpus: Path) -> None:
+    for row in rows(tiny_corpus):
+        path = tiny_corpus / row["path"]
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        kinds = sorted(s["codec_type"] for s in json.loads(probe.stdout)["streams"])
+        expected = sorted(k for k, flag in (("audio", row["has_audio"]), ("video", row["has_video"])) if flag == "1")
+        assert kinds == expected, path
+        if row["has_video"] == "1":
+            assert path.suffix == ".mp4"
+            capture = cv2.VideoCapture(str(path))
+            ok, frame = capture.read()
+            capture.release()
+            assert ok and frame.shape == (240, 320, 3), path
+
+
+def test_clips_decode_with_the_reader(tiny_corpus: Path, tmp_path: Path) -> None:
+    loaded = load_dataset(tiny_corpus, cache=ClipCache(tmp_path / "cache"), progress=False)
+    assert len(loaded.clips) == 12 and loaded.skipped == []
+    for clip in loaded.clips:
+        if clip.audio is not None:
+            assert abs(len(clip.audio) - 3 * 16000) < 0.05 * 16000
+            assert 0.003 < np.sqrt(np.mean(clip.audio**2)) < 0.5  # audible, not clipped flat
+        if clip.frames is not None:
+            assert clip.frames.shape == (3, 224, 224, 3)
+
+
+def test_same_seed_same_corpus_whatever_the_worker_count(tiny_corpus: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    done = streamrec("data", "build", str(again), *TINY, "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert (again / "labels.csv").read_bytes() == (tiny_corpus / "labels.csv").read_bytes()
+    for row in rows(again):
+        if row["has_audio"] == "1":
+            first = decode_audio(tiny_corpus / row["path"], 16000)
+            second = decode_audio(again / row["path"], 16000)
+            np.testing.assert_array_equal(first, second)
+
+
+def test_another_seed_gives_another_corpus(tiny_corpus: Path) -> None:
+    options = BuildOptions(out=Path("unused"), clips_per_class=4, classes=("violin", "drums", "piano"), seed=6)
+    other = plan_clips(options, gather_sources(options.classes, options.seed))
+    assert [p.seed for p in other] != [int(r["seed"]) for r in rows(tiny_corpus)]
+
+
+def test_splits_share_no_melody_pattern_or_picture() -> None:
+    options = BuildOptions(out=Path("unused"), clips_per_class=60, seed=0)
+    plans = plan_clips(options, gather_sources(options.classes, options.seed))
+    melodies, pictures = defaultdict(set), defaultdict(set)
+    for plan in plans:
+        melodies[plan.split] |= {voice.melody_id for voice in plan.voices}
+        if plan.has_video:
+            pictures[plan.split].add(plan.image_id)
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not melodies[a] & melodies[b], (a, b)
+        assert not pictures[a] & pictures[b], (a, b)
+    counts = {s: sum(p.split == s for p in plans) for s in ("train", "val", "test")}
+    assert counts == {"train": 13 * 42, "val": 13 * 9, "test": 13 * 9}  # 70/15/15 of 60, per class
+    assert {p.class_name for p in plans} == set(DEFAULT_CLASSES)
+    # The user-generated mix: some clips lack a stream, some have a quiet second instrument.
+    n = len(plans)
+    assert 0.02 < sum(not p.has_video for p in plans) / n < 0.12
+    assert 0.02 < sum(not p.has_audio for p in plans) / n < 0.12
+    assert 0.1 < sum(len(p.labels) > 1 for p in plans) / n < 0.3
+
+
+def test_split_ids_partitions_70_15_15() -> None:
+    parts = split_ids([f"id{i}" for i in range(100)], np.random.default_rng(0))
+    assert [len(parts[s]) for s in ("train", "val", "test")] == [70, 15, 15]
+    assert set().union(*parts.values()) == {f"id{i}" for i in range(100)}
+    three = split_ids(["a", "b", "c"], np.random.default_rng(0))
+    assert sorted(len(v) for v in three.values()) == [1, 1, 1]
+
+
+def test_unknown_class_exits_2_with_one_line(tmp_path: Path) -> None:
+    done = streamrec("data", "build", str(tmp_path / "x"), "--classes", "violin,kazoo")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "kazoo" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_unwritable_out_exits_2_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    done = streamrec("data", "build", str(blocker / "corpus"), "--clips-per-class", "1")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_help_explains_every_option() -> None:
+    done = streamrec("data", "build", "--help")
+    assert done.returncode == 0
+    for option in ("--clips-per-class", "--seconds", "--classes", "--seed", "--workers", "--preview"):
+        assert option in done.stdout
