@@ -30,7 +30,7 @@ import numpy as np
 from streamrec.classes import DEFAULT_CLASSES
 from streamrec.errors import UserError
 from streamrec.features import FrameConfig, preprocess_frame
-from streamrec.media import MediaError, decode_audio, decode_frames
+from streamrec.media import MediaError, decode_audio, decode_frames, probe
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class DecodeSpec:
 
     sample_rate: int = 16000  # Hz, mono audio
     frames: FrameConfig = field(default_factory=FrameConfig)  # frame rate and preprocessing
+    video: bool = True  # False: leave frames undecoded (audio training needs none)
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -220,8 +221,8 @@ def read_labels(
 def decode_clip(record: ClipRecord, spec: DecodeSpec) -> Clip:
     """Decodes one clip's audio and frames. Raises MediaError for a file that cannot be used."""
     audio = decode_audio(record.path, spec.sample_rate)
-    video = decode_frames(record.path, spec.frames.fps)
-    if audio is None and video is None:
+    video = decode_frames(record.path, spec.frames.fps) if spec.video else None
+    if audio is None and video is None and (spec.video or not probe(record.path).has_video):
         raise MediaError(f"no audio or video stream in {record.path}")
     if audio is not None and audio.size == 0:
         raise MediaError(f"no decodable audio in {record.path}")

@@ -87,13 +87,19 @@ def split_ids(ids: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
     }
 
 
+def split_counts(count: int) -> dict[str, int]:
+    """Clips per split for a class of `count` clips: 70/15/15, with at least one val and one test clip from 3 up."""
+    n_val = max(1, round(count * SPLIT_SHARES["val"])) if count >= 3 else 0
+    n_test = max(1, round(count * SPLIT_SHARES["test"])) if count >= 3 else 0
+    return {"train": count - n_val - n_test, "val": n_val, "test": n_test}
+
+
 def split_of(position: int, count: int) -> str:
-    """The split of the position-th clip of a class: exactly 70/15/15 of its clips, interleaved."""
-    cut_train = round(count * SPLIT_SHARES["train"])
-    cut_val = cut_train + round(count * SPLIT_SHARES["val"])
-    order = np.random.default_rng(count).permutation(count)  # interleave so a partial build is balanced
+    """The split of the position-th clip of a class, interleaved so that a partial build is balanced."""
+    counts = split_counts(count)
+    order = np.random.default_rng(count).permutation(count)
     rank = int(np.where(order == position)[0][0])
-    return "train" if rank < cut_train else "val" if rank < cut_val else "test"
+    return "train" if rank < counts["train"] else "val" if rank < counts["train"] + counts["val"] else "test"
 
 
 @dataclass

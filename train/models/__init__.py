@@ -1,0 +1,1 @@
+"""Network architectures: audio CNNs, the frame CNN and the late-fusion network."""

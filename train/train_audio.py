@@ -1,0 +1,187 @@
+"""`streamrec train audio`: trains one of the seeds' audio networks into a model bundle."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio
+
+from streamrec.bundle import Bundle
+from streamrec.errors import UserError
+from streamrec.features import LogMel
+
+from .audio_setup import AudioSetup, clip_probabilities, eval_window
+from .dataset import Clip, DecodeSpec, encode_targets, load_dataset
+from .loop import FitOptions, fit, plot_curves
+from .metrics import classification_report, multilabel_report, plot_confusions
+from .models.audio import AudioNet, build_audio_model, default_dims, outputs_probabilities
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AudioTrainOptions:
+    data: Path
+    out: Path
+    setup: AudioSetup
+    fit: FitOptions = FitOptions()
+    batch_size: int = 32
+    crops_per_clip: int = 4  # random training windows drawn per clip and epoch
+    specaugment: bool = False
+    resume: bool = False
+    workers: int = 2  # decoding processes
+
+
+def audio_clips(data: Path, splits: str, sample_rate: int, workers: int) -> tuple[list[Clip], tuple[str, ...], list]:
+    """The clips that have audio, decoded at the network's rate (frames are not decoded)."""
+    loaded = load_dataset(data, split=splits, spec=DecodeSpec(sample_rate=sample_rate, video=False), workers=workers)
+    return [c for c in loaded.clips if c.audio is not None], loaded.classes, loaded.skipped
+
+
+def balanced_indices(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n clip indices drawn so that every class is equally likely (class-balanced sampling)."""
+    counts = np.bincount(labels)
+    weights = 1.0 / counts[labels]
+    return rng.choice(len(labels), size=n, p=weights / weights.sum())
+
+
+def random_windows(clips: list[Clip], indices: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
+    """(len(indices), window) float32: one random window from each chosen clip, zero-padded if short."""
+    out = np.zeros((len(indices), window), np.float32)
+    for row, i in enumerate(indices):
+        audio = clips[i].audio
+        start = int(rng.integers(0, max(1, len(audio) - window + 1)))
+        piece = audio[start : start + window]
+        out[row, : len(piece)] = piece
+    return out
+
+
+def evaluate_audio(
+    model: AudioNet, logmel: LogMel, setup: AudioSetup, clips: list[Clip], classes: tuple[str, ...]
+) -> tuple[dict, np.ndarray]:
+    """The eval-JSON block of CONTRACTS.md plus seed 003's multi-label metrics; and the (n, classes) scores."""
+    model.eval()
+    scores = (
+        np.stack([clip_probabilities(model, logmel, setup, c.audio) for c in clips])
+        if clips
+        else np.zeros((0, len(classes)))
+    )
+    targets, multi_hot = encode_targets([c.record for c in clips], classes)
+    report = classification_report(scores, targets, classes)
+    report.update(multilabel_report(scores, multi_hot))
+    return report, scores
+
+
+def train_audio(options: AudioTrainOptions) -> dict:
+    """Trains, picks the best epoch by validation F1, evaluates on test, and writes the bundle's audio network."""
+    setup = options.setup
+    sample_rate = setup.frontend.sample_rate
+    train_clips, classes, skipped = audio_clips(options.data, "train", sample_rate, options.workers)
+    val_clips, _, _ = audio_clips(options.data, "val", sample_rate, options.workers)
+    test_clips, _, _ = audio_clips(options.data, "test", sample_rate, options.workers)
+    if not train_clips or not val_clips:
+        raise UserError(f"{options.data} has no training or no validation clips with audio")
+    targets, multi_hot = encode_targets([c.record for c in train_clips], classes)
+    present = np.unique(targets)
+    if len(present) < 2:
+        raise UserError(f"{options.data}: the training split has fewer than two classes with audio")
+
+    dims = default_dims(setup.arch, len(classes), setup.frontend.n_mels)
+    model = build_audio_model(dims)
+    logmel = LogMel(setup.frontend)
+    probabilities_out = outputs_probabilities(dims)
+    masks = torch.nn.Sequential(
+        torchaudio.transforms.FrequencyMasking(setup.frontend.n_mels // 8, iid_masks=True),
+        torchaudio.transforms.TimeMasking(setup.frontend.frames_per_window // 10, iid_masks=True),
+    )
+    window = (
+        eval_window(setup, min(len(c.audio) for c in train_clips))
+        if setup.crop == "central"
+        else setup.frontend.window_samples
+    )
+    crops = options.crops_per_clip if setup.crop == "uniform" else 1
+
+    def batches(epoch: int):
+        rng = np.random.default_rng([options.fit.seed, epoch])
+        order = balanced_indices(targets, len(train_clips) * crops, rng)
+        for start in range(0, len(order), options.batch_size):
+            chosen = order[start : start + options.batch_size]
+            with torch.no_grad():
+                features = logmel(torch.from_numpy(random_windows(train_clips, chosen, window, rng)))
+                if options.specaugment:
+                    features = masks(features.unsqueeze(1)).squeeze(1)
+            label = torch.from_numpy(multi_hot[chosen]) if probabilities_out else torch.from_numpy(targets[chosen])
+            yield features, label
+
+    def loss_fn(outputs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if probabilities_out:  # attention model: multi-label binary cross-entropy on probabilities
+            return torch.nn.functional.binary_cross_entropy(outputs.clamp(1e-6, 1 - 1e-6), label)
+        return torch.nn.functional.cross_entropy(outputs, label)
+
+    def validate() -> float:
+        return evaluate_audio(model, logmel, setup, val_clips, classes)[0]["f1_macro"]
+
+    options.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    result = fit(
+        model,
+        batches,
+        loss_fn,
+        validate,
+        options.fit,
+        state_path=options.out / ".train" / "audio.pt",
+        resume=options.resume,
+        label=f"training audio {setup.name}",
+    )
+    test_report, _ = evaluate_audio(model, logmel, setup, test_clips, classes)
+    val_report, _ = evaluate_audio(model, logmel, setup, val_clips, classes)
+    reports = options.out / "reports"
+    plot_curves(result.history, reports / f"audio_{setup.name}_curves.png", f"audio {setup.name}")
+    plot_confusions(
+        {f"audio {setup.name} (test)": np.array(test_report["confusion"])},
+        classes,
+        reports / f"audio_{setup.name}_confusion.png",
+    )
+    training = {
+        "data": str(options.data),
+        "setup": setup.name,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stopped": result.stopped,
+        "train_seconds": round(result.seconds, 1),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "n_train": len(train_clips),
+        "n_val": len(val_clips),
+        "options": {
+            **asdict(options.fit),
+            "batch_size": options.batch_size,
+            "crops_per_clip": crops,
+            "specaugment": options.specaugment,
+        },
+        "history": result.history,
+    }
+    bundle = Bundle.create(options.out, classes)
+    bundle.save_network(
+        "audio",
+        model,
+        setup.arch,
+        dims.to_dict(),
+        {"setup": setup.to_dict()},
+        metrics={"test": test_report, "val": val_report},
+        training=training,
+    )
+    summary = {
+        "setup": setup.name,
+        "test": {k: test_report[k] for k in ("n", "hit1", "hit3", "f1_macro")},
+        "val_f1": val_report["f1_macro"],
+        "train_seconds": training["train_seconds"],
+        "skipped": [asdict(s) for s in skipped],
+    }
+    (reports / f"audio_{setup.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
