@@ -20,6 +20,11 @@ from .classes import DEFAULT_CLASSES, parse_class_list
 from .errors import UserError
 
 log = logging.getLogger("streamrec")
+
+# The real-time default audio network: Han et al.'s layout at a quarter of its widths, on 1 s windows
+# of the real-time front end (docs/results.md gives the comparison behind this choice).
+REALTIME_CHANNELS = (16, 32, 64, 128)
+REALTIME_EMBEDDING = 256
 console = Console(stderr=True)
 
 
@@ -35,6 +40,16 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
@@ -116,6 +131,88 @@ def cmd_train_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_options(args: argparse.Namespace, patience: int | None = None):
+    from train.loop import FitOptions
+
+    return FitOptions(
+        max_epochs=args.epochs,
+        patience=patience or args.patience,
+        learning_rate=args.lr,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+    )
+
+
+def cmd_train_video(args: argparse.Namespace) -> int:
+    from train.train_video import VideoTrainOptions, train_video
+
+    options = VideoTrainOptions(
+        data=Path(args.data),
+        out=Path(args.out),
+        backbone=args.backbone,
+        pretrained=not args.no_pretrained,
+        k_frames=args.k,
+        fit=_fit_options(args),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        weights_file=Path(args.weights) if args.weights else None,
+    )
+    _print_summary("video", train_video(options), args.out)
+    return 0
+
+
+def cmd_train_fusion(args: argparse.Namespace) -> int:
+    from train.train_fusion import FusionTrainOptions, train_fusion
+
+    options = FusionTrainOptions(
+        bundle=Path(args.out),
+        data=Path(args.data),
+        scheme=args.scheme,
+        k_frames=args.k,
+        fit=_fit_options(args),
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    _print_summary("fusion", train_fusion(options), args.out)
+    return 0
+
+
+def cmd_train_all(args: argparse.Namespace) -> int:
+    """The default bundle's recipe: real-time audio network, EfficientNet-Lite0 frames, frozen late fusion."""
+    from train.audio_setup import make_setup
+    from train.train_audio import AudioTrainOptions, train_audio
+    from train.train_fusion import FusionTrainOptions, train_fusion
+    from train.train_video import VideoTrainOptions, train_video
+
+    data, out = Path(args.data), Path(args.out)
+    audio = AudioTrainOptions(
+        data=data,
+        out=out,
+        setup=make_setup("han", frontend="realtime"),
+        fit=_fit_options(args),
+        channels=REALTIME_CHANNELS,
+        embedding_dim=REALTIME_EMBEDDING,
+        workers=args.workers,
+    )
+    _print_summary("audio", train_audio(audio), out)
+    video = VideoTrainOptions(data=data, out=out, k_frames=10, fit=_fit_options(args, patience=5), workers=args.workers)
+    _print_summary("video", train_video(video), out)
+    fusion = FusionTrainOptions(
+        bundle=out, data=data, scheme=args.scheme, fit=_fit_options(args, patience=8), workers=args.workers
+    )
+    _print_summary("fusion", train_fusion(fusion), out)
+    return 0
+
+
+def _print_summary(kind: str, summary: dict, out: str | Path) -> None:
+    test = summary["test"]
+    console.print(
+        f"[green]{kind}[/green]: test Hit@1 {test['hit1']:.3f}  Hit@3 {test['hit3']:.3f}  "
+        f"F1 {test['f1_macro']:.3f} on {test['n']} clips; bundle {out}",
+        highlight=False,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamrec",
@@ -195,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--frontend", choices=("han", "choi", "realtime"), help="log-mel preset (default: the arch's own)")
     a.add_argument("--window", type=_positive_float, metavar="S", help="input window in seconds (default: the arch's)")
+    a.add_argument(
+        "--channels",
+        type=_int_list,
+        metavar="LIST",
+        help="conv widths per block, e.g. 16,32,64,128 (default: the seed's sizes)",
+    )
+    a.add_argument("--embedding-dim", type=_positive_int, metavar="N", help="size of the penultimate features")
     a.add_argument("--data", required=True, metavar="DIR", help="dataset directory (labels.csv + clips)")
     a.add_argument("--out", required=True, metavar="BUNDLE", help="model bundle directory to write (created)")
     a.add_argument("--epochs", type=_positive_int, default=60, help="maximum epochs (default 60)")
@@ -213,6 +317,57 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--resume", action="store_true", help="continue an interrupted run from BUNDLE/.train/")
     a.add_argument("--workers", type=_positive_int, default=max(1, os.cpu_count() or 1), help="decoding processes")
     a.set_defaults(func=cmd_train_audio)
+
+    def common(p: argparse.ArgumentParser, epochs: int, patience: int) -> None:
+        p.add_argument("--data", required=True, metavar="DIR", help="dataset directory (labels.csv + clips)")
+        p.add_argument("--out", required=True, metavar="BUNDLE", help="model bundle directory")
+        p.add_argument("--epochs", type=_positive_int, default=epochs, help=f"maximum epochs (default {epochs})")
+        p.add_argument(
+            "--patience",
+            type=_positive_int,
+            default=patience,
+            help=f"early stopping patience in epochs (default {patience})",
+        )
+        p.add_argument("--max-minutes", type=_positive_float, help="stop after this much training time")
+        p.add_argument("--batch-size", type=_positive_int, default=64)
+        p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--workers", type=_positive_int, default=max(1, os.cpu_count() or 1), help="decoding processes")
+
+    v = train_commands.add_parser(
+        "video",
+        help="train the frame network (EfficientNet-Lite0 or Inception v3) on frames at 1 fps",
+        description="Trains the frame network: frames at 1 fps resized to 256 and centre-cropped to 224, random "
+        "horizontal flips, each frame labelled with its clip's label; a clip's prediction is the mean "
+        "over its frames. The backbone is frozen (features cached) and the head trained.",
+    )
+    common(v, epochs=60, patience=5)
+    v.add_argument("--backbone", choices=("efficientnet_lite0", "inception_v3"), default="efficientnet_lite0")
+    v.add_argument("--no-pretrained", action="store_true", help="random backbone instead of ImageNet weights")
+    v.add_argument("--weights", metavar="FILE", help="local backbone weights file (Inception v3 state dict)")
+    v.add_argument("-k", type=_positive_int, default=10, help="frames drawn per clip and epoch (default 10)")
+    v.set_defaults(func=cmd_train_video)
+
+    f = train_commands.add_parser(
+        "fusion",
+        help="train the late-fusion network over a bundle's audio and frame networks",
+        description="Trains the late-fusion network of the seed paper over k frame features and one audio window; "
+        "'frozen' keeps the extractors fixed, 'joint' trains them with the fusion network (seed 004).",
+    )
+    common(f, epochs=60, patience=8)
+    f.add_argument("--scheme", choices=("frozen", "joint"), default="frozen")
+    f.add_argument("-k", type=_positive_int, default=5, help="frame slots of the fusion input (default 5)")
+    f.set_defaults(func=cmd_train_fusion)
+
+    t = train_commands.add_parser(
+        "all",
+        help="train audio, video and fusion in order: the default bundle's recipe",
+        description="Trains the real-time audio network, the EfficientNet-Lite0 frame network and the late-fusion "
+        "network into one bundle, with progress; this is how the bundled default model is made.",
+    )
+    common(t, epochs=60, patience=10)
+    t.add_argument("--scheme", choices=("frozen", "joint"), default="frozen", help="fusion training scheme")
+    t.set_defaults(func=cmd_train_all)
     return parser
 
 

@@ -99,3 +99,8 @@ def preprocess_frame(rgb: np.ndarray, config: FrameConfig) -> np.ndarray:
     resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     top, left = (new_h - config.crop) // 2, (new_w - config.crop) // 2
     return np.ascontiguousarray(resized[top : top + config.crop, left : left + config.crop])
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(n, size, size, 3) uint8 RGB -> (n, 3, size, size) float32 in [0, 1], the frame networks' input."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)

@@ -26,7 +26,8 @@ class AudioSetup:
 
     @property
     def name(self) -> str:
-        return f"{self.arch}-{'uc' if self.crop == 'uniform' else 'cc'}-{self.frontend.window_seconds:g}s"
+        crop = "uc" if self.crop == "uniform" else "cc"
+        return f"{self.arch}-{crop}-{self.frontend.window_seconds:g}s-{self.frontend.n_mels}mel"
 
     def to_dict(self) -> dict:
         return asdict(self)

