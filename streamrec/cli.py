@@ -213,6 +213,34 @@ def _print_summary(kind: str, summary: dict, out: str | Path) -> None:
     )
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.table import Table
+
+    from train.evaluate import evaluate
+
+    json_path = Path(args.json) if args.json else None
+    plot = Path(args.plot) if args.plot else (json_path.with_suffix(".png") if json_path else None)
+    modalities = tuple(m.strip() for m in args.modality.split(",") if m.strip())
+    result = evaluate(Path(args.dataset), Path(args.model) if args.model else None, args.split, modalities,
+                      args.backend, args.workers, plot)
+    table = Table(title=f"{result['model']} on {result['dataset']} ({result['split']}, {result['backend']})")
+    for column in ("modality", "clips", "Hit@1", "Hit@3", "F1 macro"):
+        table.add_column(column, justify="right" if column != "modality" else "left")
+    for m in modalities:
+        r = result[m]
+        table.add_row(m, str(r["n"]), f"{r['hit1']:.3f}", f"{r['hit3']:.3f}", f"{r['f1_macro']:.3f}")
+    Console().print(table)
+    if result["skipped"]:
+        console.print(f"skipped {len(result['skipped'])} rows (reasons in the log above and in the JSON)")
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_path}" + (f" and {plot}" if plot else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamrec",
@@ -368,6 +396,21 @@ def build_parser() -> argparse.ArgumentParser:
     common(t, epochs=60, patience=10)
     t.add_argument("--scheme", choices=("frozen", "joint"), default="frozen", help="fusion training scheme")
     t.set_defaults(func=cmd_train_all)
+
+    e = commands.add_parser(
+        "eval", help="evaluate a model bundle on a dataset: Hit@1, Hit@3, F1 per modality",
+        description="Evaluates the audio-only, frame-only and fused predictions of a model bundle on a dataset in "
+                    "the streamrec layout (labels.csv + media). Clips lacking a modality count for the others; fusion "
+                    "uses whatever each clip has. Writes the eval JSON and a figure of the confusion matrices.")
+    e.add_argument("dataset", metavar="DATASET", help="dataset directory (labels.csv + clips)")
+    e.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled model)")
+    e.add_argument("--split", default="test", help="split(s) to evaluate, comma-separated (default test)")
+    e.add_argument("--modality", default="audio,video,fusion", help="comma-separated: audio, video, fusion (default all)")
+    e.add_argument("--backend", default="torch", choices=("torch",), help="inference backend (default torch)")
+    e.add_argument("--json", metavar="FILE", help="write the eval JSON here (and FILE.png with the confusion matrices)")
+    e.add_argument("--plot", metavar="FILE", help="write the confusion matrices here (PNG)")
+    e.add_argument("--workers", type=_positive_int, default=max(1, os.cpu_count() or 1), help="decoding processes")
+    e.set_defaults(func=cmd_eval)
     return parser
 
 

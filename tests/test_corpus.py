@@ -19,11 +19,9 @@ from train.corpus.build import BuildOptions, gather_sources, plan_clips, split_i
 from train.corpus.sources import check_sources
 from train.dataset import ClipCache, load_dataset, read_labels
 
+from .conftest import TINY_CORPUS_OPTIONS as TINY
+
 pytestmark = pytest.mark.skipif(bool(check_sources()), reason="training sources missing: run scripts/install.sh")
-
-TINY = ["--clips-per-class", "4", "--seconds", "3", "--classes", "violin,drums,piano", "--seed", "5"]
-
-
 def streamrec(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "streamrec", *args], capture_output=True, text=True, timeout=600)
 
@@ -31,14 +29,6 @@ def streamrec(*args: str) -> subprocess.CompletedProcess:
 def rows(out: Path) -> list[dict]:
     with open(out / "labels.csv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("corpus") / "tiny"
-    done = streamrec("data", "build", str(out), *TINY, "--workers", "2", "--preview")
-    assert done.returncode == 0, done.stderr
-    return out
 
 
 def test_build_writes_every_clip_in_the_contract_layout(tiny_corpus: Path) -> None:

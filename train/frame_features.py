@@ -22,14 +22,23 @@ log = logging.getLogger(__name__)
 BATCH = 32  # frames per trunk forward pass
 
 
-def _key(clip: Clip, model: FrameNet, flips: bool) -> str:
+def trunk_fingerprint(model: FrameNet) -> str:
+    """sha1 of the trunk's weights: a randomly initialised or retrained trunk never reuses stock features."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.trunk.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _key(clip: Clip, fingerprint: str, flips: bool) -> str:
     stat = clip.record.path.stat()
     identity = {
         "path": str(clip.record.path.resolve()),
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
         "n": len(clip.frames),
-        "dims": model.dims.to_dict(),
+        "trunk": fingerprint,
         "flips": flips,
         "version": 1,
     }
@@ -42,14 +51,14 @@ def trunk_features(
 ) -> list[np.ndarray | None]:
     """Per clip: (n_frames, 2 if flips else 1, trunk_dim) float32 (index 1 = horizontally flipped), None without video.
 
-    Cached on disk by the clip file's identity and the trunk's dims; a trunk whose weights are not
-    the stock ones (fine-tuned) must not use this cache, and nothing here trains the trunk.
+    Cached on disk by the clip file's identity and the trunk's weights.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     directory = cache_dir or default_cache_dir().parent / "trunk"
     directory.mkdir(parents=True, exist_ok=True)
     model.trunk.eval()
+    fingerprint = trunk_fingerprint(model)
     out: list[np.ndarray | None] = []
     columns = (TextColumn("[bold]frame features"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress) as bar:
@@ -59,7 +68,7 @@ def trunk_features(
             if clip.frames is None:
                 out.append(None)
                 continue
-            path = directory / f"{_key(clip, model, flips)}.npy"
+            path = directory / f"{_key(clip, fingerprint, flips)}.npy"
             if path.exists():
                 out.append(np.load(path))
                 continue
