@@ -101,7 +101,7 @@ def cmd_train_audio(args: argparse.Namespace) -> int:
     from train.train_audio import AudioTrainOptions, train_audio
 
     try:
-        setup = make_setup(args.arch, args.crop, args.frontend, args.window)
+        setup = make_setup(args.arch, args.crop, args.frontend, args.window, background=args.background)
     except ValueError as e:
         raise UserError(str(e)) from e
     fit = FitOptions(
@@ -223,8 +223,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     json_path = Path(args.json) if args.json else None
     plot = Path(args.plot) if args.plot else (json_path.with_suffix(".png") if json_path else None)
     modalities = tuple(m.strip() for m in args.modality.split(",") if m.strip())
-    result = evaluate(Path(args.dataset), Path(args.model) if args.model else None, args.split, modalities,
-                      args.backend, args.workers, plot)
+    result = evaluate(
+        Path(args.dataset),
+        Path(args.model) if args.model else None,
+        args.split,
+        modalities,
+        args.backend,
+        args.workers,
+        plot,
+    )
     table = Table(title=f"{result['model']} on {result['dataset']} ({result['split']}, {result['backend']})")
     for column in ("modality", "clips", "Hit@1", "Hit@3", "F1 macro"):
         table.add_column(column, justify="right" if column != "modality" else "left")
@@ -341,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     a.add_argument("--crops-per-clip", type=_positive_int, default=4, help="random windows per clip and epoch")
     a.add_argument("--specaugment", action="store_true", help="mask random mel bands and frames while training")
+    a.add_argument(
+        "--background",
+        action="store_true",
+        help="add a 'no instrument' output trained on generated "
+        "silence, noise and speech (what the live runtime needs to stay quiet between pieces)",
+    )
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--resume", action="store_true", help="continue an interrupted run from BUNDLE/.train/")
     a.add_argument("--workers", type=_positive_int, default=max(1, os.cpu_count() or 1), help="decoding processes")
@@ -398,14 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train_all)
 
     e = commands.add_parser(
-        "eval", help="evaluate a model bundle on a dataset: Hit@1, Hit@3, F1 per modality",
+        "eval",
+        help="evaluate a model bundle on a dataset: Hit@1, Hit@3, F1 per modality",
         description="Evaluates the audio-only, frame-only and fused predictions of a model bundle on a dataset in "
-                    "the streamrec layout (labels.csv + media). Clips lacking a modality count for the others; fusion "
-                    "uses whatever each clip has. Writes the eval JSON and a figure of the confusion matrices.")
+        "the streamrec layout (labels.csv + media). Clips lacking a modality count for the others; fusion "
+        "uses whatever each clip has. Writes the eval JSON and a figure of the confusion matrices.",
+    )
     e.add_argument("dataset", metavar="DATASET", help="dataset directory (labels.csv + clips)")
     e.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled model)")
     e.add_argument("--split", default="test", help="split(s) to evaluate, comma-separated (default test)")
-    e.add_argument("--modality", default="audio,video,fusion", help="comma-separated: audio, video, fusion (default all)")
+    e.add_argument(
+        "--modality", default="audio,video,fusion", help="comma-separated: audio, video, fusion (default all)"
+    )
     e.add_argument("--backend", default="torch", choices=("torch",), help="inference backend (default torch)")
     e.add_argument("--json", metavar="FILE", help="write the eval JSON here (and FILE.png with the confusion matrices)")
     e.add_argument("--plot", metavar="FILE", help="write the confusion matrices here (PNG)")

@@ -122,8 +122,23 @@ TINY_CORPUS_OPTIONS = ["--clips-per-class", "4", "--seconds", "3", "--classes", 
 def tiny_corpus(tmp_path_factory) -> Path:
     """Built once per session with `streamrec data build` (workers 2, previews on)."""
     out = tmp_path_factory.mktemp("corpus") / "tiny"
-    done = subprocess.run([sys.executable, "-m", "streamrec", "data", "build", str(out), *TINY_CORPUS_OPTIONS,
-                           "--workers", "2", "--preview"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamrec",
+            "data",
+            "build",
+            str(out),
+            *TINY_CORPUS_OPTIONS,
+            "--workers",
+            "2",
+            "--preview",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     return out
 
@@ -132,8 +147,25 @@ def tiny_corpus(tmp_path_factory) -> Path:
 def tiny_bundle(tiny_corpus: Path, tmp_path_factory) -> Path:
     """A bundle trained on the tiny corpus by `streamrec train all` (2 epochs: shapes and plumbing, not accuracy)."""
     out = tmp_path_factory.mktemp("bundle") / "tiny"
-    done = subprocess.run([sys.executable, "-m", "streamrec", "train", "all", "--data", str(tiny_corpus),
-                           "--out", str(out), "--epochs", "2", "--workers", "1"], capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamrec",
+            "train",
+            "all",
+            "--data",
+            str(tiny_corpus),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return out

@@ -22,6 +22,8 @@ from train.dataset import ClipCache, load_dataset, read_labels
 from .conftest import TINY_CORPUS_OPTIONS as TINY
 
 pytestmark = pytest.mark.skipif(bool(check_sources()), reason="training sources missing: run scripts/install.sh")
+
+
 def streamrec(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "streamrec", *args], capture_output=True, text=True, timeout=600)
 

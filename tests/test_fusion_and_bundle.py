@@ -69,15 +69,32 @@ def test_bundle_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
         load_network(Bundle.load(tmp_path / "b"), "fusion")
 
 
-def test_eval_json_has_every_contract_key_and_reports_skipped_rows(tiny_corpus: Path, tiny_bundle: Path,
-                                                                   tmp_path: Path) -> None:
+def test_eval_json_has_every_contract_key_and_reports_skipped_rows(
+    tiny_corpus: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
     shutil.copytree(tiny_corpus, data)
     with open(data / "labels.csv", "a", newline="", encoding="utf-8") as f:
         csv.writer(f, lineterminator="\n").writerow(["clips/gone.mp4", "violin", "test"])
     out = tmp_path / "eval.json"
-    done = subprocess.run([sys.executable, "-m", "streamrec", "eval", str(data), "--model", str(tiny_bundle),
-                           "--json", str(out), "--workers", "1"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamrec",
+            "eval",
+            str(data),
+            "--model",
+            str(tiny_bundle),
+            "--json",
+            str(out),
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert {"classes", "dataset", "split", "model", "backend", "skipped", "audio", "video", "fusion"} <= set(result)
@@ -95,7 +112,11 @@ def test_eval_json_has_every_contract_key_and_reports_skipped_rows(tiny_corpus: 
 
 
 def test_eval_without_a_bundle_is_one_line(tmp_path: Path, tiny_corpus: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "streamrec", "eval", str(tiny_corpus), "--model", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "streamrec", "eval", str(tiny_corpus), "--model", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "not a model bundle" in done.stderr

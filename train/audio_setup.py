@@ -23,6 +23,9 @@ class AudioSetup:
     frontend: LogMelConfig  # window_seconds is the network's input length
     crop: str  # "uniform": N_UNIFORM_CROPS windows averaged; "central": one window from the middle
     n_crops: int = N_UNIFORM_CROPS
+    # The network has one output more than the taxonomy: "no instrument" (silence, noise, speech),
+    # learned from generated background windows, so a live stream can tell music from the rest.
+    background: bool = False
 
     @property
     def name(self) -> str:
@@ -35,11 +38,17 @@ class AudioSetup:
     @classmethod
     def from_dict(cls, raw: dict) -> AudioSetup:
         frontend = LogMelConfig(**raw["frontend"])
-        return cls(raw["arch"], frontend, raw["crop"], raw.get("n_crops", N_UNIFORM_CROPS))
+        return cls(
+            raw["arch"], frontend, raw["crop"], raw.get("n_crops", N_UNIFORM_CROPS), raw.get("background", False)
+        )
 
 
 def make_setup(
-    arch: str, crop: str | None = None, frontend: str | None = None, window_seconds: float | None = None
+    arch: str,
+    crop: str | None = None,
+    frontend: str | None = None,
+    window_seconds: float | None = None,
+    background: bool = False,
 ) -> AudioSetup:
     """The seeds' settings per architecture, overridable: Han 1 s windows (uniform crops); Choi and
     Xception 29.1 s central crop (cc) or 3 s uniform crops (uc, default); attention over 10 s of
@@ -60,7 +69,9 @@ def make_setup(
         window_seconds = 29.1  # Choi et al.'s 96 x 1366 input
     config = LOGMEL_PRESETS[frontend or default_frontend]
     config = replace(config, window_seconds=window_seconds or default_window)
-    return AudioSetup(arch, config, crop_name, N_UNIFORM_CROPS if crop_name == "uniform" else 1)
+    if background and arch == "attention":
+        raise ValueError("the attention model is multi-label: it needs no background class")
+    return AudioSetup(arch, config, crop_name, N_UNIFORM_CROPS if crop_name == "uniform" else 1, background)
 
 
 def crop_starts(n_samples: int, window: int, setup: AudioSetup) -> list[int]:
@@ -88,10 +99,23 @@ def eval_window(setup: AudioSetup, n_samples: int) -> int:
 
 
 @torch.no_grad()
+def window_probabilities(model: AudioNet, logmel: LogMel, windows: np.ndarray) -> np.ndarray:
+    """(n, outputs) per-window probabilities (softmax, or the attention model's own); with a background
+    class its column is the last."""
+    outputs = model(logmel(torch.from_numpy(windows)))
+    return (outputs if outputs_probabilities(model.dims) else torch.softmax(outputs, dim=1)).numpy()
+
+
+def instrument_probabilities(probabilities: np.ndarray, setup: AudioSetup) -> np.ndarray:
+    """Drops a background column and renormalises: the distribution over the taxonomy's classes."""
+    if not setup.background:
+        return probabilities
+    instruments = probabilities[..., :-1]
+    return instruments / np.clip(instruments.sum(axis=-1, keepdims=True), 1e-9, None)
+
+
 def clip_probabilities(model: AudioNet, logmel: LogMel, setup: AudioSetup, audio: np.ndarray) -> np.ndarray:
-    """(classes,) probabilities for one clip: the mean over its evaluation windows."""
+    """(classes,) probabilities over the taxonomy for one clip: the mean over its evaluation windows."""
     window = eval_window(setup, len(audio))
     windows = take_windows(audio, crop_starts(len(audio), window, setup), window)
-    outputs = model(logmel(torch.from_numpy(windows)))
-    probabilities = outputs if outputs_probabilities(model.dims) else torch.softmax(outputs, dim=1)
-    return probabilities.mean(dim=0).numpy()
+    return instrument_probabilities(window_probabilities(model, logmel, windows), setup).mean(axis=0)

@@ -16,7 +16,8 @@ from streamrec.bundle import Bundle
 from streamrec.errors import UserError
 from streamrec.features import LogMel
 
-from .audio_setup import AudioSetup, clip_probabilities, eval_window
+from .audio_setup import AudioSetup, clip_probabilities, crop_starts, eval_window, take_windows, window_probabilities
+from .background import BackgroundSource
 from .dataset import Clip, DecodeSpec, encode_targets, load_dataset
 from .loop import FitOptions, fit, plot_curves
 from .metrics import classification_report, multilabel_report, plot_confusions
@@ -80,6 +81,28 @@ def evaluate_audio(
     return report, scores
 
 
+@torch.no_grad()
+def background_report(
+    model: AudioNet, logmel: LogMel, setup: AudioSetup, clips: list[Clip], background: BackgroundSource, n: int = 300
+) -> dict:
+    """How well the background output separates music from silence, noise and speech, per window:
+    recall on generated background windows and false alarms on the clips' windows (threshold 0.5)."""
+    model.eval()
+    window = setup.frontend.window_samples
+    rng = np.random.default_rng(1234)
+    on_background = window_probabilities(model, logmel, background.windows(n, window, rng))[:, -1]
+    music = np.concatenate([take_windows(c.audio, crop_starts(len(c.audio), window, setup), window) for c in clips])
+    on_music = np.concatenate(
+        [window_probabilities(model, logmel, music[i : i + 256])[:, -1] for i in range(0, len(music), 256)]
+    )
+    return {
+        "recall": float(np.mean(on_background > 0.5)),
+        "false_alarm": float(np.mean(on_music > 0.5)),
+        "n_background": n,
+        "n_music_windows": int(len(music)),
+    }
+
+
 def train_audio(options: AudioTrainOptions) -> dict:
     """Trains, picks the best epoch by validation F1, evaluates on test, and writes the bundle's audio network."""
     setup = options.setup
@@ -94,7 +117,8 @@ def train_audio(options: AudioTrainOptions) -> dict:
     if len(present) < 2:
         raise UserError(f"{options.data}: the training split has fewer than two classes with audio")
 
-    dims = default_dims(setup.arch, len(classes), setup.frontend.n_mels)
+    n_outputs = len(classes) + (1 if setup.background else 0)
+    dims = default_dims(setup.arch, n_outputs, setup.frontend.n_mels)
     dims = replace(
         dims, channels=options.channels or dims.channels, embedding_dim=options.embedding_dim or dims.embedding_dim
     )
@@ -111,17 +135,23 @@ def train_audio(options: AudioTrainOptions) -> dict:
         else setup.frontend.window_samples
     )
     crops = options.crops_per_clip if setup.crop == "uniform" else 1
+    background = BackgroundSource(setup.frontend.sample_rate) if setup.background else None
+    background_rows = round(options.batch_size / n_outputs) if background else 0  # as often as one class
 
     def batches(epoch: int):
         rng = np.random.default_rng([options.fit.seed, epoch])
         order = balanced_indices(targets, len(train_clips) * crops, rng)
         for start in range(0, len(order), options.batch_size):
             chosen = order[start : start + options.batch_size]
+            windows = random_windows(train_clips, chosen, window, rng)
+            label = torch.from_numpy(multi_hot[chosen]) if probabilities_out else torch.from_numpy(targets[chosen])
+            if background is not None:
+                windows = np.concatenate([windows, background.windows(background_rows, window, rng)])
+                label = torch.cat([label, torch.full((background_rows,), len(classes), dtype=label.dtype)])
             with torch.no_grad():
-                features = logmel(torch.from_numpy(random_windows(train_clips, chosen, window, rng)))
+                features = logmel(torch.from_numpy(windows))
                 if options.specaugment:
                     features = masks(features.unsqueeze(1)).squeeze(1)
-            label = torch.from_numpy(multi_hot[chosen]) if probabilities_out else torch.from_numpy(targets[chosen])
             yield features, label
 
     def loss_fn(outputs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -146,6 +176,8 @@ def train_audio(options: AudioTrainOptions) -> dict:
     )
     test_report, _ = evaluate_audio(model, logmel, setup, test_clips, classes)
     val_report, _ = evaluate_audio(model, logmel, setup, val_clips, classes)
+    if background is not None:
+        test_report["background"] = background_report(model, logmel, setup, test_clips, background)
     reports = options.out / "reports"
     plot_curves(result.history, reports / f"audio_{setup.name}_curves.png", f"audio {setup.name}")
     plot_confusions(
@@ -184,6 +216,7 @@ def train_audio(options: AudioTrainOptions) -> dict:
     summary = {
         "setup": setup.name,
         "test": {k: test_report[k] for k in ("n", "hit1", "hit3", "f1_macro")},
+        "background": test_report.get("background"),
         "val_f1": val_report["f1_macro"],
         "train_seconds": training["train_seconds"],
         "skipped": [asdict(s) for s in skipped],
