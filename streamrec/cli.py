@@ -79,6 +79,23 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_example(args: argparse.Namespace) -> int:
+    from train.corpus.example import build_example
+
+    try:
+        sequence = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+        parse_class_list(",".join(sequence))  # validates the names
+    except ValueError as e:
+        raise UserError(f"--classes: {e}") from e
+    out = Path(args.out)
+    if out.suffix != ".mp4":
+        raise UserError(f"the example clip is an .mp4 file, got {out}")
+    with console.status("rendering the example clip"):
+        description = build_example(out, sequence, args.seconds, args.seed)
+    console.print(f"wrote {out} ({description['seconds']:g} s: {', '.join(sequence)}) and {out.with_suffix('.json')}")
+    return 0
+
+
 def cmd_data_sources(args: argparse.Namespace) -> int:
     from train.corpus import sources
 
@@ -293,6 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write preview_frames.png (frames per class) and preview_logmel.png (spectrograms)",
     )
     b.set_defaults(func=cmd_data_build)
+
+    x = data_commands.add_parser(
+        "example",
+        help="render a demo clip: several instruments one after another",
+        description="Renders an mp4 in which instruments follow each other at known times (written to OUT.json), "
+        "from the test side of the corpus split. `streamrec demo` plays the bundled one.",
+    )
+    x.add_argument("out", metavar="OUT.mp4")
+    x.add_argument(
+        "--classes", default="violin,piano,drums,trumpet", help="the sequence (default violin,piano,drums,trumpet)"
+    )
+    x.add_argument("--seconds", type=_positive_float, default=6.0, help="seconds per instrument (default 6)")
+    x.add_argument("--seed", type=int, default=0)
+    x.set_defaults(func=cmd_data_example)
 
     s = data_commands.add_parser(
         "sources",

@@ -301,16 +301,20 @@ def _init_worker(bank: SourceBank, seconds: float, out: Path, speech_dir: Path) 
     A.soundfont_synth()  # load the soundfonts now, not inside the first clip
 
 
-def render_clip(plan: ClipPlan) -> ClipPlan:
-    bank, seconds, out = _WORKER["bank"], _WORKER["seconds"], _WORKER["out"]
-    rng = np.random.default_rng(plan.seed)
-    path = out / plan.rel_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    audio = render_audio(plan, bank, seconds, _WORKER["speech"], rng) if plan.has_audio else None
+def render_media(
+    plan: ClipPlan, bank: SourceBank, seconds: float, speech: list[np.ndarray], rng: np.random.Generator
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A clip's audio (samples,) at AUDIO_RATE and frames (n, height, width, 3) at VIDEO_FPS; None if absent."""
+    audio = render_audio(plan, bank, seconds, speech, rng) if plan.has_audio else None
     frames = None
     if plan.has_video:
         filming = I.plan_filming(rng, seconds)
         frames = I.film(I.load_rgba(plan.image_id), filming, seconds, rng)
+    return audio, frames
+
+
+def write_clip(path: Path, audio: np.ndarray | None, frames: np.ndarray | None, rng: np.random.Generator) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="streamrec-clip-") as tmp:
         wav = None
         if audio is not None:
@@ -318,6 +322,12 @@ def render_clip(plan: ClipPlan) -> ClipPlan:
             A.write_wav(wav, audio)
         if path.suffix != ".wav":
             encode(path, frames, wav, rng)
+
+
+def render_clip(plan: ClipPlan) -> ClipPlan:
+    rng = np.random.default_rng(plan.seed)
+    audio, frames = render_media(plan, _WORKER["bank"], _WORKER["seconds"], _WORKER["speech"], rng)
+    write_clip(_WORKER["out"] / plan.rel_path, audio, frames, rng)
     return plan
 
 
