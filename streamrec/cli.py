@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trains the real-time audio network, the EfficientNet-Lite0 frame network and the late-fusion "
         "network into one bundle, with progress; this is how the bundled default model is made.",
     )
-    common(t, epochs=60, patience=10)
+    common(t, epochs=30, patience=10)
     t.add_argument("--scheme", choices=("frozen", "joint"), default="frozen", help="fusion training scheme")
     t.set_defaults(func=cmd_train_all)
 
