@@ -89,10 +89,96 @@ def audio_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def video_table(runs: Path) -> str:
+    """Frame-only results per backbone, pretraining and k (the seed paper's Table 2)."""
+    lines = [
+        "| run | backbone | ImageNet | k frames / clip | Hit@1 | Hit@3 | F1 | epochs (best) | train min |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for manifest in sorted(runs.glob("*/manifest.json")):
+        bundle = Bundle.load(manifest.parent)
+        if not bundle.has("video"):
+            continue
+        entry = bundle.network("video")
+        t, tr = entry["metrics"]["test"], entry["training"]
+        lines.append(
+            f"| {manifest.parent.name} | {entry['arch']} | {'yes' if entry['dims']['pretrained'] else 'no'} | "
+            f"{tr['k_frames']} | {t['hit1']:.3f} | {t['hit3']:.3f} | {t['f1_macro']:.3f} | "
+            f"{tr['epochs']} ({tr['best_epoch']}) | {tr['train_seconds'] / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def fusion_tables(data: Path, bundles: list[Path]) -> str:
+    """Fusion per training scheme, and with a modality removed against that modality's own network,
+    on the test clips that have both streams (the seed paper's Table 4 and its missing-modality remark)."""
+    import numpy as np
+
+    from .audio_setup import instrument_probabilities, window_probabilities
+    from .dataset import DecodeSpec, load_dataset
+    from .metrics import classification_report
+    from .models import load_network
+    from .train_fusion import Extractors, clip_inputs, fused_probabilities
+    from .train_video import frame_probabilities
+
+    lines = [
+        "| bundle | fusion scheme | clips | audio network F1 | frame network F1 | fusion F1 | fusion Hit@1 | "
+        "fusion, audio removed F1 | fusion, frames removed F1 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for path in bundles:
+        bundle = Bundle.load(path)
+        extractors = Extractors(bundle).eval()
+        fusion = load_network(bundle, "fusion")
+        loaded = load_dataset(
+            data,
+            split="test",
+            spec=DecodeSpec(sample_rate=extractors.setup.frontend.sample_rate),
+            classes=bundle.classes,
+            progress=False,
+        )
+        items = [
+            it
+            for it in clip_inputs(loaded.clips, extractors, bundle.classes)
+            if it.windows is not None and it.trunk is not None
+        ]
+        targets = np.array([it.label for it in items])
+        audio = np.stack(
+            [
+                instrument_probabilities(
+                    window_probabilities(extractors.audio, extractors.logmel, it.windows), extractors.setup
+                ).mean(0)
+                for it in items
+            ]
+        )
+        video = np.stack([frame_probabilities(extractors.video.head, it.trunk).mean(0) for it in items])
+        runs = {
+            name: np.stack([fused_probabilities(fusion, extractors, it, a, v) for it in items])
+            for name, a, v in (("both", True, True), ("no_audio", False, True), ("no_frames", True, False))
+        }
+        f1 = {
+            name: classification_report(s, targets, bundle.classes)["f1_macro"]
+            for name, s in {"audio": audio, "video": video, **runs}.items()
+        }
+        hit1 = classification_report(runs["both"], targets, bundle.classes)["hit1"]
+        lines.append(
+            f"| {path.name} | {bundle.network('fusion')['scheme']} | {len(items)} | {f1['audio']:.3f} | "
+            f"{f1['video']:.3f} | {f1['both']:.3f} | {hit1:.3f} | {f1['no_audio']:.3f} | "
+            f"{f1['no_frames']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) != 2 or argv[0] != "audio":
-        sys.exit("usage: python -m train.report audio RUNS_DIR")
-    print(audio_table(audio_rows(Path(argv[1]))))
+    usage = "usage: python -m train.report audio RUNS_DIR | video RUNS_DIR | fusion DATASET BUNDLE..."
+    if len(argv) >= 2 and argv[0] == "audio":
+        print(audio_table(audio_rows(Path(argv[1]))))
+    elif len(argv) >= 2 and argv[0] == "video":
+        print(video_table(Path(argv[1])))
+    elif len(argv) >= 3 and argv[0] == "fusion":
+        print(fusion_tables(Path(argv[1]), [Path(p) for p in argv[2:]]))
+    else:
+        sys.exit(usage)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+"""What every inference engine offers: named tensor specs in and out, and `infer` on numpy arrays.
+
+An engine runs one network of a model bundle (kind "audio", "video" or "fusion"); the graphs each kind
+exposes are described in engines.export. Backends: "torch" (the reference), "onnxruntime" (CPU),
+"tensorrt" (NVIDIA GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from streamrec.errors import UserError
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class EngineError(UserError):
+    """An engine that cannot be had as asked: unknown or unavailable backend, unsupported precision."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output. `shape` has None where a dimension is dynamic (always the batch axis)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"  # numpy dtype name
+
+    def matches(self, array: np.ndarray) -> bool:
+        return array.ndim == len(self.shape) and all(d is None or d == n for d, n in zip(self.shape, array.shape))
+
+    def describe(self) -> str:
+        dims = ", ".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name} ({dims}) {self.dtype}"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> TensorSpec:
+        return cls(raw["name"], tuple(None if d is None or d < 0 else int(d) for d in raw["shape"]), raw["dtype"])
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """One network behind one backend. `infer` takes and returns arrays keyed by the specs' names."""
+
+    backend: str
+    kind: str
+
+    @property
+    def input_spec(self) -> tuple[TensorSpec, ...]: ...
+
+    @property
+    def output_spec(self) -> tuple[TensorSpec, ...]: ...
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+def check_inputs(kind: str, spec: tuple[TensorSpec, ...], inputs: Mapping[str, np.ndarray]) -> None:
+    """Raises ValueError naming the first input that is missing or has the wrong rank or fixed dimensions."""
+    missing = [s.name for s in spec if s.name not in inputs]
+    if missing:
+        raise ValueError(f"{kind} engine needs inputs {', '.join(missing)}; got {', '.join(inputs) or 'none'}")
+    batches = {inputs[s.name].shape[0] for s in spec if inputs[s.name].ndim}
+    for s in spec:
+        if not s.matches(inputs[s.name]):
+            raise ValueError(f"{kind} engine input {s.name} has shape {inputs[s.name].shape}; expected {s.describe()}")
+    if len(batches) > 1:
+        raise ValueError(f"{kind} engine inputs disagree on the batch size: {sorted(batches)}")
+
+
+def log_io(logger: logging.Logger, backend: str, kind: str, inputs: tuple[TensorSpec, ...],
+           outputs: tuple[TensorSpec, ...], detail: str = "") -> None:
+    """The one line every engine logs when loaded, so a run's log shows what each network expects."""
+    logger.info("%s %s engine%s: in %s; out %s", backend, kind, f" ({detail})" if detail else "",
+                ", ".join(s.describe() for s in inputs), ", ".join(s.describe() for s in outputs))
