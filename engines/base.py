@@ -49,10 +49,16 @@ class TensorSpec:
 
 @runtime_checkable
 class Engine(Protocol):
-    """One network behind one backend. `infer` takes and returns arrays keyed by the specs' names."""
+    """One network behind one backend. `infer` takes and returns arrays keyed by the specs' names.
+
+    `metadata` holds what a caller needs besides tensors: "scores_are_probabilities" (audio "attention"
+    networks output probabilities, every other graph logits), "frontend" (the audio LogMelConfig as a
+    dict), "precision", "weights_sha256", and for built engines where and how they were built.
+    """
 
     backend: str
     kind: str
+    metadata: dict
 
     @property
     def input_spec(self) -> tuple[TensorSpec, ...]: ...

@@ -7,6 +7,7 @@ is decoded the same way in training and at run time.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,3 +170,73 @@ def decode_frames(path: str | Path, fps: float = 1.0) -> tuple[np.ndarray, np.nd
         if not frames:
             raise MediaError(f"no decodable video frames in {path}")
         return np.stack(frames), np.asarray(times, dtype=np.float64)
+
+
+class StreamingResampler:
+    """Chunk-by-chunk resampling whose output equals `resample()` on the whole signal.
+
+    torchaudio's resampler is a strided convolution: every block of new/gcd output samples reads
+    a fixed span of input around it, so blocks are computed as soon as their span has arrived and
+    the rest is kept for the next chunk. Resampling chunks independently instead would click at
+    every chunk boundary, and a live stream would then not match the same clip decoded offline.
+    """
+
+    LOWPASS_WIDTH = 6  # torchaudio.functional.resample's default filter length (zero crossings)
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        if from_rate <= 0 or to_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {from_rate} Hz -> {to_rate} Hz")
+        self.from_rate, self.to_rate = int(from_rate), int(to_rate)
+        self._identity = self.from_rate == self.to_rate
+        if not self._identity:
+            # The kernel builder is private in torchaudio; torchaudio is pinned in pyproject.toml.
+            from torchaudio.functional.functional import _get_sinc_resample_kernel
+
+            gcd = math.gcd(self.from_rate, self.to_rate)
+            self._in_step, self._out_step = self.from_rate // gcd, self.to_rate // gcd
+            self._kernel, self._width = _get_sinc_resample_kernel(
+                self.from_rate, self.to_rate, gcd, self.LOWPASS_WIDTH, dtype=torch.float32
+            )
+        self.reset()
+
+    def reset(self) -> None:
+        self._n_in = 0  # input samples pushed so far
+        self._n_out = 0  # output samples returned so far
+        # Unconsumed input, starting at the first input sample of the next output block (with the
+        # filter's left context, zeros before the signal starts).
+        self._pending = np.zeros(self._width if not self._identity else 0, np.float32)
+
+    def _blocks(self, signal: np.ndarray) -> np.ndarray:
+        span = 2 * self._width + self._in_step  # input samples read by one output block
+        if len(signal) < span:
+            self._pending = signal
+            return np.zeros(0, np.float32)
+        n_blocks = (len(signal) - span) // self._in_step + 1
+        used = torch.from_numpy(signal[: (n_blocks - 1) * self._in_step + span])
+        with torch.no_grad():
+            out = torch.nn.functional.conv1d(used[None, None], self._kernel, stride=self._in_step)
+        self._pending = signal[n_blocks * self._in_step :]
+        return out[0].transpose(0, 1).reshape(-1).numpy()
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        """Resamples the next piece of a mono float32 signal; returns the output samples now complete."""
+        audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+        self._n_in += len(audio)
+        if self._identity:
+            self._n_out += len(audio)
+            return audio
+        out = self._blocks(np.concatenate([self._pending, audio]))
+        self._n_out += len(out)
+        return out
+
+    def flush(self) -> np.ndarray:
+        """The output samples that wait for input past the end: call once when the signal ends."""
+        if self._identity:
+            return np.zeros(0, np.float32)
+        tail = np.concatenate([self._pending, np.zeros(self._width + self._in_step, np.float32)])
+        out = self._blocks(tail)
+        total = math.ceil(self._out_step * self._n_in / self._in_step)  # torchaudio's output length
+        out = out[: max(0, total - self._n_out)]
+        self._n_out += len(out)
+        self._pending = np.zeros(0, np.float32)
+        return out

@@ -150,6 +150,27 @@ def _check_splits(splits: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(names)
 
 
+def dataset_classes(root: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The classes a dataset's labels.csv uses (its `label` and `labels` columns): in the default
+    taxonomy's order when they all belong to it, else sorted. Training takes its taxonomy from here,
+    so a dataset of other instruments needs no code change."""
+    csv_path = _dataset_root(root) / LABELS_FILE
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            found: set[str] = set()
+            for row in csv.DictReader(fh):
+                found.add((row.get("label") or "").strip())
+                found.update(s.strip() for s in (row.get("labels") or "").split(LABELS_SEPARATOR))
+    except FileNotFoundError as e:
+        raise DatasetError(f"dataset {csv_path.parent} has no {LABELS_FILE}") from e
+    found.discard("")
+    if not found:
+        raise DatasetError(f"{csv_path} names no class")
+    if found <= set(DEFAULT_CLASSES):
+        return tuple(c for c in DEFAULT_CLASSES if c in found)
+    return tuple(sorted(found))
+
+
 def read_labels(
     root: str | os.PathLike[str],
     classes: Sequence[str] = DEFAULT_CLASSES,

@@ -18,7 +18,7 @@ from streamrec.features import LogMel
 
 from .audio_setup import AudioSetup, clip_probabilities, crop_starts, eval_window, take_windows, window_probabilities
 from .background import BackgroundSource
-from .dataset import Clip, DecodeSpec, encode_targets, load_dataset
+from .dataset import Clip, DecodeSpec, dataset_classes, encode_targets, load_dataset
 from .loop import FitOptions, fit, plot_curves
 from .metrics import classification_report, multilabel_report, plot_confusions
 from .models.audio import AudioNet, build_audio_model, default_dims, outputs_probabilities
@@ -43,7 +43,8 @@ class AudioTrainOptions:
 
 def audio_clips(data: Path, splits: str, sample_rate: int, workers: int) -> tuple[list[Clip], tuple[str, ...], list]:
     """The clips that have audio, decoded at the network's rate (frames are not decoded)."""
-    loaded = load_dataset(data, split=splits, spec=DecodeSpec(sample_rate=sample_rate, video=False), workers=workers)
+    spec = DecodeSpec(sample_rate=sample_rate, video=False)
+    loaded = load_dataset(data, split=splits, spec=spec, classes=dataset_classes(data), workers=workers)
     return [c for c in loaded.clips if c.audio is not None], loaded.classes, loaded.skipped
 
 

@@ -20,7 +20,7 @@ from streamrec.bundle import Bundle
 from streamrec.errors import UserError
 from streamrec.features import FrameConfig
 
-from .dataset import Clip, DecodeSpec, encode_targets, load_dataset
+from .dataset import Clip, DecodeSpec, dataset_classes, encode_targets, load_dataset
 from .frame_features import trunk_features
 from .loop import FitOptions, fit, plot_curves
 from .metrics import classification_report, plot_confusions
@@ -42,7 +42,8 @@ class VideoTrainOptions:
 
 
 def video_clips(data: Path, split: str, workers: int) -> tuple[list[Clip], tuple[str, ...]]:
-    loaded = load_dataset(data, split=split, spec=DecodeSpec(sample_rate=16000, frames=FrameConfig()), workers=workers)
+    spec = DecodeSpec(sample_rate=16000, frames=FrameConfig())
+    loaded = load_dataset(data, split=split, spec=spec, classes=dataset_classes(data), workers=workers)
     return [c for c in loaded.clips if c.frames is not None], loaded.classes
 
 

@@ -5,6 +5,7 @@ Signals are mono float32 numpy arrays in [-1, 1] at AUDIO_RATE Hz unless said ot
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import subprocess
 import wave
@@ -20,6 +21,7 @@ from .melodies import DrumPattern, Note
 from .sources import DrumKit, soundfonts
 
 AUDIO_RATE = 22050  # Hz, the rate of every audio track in the corpus
+BLOCK = 64  # samples, FluidSynth's internal block (FLUID_BUFSIZE)
 
 # General MIDI note numbers of the drum roles (channel 10).
 GM_DRUM_NOTES = {"kick": 36, "snare": 38, "hat": 42, "open_hat": 46, "tom": 45, "crash": 49, "ride": 51}
@@ -53,15 +55,30 @@ class SoundfontSynth:
     def __init__(self, soundfonts: list[Path]) -> None:
         import fluidsynth  # pyfluidsynth: ctypes binding of the system's libfluidsynth
 
-        self._synth = fluidsynth.Synth(samplerate=float(AUDIO_RATE), gain=0.7)
-        self._synth.setting("synth.reverb.active", 0)
-        self._synth.setting("synth.chorus.active", 0)
+        # Effects off before the synth is created: set afterwards, their tails leak from clip to clip.
+        options = {"synth.reverb.active": 0, "synth.chorus.active": 0, "synth.cpu-cores": 1}
+        self._synth = fluidsynth.Synth(gain=0.7, samplerate=float(AUDIO_RATE), **options)
         self._ids = {}
         for path in soundfonts:
             sf_id = self._synth.sfload(str(path))
             if sf_id < 0:
                 raise RuntimeError(f"fluidsynth cannot load soundfont {path}")
             self._ids[path.name] = sf_id
+        self._write_float = fluidsynth.cfunc(
+            "fluid_synth_write_float",
+            ctypes.c_int,
+            ("synth", ctypes.c_void_p, 1),
+            ("len", ctypes.c_int, 1),
+            ("lout", ctypes.c_void_p, 1),
+            ("loff", ctypes.c_int, 1),
+            ("lincr", ctypes.c_int, 1),
+            ("rout", ctypes.c_void_p, 1),
+            ("roff", ctypes.c_int, 1),
+            ("rincr", ctypes.c_int, 1),
+        )
+        # A fresh synth renders its first clip slightly differently from one that has been reset;
+        # one throw-away clip puts every render in the same, reset state.
+        self.render([(60, 0.0, 1.0, 100)], 120.0, 0, next(iter(self._ids)), 0.5)
 
     def render(
         self,
@@ -74,20 +91,26 @@ class SoundfontSynth:
     ) -> np.ndarray:
         """events: (pitch, start beat, duration beats, velocity 1..127) -> mono float32, `seconds` long."""
         synth, channel = self._synth, 9 if drums else 0
+        # Silence the previous clip at once (a reset would let notes ring out into this one).
+        for c in range(16):
+            synth.all_sounds_off(c)
         synth.system_reset()
-        synth.get_samples(AUDIO_RATE // 2)  # let the previous clip's voices die away
+        self._write(BLOCK * 512)
         synth.program_select(channel, self._ids[soundfont], 128 if drums else 0, program)
         beat = 60.0 / bpm
         timeline = sorted(
             [(start * beat, 1, pitch, velocity) for pitch, start, _, velocity in events]
             + [((start + dur) * beat, 0, pitch, 0) for pitch, start, dur, _ in events]
         )
-        total = round(seconds * AUDIO_RATE)
+        # FluidSynth renders in blocks of BLOCK samples and applies events at block starts: events on
+        # the block grid (2.9 ms) and whole blocks per call keep a clip independent of what came before.
+        wanted = round(seconds * AUDIO_RATE)
+        total = -(-wanted // BLOCK) * BLOCK
         pieces, now = [], 0
         for t, is_on, pitch, velocity in timeline:  # offs sort before ons at the same time
-            at = min(total, round(t * AUDIO_RATE))
+            at = min(total, round(t * AUDIO_RATE / BLOCK) * BLOCK)
             if at > now:
-                pieces.append(synth.get_samples(at - now))
+                pieces.append(self._write(at - now))
                 now = at
             if now >= total:
                 break
@@ -96,9 +119,16 @@ class SoundfontSynth:
             else:
                 synth.noteoff(channel, pitch)
         if now < total:
-            pieces.append(synth.get_samples(total - now))
-        stereo = np.concatenate(pieces).astype(np.float32).reshape(-1, 2) / 32768
-        return stereo.mean(axis=1)
+            pieces.append(self._write(total - now))
+        return np.concatenate(pieces)[:wanted] if pieces else np.zeros(0, np.float32)
+
+    def _write(self, n: int) -> np.ndarray:
+        """n mono float32 samples. Float output, not pyfluidsynth's 16-bit one: FluidSynth dithers
+        16-bit output from a running noise table, which would make a clip depend on the clips before."""
+        left, right = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        pointer = ctypes.POINTER(ctypes.c_float)
+        self._write_float(self._synth.synth, n, left.ctypes.data_as(pointer), 0, 1, right.ctypes.data_as(pointer), 0, 1)
+        return (left + right) / 2
 
 
 @functools.lru_cache(maxsize=1)

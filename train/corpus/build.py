@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
 import os
+import queue
 import subprocess
 import tempfile
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -331,6 +333,52 @@ def render_clip(plan: ClipPlan) -> ClipPlan:
     return plan
 
 
+def _render_share(share: list[ClipPlan], init: tuple, done: multiprocessing.Queue) -> None:
+    """A worker process: renders its share of the clips in order, reporting each (or its error) on `done`."""
+    try:
+        _init_worker(*init)
+        for plan in share:
+            render_clip(plan)
+            done.put(None)
+    except BaseException as e:  # reported to the main process, which raises it
+        done.put(f"{type(e).__name__}: {e} (clip {plan.rel_path if 'plan' in locals() else '-'})")
+
+
+def render_all(plans: list[ClipPlan], bank: SourceBank, options: BuildOptions, speech_dir: Path) -> Iterator[None]:
+    """Renders every clip in `options.workers` processes, yielding once per clip done.
+
+    Worker w renders clips w, w + workers, ... in order. The soundfont synth keeps a trace of the
+    clips it rendered before (a few 1e-3 of full scale), so a fixed assignment, not a shared task
+    queue, is what makes a build repeatable byte for byte for a seed and a worker count.
+    """
+    workers = max(1, min(options.workers, len(plans)))
+    context = multiprocessing.get_context("spawn")  # fork after torch has run threads can deadlock
+    done = context.Queue()
+    init = (bank, options.seconds, options.out, speech_dir)
+    processes = [
+        context.Process(target=_render_share, args=(plans[w::workers], init, done), daemon=True) for w in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for _ in plans:
+            while True:
+                try:
+                    message = done.get(timeout=1.0)
+                    break
+                except queue.Empty:
+                    if any(p.exitcode not in (None, 0) for p in processes):
+                        raise RuntimeError("a corpus worker died unexpectedly") from None
+            if message is not None:
+                raise RuntimeError(f"rendering failed: {message}")
+            yield None
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+
+
 # --- the command --------------------------------------------------------------------------------
 
 
@@ -379,16 +427,9 @@ def build(options: BuildOptions, console=None) -> list[ClipPlan]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with (
-        Progress(*columns, console=console) as progress,
-        ProcessPoolExecutor(
-            max_workers=options.workers,
-            initializer=_init_worker,
-            initargs=(bank, options.seconds, options.out, speech_dir),
-        ) as pool,
-    ):
+    with Progress(*columns, console=console) as progress:
         task = progress.add_task("clips", total=len(plans))
-        for _ in pool.map(render_clip, plans, chunksize=1):
+        for _ in render_all(plans, bank, options, speech_dir):
             progress.advance(task)
     write_labels(options.out, plans)
     write_readme(options, plans, bank, time.monotonic() - started)

@@ -1,0 +1,640 @@
+"""Wires the stages of the live runtime; the only module with threads and an asyncio loop.
+
+    source threads --emit--> AudioRing / FrameRing per stream
+    inference thread: windowing -> Recognizer (batched over streams) -> Smoother -> events
+    events -> JSON lines, terminal view, websocket server (its own thread and event loop)
+
+Real-time streams never wait: a ring that overflows loses its oldest data and a lagging stream
+skips to its newest window. Streams decoded as fast as possible wait for inference instead
+(back-pressure in `emit`), so every window of a file is evaluated. Ctrl-C or SIGTERM stops
+everything within about a second: sources stop, files are flushed, clients get a close frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .broadcast import DEFAULT_HOST, DEFAULT_PORT, Broadcaster, BroadcastOptions
+from .bundle import DEFAULT_BUNDLE
+from .errors import UserError
+from .recognizer import NetworkInfo, Networks, Recognizer, Request, load_networks
+from .ringbuffer import AudioRing, FrameRing
+from .sinks import JsonlSink, Sink
+from .smoothing import Smoother, SmoothingOptions
+from .sources import CaptureFormat, Source, SourceError, SourceSpec, assign_stream_ids, open_source
+from .types import (
+    TERMINAL_STATES,
+    AudioChunk,
+    Frame,
+    SourceInfo,
+    SourceItem,
+    StateChange,
+    hello_event,
+    prediction_event,
+    status_event,
+)
+from .windowing import DEFAULT_HOP_SECONDS, AudioWindower, FrameWindower, WindowSpec, frames_for_update
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_CLIP = Path(__file__).parent / "assets" / "example.mp4"
+FRAME_SLACK = 8  # frames kept beyond the k the fusion network uses
+FRAME_LAG = 3  # frames a non-real-time stream without audio may run ahead of inference
+SOURCE_JOIN_SECONDS = 1.0  # how long shutdown waits for source threads (a blocked network read is abandoned)
+IDLE_WAIT = 0.05  # seconds the inference loop sleeps when nothing is due
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    bundle: Path | None = None  # model bundle; None = the bundled model
+    backend: str = "torch"
+    hop_seconds: float = DEFAULT_HOP_SECONDS  # seconds between audio updates
+    ws: tuple[str, int] | None = None  # websocket (host, port); port 0 = any free port
+    token: str | None = None  # required from websocket clients when set
+    jsonl: Path | None = None
+    view: bool = False
+    duration: float | None = None  # seconds of media per source, then it ends
+    smoothing: SmoothingOptions = SmoothingOptions()
+    client_queue: int = 64  # events per websocket client before its oldest are dropped
+    wait_clients: int = 0  # start the sources only once this many websocket clients are connected
+    max_batch: int = 16  # updates per network call
+    stall_seconds: float = 3.0  # a real-time stream without data this long is reported stalled
+    lag_seconds: float = 2.0  # seconds of audio a non-real-time source may run ahead of inference
+
+    def __post_init__(self) -> None:
+        if self.hop_seconds <= 0:
+            raise ValueError(f"the hop must be positive seconds, got {self.hop_seconds}")
+        if self.duration is not None and self.duration <= 0:
+            raise ValueError(f"the duration must be positive seconds, got {self.duration}")
+        if self.max_batch < 1 or self.wait_clients < 0 or self.stall_seconds <= 0 or self.lag_seconds <= 0:
+            raise ValueError("max_batch must be >= 1, wait_clients >= 0, stall_seconds and lag_seconds > 0")
+        if self.wait_clients and self.ws is None:
+            raise ValueError("wait_clients needs the websocket server (ws)")
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    state: str  # final state: ended or error
+    detail: str
+    updates: int  # predictions emitted
+    skipped: int  # windows passed over to stay real time, or overwritten before inference
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    streams: dict[str, StreamSummary]
+    stopped_by: str | None = None  # "SIGINT", "SIGTERM", "stop()" when stopped before the end
+    exit_code: int = 0  # 0, 2 when a stream ended in error (bad input), 128 + signal number when stopped by one
+
+
+class _Stream:
+    """One stream's state: rings, schedulers, smoother and the bookkeeping of its sources."""
+
+    def __init__(self, stream_id: str, sources: list[Source], realtime: bool, info: NetworkInfo, o: RuntimeOptions):
+        self.id = stream_id
+        self.sources = sources
+        self.description = " + ".join(s.description for s in sources)
+        self.realtime = realtime
+        self.spec = WindowSpec.from_seconds(info.sample_rate, info.window_samples / info.sample_rate, o.hop_seconds)
+        capacity = self.spec.size + round((o.lag_seconds + 2.0) * info.sample_rate)
+        self.audio = AudioRing(capacity, info.sample_rate)
+        self.frames = FrameRing(info.k_frames + FRAME_SLACK)
+        self.windower = AudioWindower(self.spec)
+        self.frame_windower = FrameWindower()
+        self.smoother = Smoother(info.classes, o.smoothing)
+        self.max_age = (info.k_frames + 1) / info.frames.fps  # seconds: older frames no longer describe the scene
+        self.infos: dict[int, SourceInfo] = {}
+        self.running = set(range(len(sources)))
+        self.ends: list[StateChange] = []  # terminal states of finished sources
+        self.driver: str | None = None  # "audio" or "video", once every source said what it has
+        self.finished = False
+        self.state = "waiting"
+        self.last_input = time.monotonic()
+        self.seq = 0
+        self.lost = 0  # windows overwritten before inference reached them
+        self.latencies: deque[float] = deque(maxlen=10000)
+        self.frames_done = 0
+        self.cond = threading.Condition()  # back-pressure: sources wait here for inference
+
+    @property
+    def oldest_needed(self) -> int:
+        """First sample of the next window not yet evaluated: what a non-real-time source must not overwrite."""
+        return self.windower.next_end - self.spec.size
+
+    def decide_driver(self, has_audio_network: bool) -> None:
+        if self.driver is None and len(self.infos) == len(self.sources):
+            audio = any(i.audio for i in self.infos.values()) and has_audio_network
+            self.driver = "audio" if audio else "video"
+
+    def final_state(self) -> StateChange:
+        errors = [e for e in self.ends if e.state == "error"]
+        if errors:
+            return StateChange("error", "; ".join(e.detail for e in errors))
+        return StateChange("ended", "; ".join(dict.fromkeys(e.detail for e in self.ends if e.detail)))
+
+
+class _WebsocketThread:
+    """The Broadcaster on its own event loop and thread; publish() from any thread."""
+
+    def __init__(self, options: BroadcastOptions, hello: Any) -> None:
+        self.broadcaster = Broadcaster(options, hello)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="websocket", daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.broadcaster.start())
+        except BaseException as e:  # reported to start() in the caller's thread
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise UserError(str(self._error)) from self._error
+
+    @property
+    def port(self) -> int:
+        return self.broadcaster.port
+
+    def client_count(self) -> int:
+        return len(self.broadcaster.clients)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.broadcaster.publish, event)
+
+    def stop(self) -> None:
+        if self._error is not None or not self._thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(self.broadcaster.stop(), self._loop)
+        try:
+            future.result(timeout=self.broadcaster.options.close_timeout + 1.5)
+        except TimeoutError:
+            log.warning("the websocket server did not close in time")
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=1.0)
+
+
+class Runtime:
+    """Runs sources through the networks to the sinks until every stream ends or stop() is called.
+
+    networks: give them to share loaded networks between runs (default: loaded from options.bundle).
+    sinks: extra event receivers (see sinks.CallbackSink). `ready` is set once the websocket server
+    listens (`ws_port` then holds its port) and the sources are about to start.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[SourceSpec],
+        options: RuntimeOptions | None = None,
+        sinks: Sequence[Sink] = (),
+        networks: Networks | None = None,
+    ) -> None:
+        if not sources:
+            raise ValueError("the runtime needs at least one source")
+        self.specs = list(sources)
+        self.options = options or RuntimeOptions()
+        self._extra_sinks = list(sinks)
+        self._networks = networks
+        self._stop = threading.Event()
+        self._stopped_by: str | None = None
+        self._wake = threading.Event()
+        self._sink_lock = threading.Lock()
+        self._sinks: list[Sink] = []
+        self._ws: _WebsocketThread | None = None
+        self._view: Any = None
+        self._streams: list[_Stream] = []
+        self._failure: BaseException | None = None
+        self.ready = threading.Event()
+        self.ws_port: int | None = None
+
+    def stop(self, reason: str = "stop()") -> None:
+        """Asks every stage to stop (thread-safe; returns at once, run() returns shortly after)."""
+        if not self._stop.is_set():
+            self._stopped_by = reason
+            self._stop.set()
+            self._wake.set()
+            for stream in self._streams:
+                with stream.cond:
+                    stream.cond.notify_all()
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def _build_streams(self, info: NetworkInfo) -> list[_Stream]:
+        fmt = CaptureFormat(info.sample_rate, info.frames)
+        ids = assign_stream_ids(self.specs)
+        grouped: dict[str, list[SourceSpec]] = {}
+        for stream_id, spec in zip(ids, self.specs):
+            grouped.setdefault(stream_id, []).append(spec)
+        streams = []
+        for stream_id, specs in grouped.items():
+            sources = [open_source(spec, fmt, self.options.duration) for spec in specs]
+            for source in sources:
+                source.prepare()  # a missing device or file fails here, before anything starts
+            streams.append(_Stream(stream_id, sources, any(s.is_realtime for s in specs), info, self.options))
+        return streams
+
+    def _hello(self) -> dict[str, Any]:
+        return hello_event(self._classes, [(s.id, s.description) for s in self._streams])
+
+    def _open_sinks(self) -> None:
+        o = self.options
+        if o.jsonl is not None:
+            self._sinks.append(JsonlSink(o.jsonl))
+        if o.view:
+            from .view import TerminalView
+
+            self._view = TerminalView([(s.id, s.description) for s in self._streams])
+            self._sinks.append(self._view)
+        self._sinks += self._extra_sinks
+        if o.ws is not None:
+            host, port = o.ws
+            ws_options = BroadcastOptions(host or DEFAULT_HOST, port, o.token, o.client_queue)
+            self._ws = _WebsocketThread(ws_options, self._hello)
+            self._ws.start()
+            self.ws_port = self._ws.port
+
+    def _close_sinks(self) -> None:
+        if self._ws is not None:
+            self._ws.stop()
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing %s failed", type(sink).__name__)
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        with self._sink_lock:
+            for sink in list(self._sinks):
+                try:
+                    sink.send(event)
+                except Exception:
+                    log.exception("%s failed on an event; it gets no more", type(sink).__name__)
+                    self._sinks.remove(sink)
+            if self._ws is not None:
+                self._ws.publish(event)
+
+    # --- sources ----------------------------------------------------------------------------
+
+    def _emitter(self, stream: _Stream, index: int):
+        has_audio_network = self._info.has_audio
+
+        def emit(item: SourceItem) -> None:
+            if isinstance(item, AudioChunk):
+                self._backpressure_audio(stream, len(item.samples))
+                stream.audio.write(item)
+            elif isinstance(item, Frame):
+                self._backpressure_frames(stream)
+                stream.frames.write(item)
+                if self._view is not None:
+                    self._view.note_frame(stream.id, item.capture_time)
+            elif isinstance(item, SourceInfo):
+                stream.infos[index] = item
+                stream.decide_driver(has_audio_network)
+            elif isinstance(item, StateChange):
+                self._source_state(stream, index, item)
+                return
+            stream.last_input = time.monotonic()
+            if stream.state == "stalled":
+                stream.state = "started"
+                self._publish(status_event(stream.id, "started", "data flows again"))
+            self._wake.set()
+
+        return emit
+
+    def _backpressure_audio(self, stream: _Stream, n: int) -> None:
+        if stream.realtime:
+            return  # live data never waits: the ring keeps the newest
+        with stream.cond:
+            while not self._stop.is_set():
+                ahead = stream.audio.total_written + n - stream.oldest_needed
+                if ahead <= stream.audio.capacity or stream.audio.total_written <= stream.oldest_needed:
+                    return
+                stream.cond.wait(0.1)
+
+    def _backpressure_frames(self, stream: _Stream) -> None:
+        if stream.realtime or stream.driver != "video":
+            return  # with audio, the audio's back-pressure and the source's ordering bound the frames
+        with stream.cond:
+            while not self._stop.is_set() and stream.frames.total_written - stream.frames_done >= FRAME_LAG:
+                stream.cond.wait(0.1)
+
+    def _source_state(self, stream: _Stream, index: int, change: StateChange) -> None:
+        if change.state in TERMINAL_STATES:
+            # Published by the inference loop once this stream's remaining windows are evaluated.
+            stream.ends.append(change)
+            if change.state == "error" and len(stream.running) > 1:  # the stream goes on with its other inputs
+                self._publish(status_event(stream.id, "error", f"{stream.sources[index].description}: {change.detail}"))
+            return
+        stream.state = change.state
+        self._publish(status_event(stream.id, change.state, change.detail))
+
+    def _run_source(self, stream: _Stream, index: int) -> None:
+        source = stream.sources[index]
+        try:
+            source.run(self._emitter(stream, index), self._stop)
+        except Exception as e:  # Source.run should not raise; if it does, its stream ends in error
+            log.exception("source %s failed", source.description)
+            stream.ends.append(StateChange("error", f"{type(e).__name__}: {e}"))
+        finally:
+            stream.running.discard(index)
+            stream.infos.setdefault(index, SourceInfo(audio=False, video=False))
+            stream.decide_driver(self._info.has_audio)
+            self._wake.set()
+
+    # --- inference --------------------------------------------------------------------------
+
+    def _collect(self) -> list[tuple[_Stream, Request]]:
+        due: list[tuple[_Stream, Request]] = []
+        k = self._info.k_frames
+        for stream in self._streams:
+            budget = self.options.max_batch - len(due)
+            if budget <= 0:
+                break
+            if stream.finished or stream.driver is None:
+                continue
+            if stream.driver == "audio":
+                ends = stream.windower.due(stream.audio.total_written, latest_only=stream.realtime, limit=budget)
+                if not ends and not stream.running:
+                    tail = stream.windower.tail(stream.audio.total_written)
+                    ends = [tail] if tail is not None else []
+                frames = stream.frames.latest()
+                for end in ends:
+                    window = stream.audio.read_window(end, stream.spec.size, pad=True)
+                    if window is None:
+                        stream.lost += 1
+                        continue
+                    chosen = frames_for_update(frames, window.end_time, k, stream.max_age)
+                    due.append((stream, Request(stream.id, window, tuple(chosen))))
+            else:
+                frames, total = stream.frames.snapshot()
+                for count in stream.frame_windower.due(total, latest_only=stream.realtime, limit=budget):
+                    newest = len(frames) - 1 - (total - count)
+                    if newest < 0:
+                        stream.lost += 1
+                        continue
+                    chosen = frames_for_update(frames[: newest + 1], frames[newest].media_time, k, stream.max_age)
+                    due.append((stream, Request(stream.id, None, tuple(chosen))))
+                stream.frames_done = stream.frame_windower.done
+        return due
+
+    def _evaluate(self, due: list[tuple[_Stream, Request]]) -> None:
+        results = self._recognizer([request for _, request in due])
+        for (stream, request), result in zip(due, results):
+            if request.window is not None:
+                t = request.window.end_time
+                captured = max([request.window.capture_time] + [f.capture_time for f in request.frames])
+            else:
+                t = request.frames[-1].media_time
+                captured = request.frames[-1].capture_time
+            smoothed = stream.smoother.update(t, result.fused, result.background, result.energy_db)
+            wall = time.time()
+            latency = (wall - captured) * 1000.0
+            stream.latencies.append(latency)
+            self._publish(
+                prediction_event(stream.id, stream.seq, t, wall, self._classes, result, smoothed.active, latency)
+            )
+            stream.seq += 1
+        for stream in {id(s): s for s, _ in due}.values():
+            with stream.cond:
+                stream.cond.notify_all()
+
+    def _prime(self) -> bool:
+        """While idle, run the frame network on new frames so the next update need not wait for it."""
+        for stream in self._streams:
+            if (
+                stream.driver == "audio"
+                and self._info.has_video
+                and self._recognizer.prime(stream.id, stream.frames.latest(self._info.k_frames))
+            ):
+                return True
+        return False
+
+    def _finish(self) -> bool:
+        """Publishes the final state of streams whose sources are done and windows evaluated; True when all are."""
+        for stream in self._streams:
+            if not stream.finished and not stream.running and self._drained(stream):
+                stream.finished = True
+                final = stream.final_state()
+                stream.state = final.state
+                self._publish(status_event(stream.id, final.state, final.detail))
+        return all(s.finished for s in self._streams)
+
+    def _drained(self, stream: _Stream) -> bool:
+        """Nothing left to evaluate (asked once the stream's sources stopped writing)."""
+        if stream.driver == "audio":
+            total = stream.audio.total_written
+            return total < stream.windower.next_end and not stream.windower.has_tail(total)
+        return stream.frames.total_written <= stream.frame_windower.done
+
+    def _check_stalls(self) -> None:
+        now = time.monotonic()
+        for stream in self._streams:
+            quiet = now - stream.last_input > self.options.stall_seconds
+            if stream.realtime and stream.running and stream.state == "started" and quiet:
+                stream.state = "stalled"
+                self._publish(status_event(stream.id, "stalled", f"no data for {self.options.stall_seconds:g} s"))
+
+    def _infer_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                due = self._collect()
+                if due:
+                    self._evaluate(due)
+                    continue
+                if self._prime():
+                    continue
+                if self._finish():
+                    return
+                self._check_stalls()
+                self._wake.wait(IDLE_WAIT)
+        except BaseException as e:  # an internal failure stops the run; run() reports it
+            log.exception("the inference loop failed")
+            self._failure = e
+            self.stop("failure")
+
+    # --- run --------------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        """Blocks until every stream ended or stop() was called; sinks are closed on return."""
+        networks = self._networks or load_networks(self.options.bundle, self.options.backend)
+        self._info = networks.info
+        self._classes = self._info.classes
+        self._recognizer = Recognizer(networks)
+        self._streams = self._build_streams(self._info)
+        threads: list[threading.Thread] = []
+        inference: threading.Thread | None = None
+        try:
+            self._open_sinks()
+            if self._view is not None:
+                self._view.start()
+            self.ready.set()
+            self._wait_for_clients()
+            inference = threading.Thread(target=self._infer_loop, name="inference", daemon=True)
+            inference.start()
+            for stream in self._streams:
+                for index, source in enumerate(stream.sources):
+                    thread = threading.Thread(
+                        target=self._run_source, args=(stream, index), name=f"source-{stream.id}-{index}", daemon=True
+                    )
+                    thread.start()
+                    threads.append(thread)
+            while inference.is_alive():
+                inference.join(timeout=0.1)  # short joins keep the main thread responsive to signals
+        finally:
+            self.stop(self._stopped_by or "end")
+            deadline = time.monotonic() + SOURCE_JOIN_SECONDS
+            if inference is not None:
+                inference.join(timeout=SOURCE_JOIN_SECONDS)
+            for thread in threads:
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            for stream in self._streams:
+                if not stream.finished:
+                    stream.finished = True
+                    self._publish(status_event(stream.id, "ended", "stopped"))
+                    stream.state = "ended"
+            self._close_sinks()
+        if self._failure is not None:
+            raise RuntimeError(f"the live runtime failed: {self._failure}") from self._failure
+        return self._summary()
+
+    def _wait_for_clients(self) -> None:
+        if not self.options.wait_clients or self._ws is None:
+            return
+        log.info("waiting for %d websocket client(s) on port %s", self.options.wait_clients, self.ws_port)
+        while not self._stop.is_set() and self._ws.client_count() < self.options.wait_clients:
+            self._stop.wait(0.02)
+
+    def _summary(self) -> RunSummary:
+        streams = {}
+        for stream in self._streams:
+            final = stream.final_state() if stream.ends else StateChange("ended", "stopped")
+            latencies = np.array(stream.latencies) if stream.latencies else None
+            streams[stream.id] = StreamSummary(
+                final.state,
+                final.detail,
+                stream.seq,
+                stream.windower.skipped + stream.frame_windower.skipped + stream.lost,
+                float(np.percentile(latencies, 50)) if latencies is not None else None,
+                float(np.percentile(latencies, 95)) if latencies is not None else None,
+            )
+        stopped = self._stopped_by if self._stopped_by not in (None, "end") else None
+        code = 0
+        if any(s.state == "error" for s in streams.values()):
+            code = 2
+        if stopped in ("SIGINT", "SIGTERM"):
+            code = 128 + int(getattr(signal, stopped))
+        return RunSummary(streams, stopped, code)
+
+
+@dataclass
+class _SignalStop:
+    """Installs SIGINT/SIGTERM handlers that stop a runtime (main thread only), and restores them."""
+
+    runtime: Runtime
+    previous: dict[int, Any] = field(default_factory=dict)
+
+    def __enter__(self) -> _SignalStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        log.info("%s: stopping", name)
+        self.runtime.stop(name)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def run_streams(
+    sources: Sequence[SourceSpec],
+    bundle_path: Path | None = None,
+    backend: str = "torch",
+    ws: tuple[str, int] | None = None,
+    token: str | None = None,
+    jsonl: Path | None = None,
+    view: bool = True,
+    realtime: bool | None = None,
+    duration: float | None = None,
+    hop: float = DEFAULT_HOP_SECONDS,
+) -> int:
+    """The entry point of `streamrec run`, `live` and `demo`: runs until the sources end or Ctrl-C /
+    SIGTERM, and returns the exit code (0; 2 when a stream ended in error; 128 + signal number).
+
+    realtime: True paces every source in real time, False runs every source as fast as possible
+    (devices are real time anyway), None keeps each source's default (files fast, URLs real time).
+    Raises UserError (SourceError, BundleError) for a missing file, device, bundle or a busy port.
+    """
+    specs = [
+        spec if realtime is None or spec.kind in ("camera", "microphone") else _with_realtime(spec, realtime)
+        for spec in sources
+    ]
+    options = RuntimeOptions(
+        bundle=bundle_path,
+        backend=backend,
+        hop_seconds=hop,
+        ws=ws,
+        token=token,
+        jsonl=jsonl,
+        view=view,
+        duration=duration,
+    )
+    runtime = Runtime(specs, options)
+    with _SignalStop(runtime):
+        summary = runtime.run()
+    for stream_id, s in summary.streams.items():
+        latency = f", latency p50 {s.latency_p50_ms:.0f} ms p95 {s.latency_p95_ms:.0f} ms" if s.latency_p50_ms else ""
+        log.info("%s: %s %s; %d updates, %d skipped%s", stream_id, s.state, s.detail, s.updates, s.skipped, latency)
+    return summary.exit_code
+
+
+def _with_realtime(spec: SourceSpec, realtime: bool) -> SourceSpec:
+    return SourceSpec(spec.kind, spec.target, spec.stream_id, realtime, spec.fps)
+
+
+def demo_sources(clip: Path = EXAMPLE_CLIP) -> list[SourceSpec]:
+    """The demo's input: the bundled example clip, one stream called "demo"."""
+    if not clip.is_file():
+        raise SourceError(f"the example clip {clip} is missing; reinstall streamrec or use `streamrec run FILE`")
+    return [SourceSpec("file", str(clip), "demo")]
+
+
+def run_demo(
+    fast: bool = False,
+    duration: float | None = None,
+    ws: tuple[str, int] | None = (DEFAULT_HOST, DEFAULT_PORT),
+    view: bool = True,
+    jsonl: Path | None = None,
+    token: str | None = None,
+) -> int:
+    """`streamrec demo`: the bundled model on the bundled example clip, through the live runtime."""
+    if not (DEFAULT_BUNDLE / "manifest.json").is_file():
+        raise UserError(f"the bundled model is missing from {DEFAULT_BUNDLE}; reinstall streamrec")
+    return run_streams(demo_sources(), None, "torch", ws, token, jsonl, view, realtime=not fast, duration=duration)

@@ -1,0 +1,92 @@
+"""Running temporal smoothing and hysteresis over a stream's fused scores: the `active` set.
+
+Pure logic, one object per stream. Each update: scores gated to zero when the audio says nothing
+plays (the audio network's background probability, or a level under the energy floor), an
+exponential moving average, then per class an on threshold, a lower off threshold and a minimum
+hold, so that a steady clip does not flicker and silence, speech and noise turn nothing on.
+(STYLE.md calls this stage fusion.py; the fusion network itself is train/models/fusion.py.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SmoothingOptions:
+    alpha: float = 0.5  # weight of the newest scores in the moving average (hop 0.5 s: about 1 s of memory)
+    on_threshold: float = 0.4  # smoothed score at which a class turns on (softmax: two instruments ~0.45 each)
+    off_threshold: float = 0.25  # smoothed score under which it may turn off again
+    min_hold: float = 1.5  # seconds of media time a class stays on once on
+    background_max: float = 0.5  # "no instrument" probability above which the update counts as background
+    energy_floor_db: float = -50.0  # dBFS: a quieter audio window counts as silence
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        if not 0 < self.off_threshold <= self.on_threshold <= 1:
+            raise ValueError(
+                f"thresholds must satisfy 0 < off <= on <= 1, got off {self.off_threshold} and on {self.on_threshold}"
+            )
+        if self.min_hold < 0:
+            raise ValueError(f"the minimum hold must be zero or more seconds, got {self.min_hold}")
+        if not 0 < self.background_max <= 1:
+            raise ValueError(f"background_max must be in (0, 1], got {self.background_max}")
+
+
+@dataclass(frozen=True)
+class Smoothed:
+    """scores: (classes,) smoothed; active: class names on, highest score first; gated: the update
+    counted as background (silence, speech, noise)."""
+
+    scores: np.ndarray
+    active: tuple[str, ...]
+    gated: bool
+
+
+class Smoother:
+    """One stream's smoothing state; reset() when the stream starts over."""
+
+    def __init__(self, classes: Sequence[str], options: SmoothingOptions | None = None) -> None:
+        if not classes:
+            raise ValueError("the smoother needs at least one class")
+        self.classes = tuple(classes)
+        self.options = options or SmoothingOptions()
+        self.reset()
+
+    def reset(self) -> None:
+        self._scores: np.ndarray | None = None
+        self._on_since = np.full(len(self.classes), np.nan)  # media time each class turned on; NaN = off
+        self._last_t: float | None = None
+
+    def is_background(self, background: float | None, energy_db: float | None) -> bool:
+        o = self.options
+        return (background is not None and background > o.background_max) or (
+            energy_db is not None and energy_db < o.energy_floor_db
+        )
+
+    def update(
+        self, t: float, fused: np.ndarray, background: float | None = None, energy_db: float | None = None
+    ) -> Smoothed:
+        """t: media time of the update in seconds (rising); fused: (classes,) scores in 0..1."""
+        if fused.shape != (len(self.classes),):
+            raise ValueError(f"expected {len(self.classes)} scores, got shape {fused.shape}")
+        if self._last_t is not None and t < self._last_t:
+            raise ValueError(f"update times must not go back: {t:.3f} s after {self._last_t:.3f} s")
+        self._last_t = t
+        o = self.options
+        gated = self.is_background(background, energy_db)
+        x = np.zeros_like(fused, dtype=np.float64) if gated else fused.astype(np.float64)
+        self._scores = x if self._scores is None else o.alpha * x + (1 - o.alpha) * self._scores
+        on = ~np.isnan(self._on_since)
+        turn_on = ~on & (self._scores >= o.on_threshold) & (not gated)  # background never turns a class on
+        held = t - np.where(on, self._on_since, t) >= o.min_hold
+        turn_off = on & (self._scores < o.off_threshold) & held
+        self._on_since[turn_on] = t
+        self._on_since[turn_off] = np.nan
+        active_index = np.flatnonzero(~np.isnan(self._on_since))
+        active_index = active_index[np.argsort(-self._scores[active_index], kind="stable")]
+        return Smoothed(self._scores.copy(), tuple(self.classes[i] for i in active_index), gated)

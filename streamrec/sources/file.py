@@ -1,0 +1,313 @@
+"""Files and URLs (RTSP, HTTP, HLS, ...) decoded with PyAV into audio chunks and 1 fps frames.
+
+Audio is downmixed and resampled to the model rate exactly as media.decode_audio does for a whole
+file (StreamingResampler equals its result), frames are sampled with media.FrameSampler and
+preprocessed as in training, so a clip streamed here gives the windows the offline evaluation sees.
+Items of the two streams are released in media-time order (files interleave them in blocks), paced
+in real time or as fast as the runtime takes them. A URL that fails or ends while live is reopened
+with back-off; a corrupt or truncated file ends its stream with state error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ..features import preprocess_frame
+from ..media import FrameSampler, MediaError, StreamingResampler, _check_complete, _stream_duration
+from ..types import AudioChunk, Frame, SourceInfo, StateChange
+from .base import CaptureFormat, Emit, Pacer, ReconnectPolicy, SourceError
+
+log = logging.getLogger(__name__)
+
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
+FILE_MAX_LEAD = 2.0  # seconds one stream of a file may run ahead while the other is awaited
+LIVE_MAX_LEAD = 0.2  # the same for a live URL, where waiting is latency
+OPEN_TIMEOUT = 5.0  # seconds to open a URL
+READ_TIMEOUT = 5.0  # seconds without data before a URL counts as lost
+LIVE_PROTOCOLS = ("rtsp", "rtmp", "udp", "srt", "rtp", "tcp")
+# FFmpeg probes 5 s of a stream by default before the first frame; live protocols announce their
+# codecs, so half a second of probing opens an RTSP camera in ~0.7 s instead of ~3 s.
+LIVE_PROBE = {"analyzeduration": "500000", "probesize": "100000"}  # microseconds, bytes
+
+
+def is_url(target: str) -> bool:
+    scheme, sep, _ = target.partition("://")
+    return bool(sep) and scheme.lower() in URL_SCHEMES
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A decoded item waiting to be released: key is its media time of availability."""
+
+    key: float
+    kind: str  # "audio" | "video"
+    data: np.ndarray
+    media_time: float
+
+
+class Interleaver:
+    """Releases items of several time-ordered streams in media-time order (a k-way merge that waits
+    at most max_lead seconds for a stream that has fallen silent)."""
+
+    def __init__(self, kinds: tuple[str, ...], max_lead: float) -> None:
+        if max_lead < 0:
+            raise ValueError(f"max_lead must be zero or more seconds, got {max_lead}")
+        self.max_lead = max_lead
+        self._queues: dict[str, deque[_Pending]] = {kind: deque() for kind in kinds}
+
+    def push(self, item: _Pending) -> None:
+        self._queues[item.kind].append(item)
+
+    def ready(self) -> list[_Pending]:
+        out = []
+        while True:
+            heads = {kind: q[0] for kind, q in self._queues.items() if q}
+            if not heads:
+                return out
+            kind = min(heads, key=lambda k: heads[k].key)
+            waiting = any(not q for q in self._queues.values())
+            if waiting and self._queues[kind][-1].key - heads[kind].key < self.max_lead:
+                return out
+            out.append(self._queues[kind].popleft())
+
+    def flush(self) -> list[_Pending]:
+        items = sorted((i for q in self._queues.values() for i in q), key=lambda i: i.key)
+        for q in self._queues.values():
+            q.clear()
+        return items
+
+
+class _Stop(Exception):
+    """The runtime asked the source to stop, or --duration was reached."""
+
+
+class FileSource:
+    """A media file or URL. realtime paces items at their media time; otherwise they go as fast as
+    `emit` accepts them. duration: seconds of media after which the source ends."""
+
+    def __init__(
+        self,
+        target: str | Path,
+        fmt: CaptureFormat,
+        realtime: bool = False,
+        duration: float | None = None,
+        reconnect: ReconnectPolicy | None = None,
+    ) -> None:
+        if duration is not None and duration <= 0:
+            raise ValueError(f"duration must be positive seconds, got {duration}")
+        self.target = str(target)
+        self.description = self.target
+        self.fmt = fmt
+        self.realtime = realtime
+        self.duration = duration
+        self.is_url = is_url(self.target)
+        self.reconnect = reconnect or ReconnectPolicy()
+        self._pacer = Pacer(realtime)
+        self._last_end = 0.0  # newest media time delivered, seconds
+        self._last_wall = 0.0  # monotonic time it was delivered
+        self._live = False  # set per connection: a URL without a declared duration
+
+    def prepare(self) -> None:
+        if not self.is_url and not Path(self.target).is_file():
+            raise SourceError(f"no such media file: {self.target}")
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        try:
+            self._run(emit, stop)
+        except _Stop:
+            pass
+        except Exception as e:  # a source never takes the runtime down: its stream ends in error
+            log.exception("source %s failed", self.target)
+            emit(StateChange("error", f"{type(e).__name__}: {e}"))
+
+    def _run(self, emit: Emit, stop: threading.Event) -> None:
+        delays = self.reconnect.delays()
+        outage_since: float | None = None
+        attempt = 0
+        while not stop.is_set():
+            delivered_before = self._last_wall
+            try:
+                self._play(emit, stop, reconnected=attempt > 0)
+                if not self.is_url or not self._live:
+                    emit(StateChange("ended", "end of media"))
+                    return
+                reason = "the stream ended"
+            except MediaError as e:
+                if not self.is_url:
+                    emit(StateChange("error", str(e)))
+                    return
+                reason = str(e)
+            attempt += 1
+            if stop.is_set():
+                return
+            if self._last_wall != delivered_before:  # data flowed: a fresh outage starts now
+                outage_since, delays = None, self.reconnect.delays()
+            outage_since = outage_since if outage_since is not None else time.monotonic()
+            give_up = self.reconnect.give_up_after
+            if give_up is not None and time.monotonic() - outage_since > give_up:
+                emit(StateChange("error", f"gave up after {give_up:g} s without a connection: {reason}"))
+                return
+            delay = next(delays)
+            log.info("%s: %s; reconnecting in %.1f s", self.target, reason, delay)
+            emit(StateChange("reconnecting", f"{reason}; retrying in {delay:.1f} s"))
+            stop.wait(delay)
+
+    def _open(self) -> av.container.InputContainer:
+        try:
+            if self.is_url:
+                options = dict(LIVE_PROBE) if self.target.lower().startswith(LIVE_PROTOCOLS) else {}
+                if self.target.lower().startswith("rtsp"):
+                    options["rtsp_transport"] = "tcp"  # no lost UDP packets on a busy machine
+                return av.open(self.target, mode="r", options=options, timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
+            return av.open(self.target, mode="r")
+        except (av.error.FFmpegError, OSError) as e:
+            raise MediaError(f"cannot open {self.target}: {e}") from e
+
+    def _play(self, emit: Emit, stop: threading.Event, reconnected: bool) -> None:
+        """One connection (or one pass over a file), from opening to the end of its data."""
+        with self._open() as container:
+            audio = container.streams.audio[0] if container.streams.audio else None
+            video = container.streams.video[0] if container.streams.video else None
+            if audio is None and video is None:
+                raise MediaError(f"{self.target} has neither an audio nor a video stream")
+            # A stream without a declared duration is live: its end is an outage, not the end of media.
+            self._live = self.is_url and container.duration is None
+            offset = self._media_offset(reconnected)
+            emit(SourceInfo(audio=audio is not None, video=video is not None))
+            emit(StateChange("started", ("reconnected: " if reconnected else "") + _describe(audio, video)))
+            # A live stream arrives in real time by itself: pacing it again would only add its
+            # opening burst as latency. Files and recordings behind URLs are paced when realtime.
+            self._pacer.enabled = self.realtime and not self._live
+            self._pacer.reset()
+            decoder = _Decoder(self.target, audio, video, self.fmt, offset)
+            merge = Interleaver(
+                tuple(k for k, s in (("audio", audio), ("video", video)) if s is not None),
+                LIVE_MAX_LEAD if self._live else FILE_MAX_LEAD,
+            )
+            try:
+                for packet in container.demux([s for s in (audio, video) if s is not None]):
+                    if stop.is_set():
+                        raise _Stop
+                    for item in decoder.decode(packet):
+                        merge.push(item)
+                    self._deliver(merge.ready(), emit, stop)
+            except av.error.FFmpegError as e:
+                self._deliver(merge.flush(), emit, stop)
+                raise MediaError(
+                    f"{'connection lost' if self.is_url else 'corrupt media'} in {self.target}: {e}"
+                ) from e
+            for item in decoder.finish():
+                merge.push(item)
+            self._deliver(merge.flush(), emit, stop)
+            if not self._live:
+                decoder.check_complete(container)
+
+    def _media_offset(self, reconnected: bool) -> float:
+        """Media time of a new connection's start: the stream's clock keeps running across an outage."""
+        if not reconnected:
+            return 0.0
+        return self._last_end + (time.monotonic() - self._last_wall)
+
+    def _deliver(self, items: list[_Pending], emit: Emit, stop: threading.Event) -> None:
+        for item in items:
+            if self.duration is not None and item.media_time >= self.duration:
+                emit(StateChange("ended", f"reached the duration of {self.duration:g} s"))
+                raise _Stop
+            self._pacer.wait(item.key, stop)
+            if stop.is_set():
+                raise _Stop
+            now = time.time()
+            if item.kind == "audio":
+                emit(AudioChunk(item.data, self.fmt.sample_rate, item.media_time, now))
+            else:
+                emit(Frame(item.data, item.media_time, now))
+            self._last_end, self._last_wall = max(self._last_end, item.key), time.monotonic()
+
+
+class _Decoder:
+    """Decodes packets of one connection into _Pending items stamped with media time."""
+
+    def __init__(
+        self,
+        target: str,
+        audio: av.audio.stream.AudioStream | None,
+        video: av.video.stream.VideoStream | None,
+        fmt: CaptureFormat,
+        offset: float,
+    ) -> None:
+        self.target, self.audio, self.video, self.fmt, self.offset = target, audio, video, fmt, offset
+        self._samples_out = 0  # samples at the model rate delivered so far
+        self._native_samples = 0
+        self._last_video = 0.0
+        self._sampler = FrameSampler(fmt.frames.fps)
+        if audio is not None:
+            # As media.decode_audio: PyAV converts format and downmixes; the rate change is torchaudio's.
+            self._converter = av.AudioResampler(format="flt", layout="mono", rate=audio.rate)
+            self._resampler = StreamingResampler(audio.rate, fmt.sample_rate)
+        if video is not None:
+            video.thread_type = "AUTO"
+            self._video_start = float(video.start_time * video.time_base) if video.start_time is not None else 0.0
+
+    def decode(self, packet: av.packet.Packet) -> list[_Pending]:
+        out: list[_Pending] = []
+        for frame in packet.decode():
+            if isinstance(frame, av.AudioFrame):
+                for converted in self._converter.resample(frame):
+                    out += self._audio_item(converted.to_ndarray().reshape(-1))
+            elif isinstance(frame, av.VideoFrame) and frame.pts is not None:
+                t = float(frame.pts * frame.time_base) - self._video_start
+                self._last_video = max(self._last_video, t)
+                if self._sampler.take(t):
+                    image = preprocess_frame(frame.to_ndarray(format="rgb24"), self.fmt.frames)
+                    out.append(_Pending(self.offset + t, "video", image, self.offset + t))
+        return out
+
+    def _audio_item(self, native: np.ndarray) -> list[_Pending]:
+        self._native_samples += len(native)
+        samples = self._resampler.push(native) if len(native) else native
+        return self._samples_item(samples)
+
+    def _samples_item(self, samples: np.ndarray) -> list[_Pending]:
+        if not len(samples):
+            return []
+        start = self.offset + self._samples_out / self.fmt.sample_rate
+        self._samples_out += len(samples)
+        end = self.offset + self._samples_out / self.fmt.sample_rate
+        return [_Pending(end, "audio", samples, start)]
+
+    def finish(self) -> list[_Pending]:
+        """What the converter and the resampler still hold at the end of the data."""
+        if self.audio is None:
+            return []
+        out: list[_Pending] = []
+        for converted in self._converter.resample(None):
+            out += self._audio_item(converted.to_ndarray().reshape(-1))
+        return out + self._samples_item(self._resampler.flush())
+
+    def check_complete(self, container: av.container.InputContainer) -> None:
+        """Raises MediaError when a stream decoded to less than media.MIN_DECODED_SHARE of its declared length."""
+        if self.audio is not None:
+            decoded = self._native_samples / self.audio.rate
+            _check_complete(self.target, "audio", decoded, _stream_duration(self.audio, container))
+        if self.video is not None:
+            rate = float(self.video.average_rate) if self.video.average_rate else 0.0
+            decoded = self._last_video + (1.0 / rate if rate else 0.0)
+            _check_complete(self.target, "video", decoded, _stream_duration(self.video, container))
+
+
+def _describe(audio: av.audio.stream.AudioStream | None, video: av.video.stream.VideoStream | None) -> str:
+    parts = []
+    if audio is not None:
+        parts.append(f"audio {audio.codec_context.name} {audio.rate} Hz")
+    if video is not None:
+        rate = f" @ {float(video.average_rate):.3g} fps" if video.average_rate else ""
+        parts.append(f"video {video.codec_context.name} {video.width}x{video.height}{rate}")
+    return ", ".join(parts)
