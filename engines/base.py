@@ -32,8 +32,8 @@ class TensorSpec:
     shape: tuple[int | None, ...]
     dtype: str = "float32"  # numpy dtype name
 
-    def matches(self, array: np.ndarray) -> bool:
-        return array.ndim == len(self.shape) and all(d is None or d == n for d, n in zip(self.shape, array.shape))
+    def matches(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(self.shape) and all(d is None or d == n for d, n in zip(self.shape, shape))
 
     def describe(self) -> str:
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)
@@ -42,18 +42,15 @@ class TensorSpec:
     def to_dict(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
-    @classmethod
-    def from_dict(cls, raw: Mapping) -> TensorSpec:
-        return cls(raw["name"], tuple(None if d is None or d < 0 else int(d) for d in raw["shape"]), raw["dtype"])
-
 
 @runtime_checkable
 class Engine(Protocol):
     """One network behind one backend. `infer` takes and returns arrays keyed by the specs' names.
 
     `metadata` holds what a caller needs besides tensors: "scores_are_probabilities" (audio "attention"
-    networks output probabilities, every other graph logits), "frontend" (the audio LogMelConfig as a
-    dict), "precision", "weights_sha256", and for built engines where and how they were built.
+    networks output probabilities, every other graph logits), "background" (audio: the last score column
+    is "no instrument"), "frontend" (the audio LogMelConfig as a dict), "precision", "weights_sha256",
+    and for built engines where and how they were built ("path", "check", TensorRT's device fields).
     """
 
     backend: str
@@ -76,10 +73,11 @@ def check_inputs(kind: str, spec: tuple[TensorSpec, ...], inputs: Mapping[str, n
     missing = [s.name for s in spec if s.name not in inputs]
     if missing:
         raise ValueError(f"{kind} engine needs inputs {', '.join(missing)}; got {', '.join(inputs) or 'none'}")
-    batches = {inputs[s.name].shape[0] for s in spec if inputs[s.name].ndim}
+    shapes = {s.name: tuple(np.shape(inputs[s.name])) for s in spec}
     for s in spec:
-        if not s.matches(inputs[s.name]):
-            raise ValueError(f"{kind} engine input {s.name} has shape {inputs[s.name].shape}; expected {s.describe()}")
+        if not s.matches(shapes[s.name]):
+            raise ValueError(f"{kind} engine input {s.name} has shape {shapes[s.name]}; expected {s.describe()}")
+    batches = {shape[0] for shape in shapes.values()}
     if len(batches) > 1:
         raise ValueError(f"{kind} engine inputs disagree on the batch size: {sorted(batches)}")
 

@@ -10,36 +10,40 @@ attention network's ceil division (`-(-frames // patch)`) as a truncating Div, d
 (measured: 10 patches instead of 11, embedding off by 0.17), and the TorchScript exporter does the same
 even without it. A caller zero-pads a window shorter than that, as train.audio_setup.take_windows does.
 Audio `scores` are logits except for the "attention" architecture, whose forward()
-already gives probabilities: `scores_are_probabilities` in the export metadata says which.
+already gives probabilities: `scores_are_probabilities` in the export metadata says which; with
+`background` true their last column is "no instrument" rather than a class of the taxonomy.
 
 Why the audio graph takes the log-mel and not the waveform. The alternative, a waveform input with the
 front end inside the graph (STFT as a conv1d with fixed Hann-windowed cos/sin kernels, then the
-torchaudio mel matrix), was built and measured against streamrec.features.LogMel (torchaudio, FFT) on
-this 2-core CPU with a training job sharing it (medians of 30 runs, 1 thread; engines.bench.compare_frontends
-reproduces them):
+torchaudio mel matrix; engines.bench.ConvLogMel), was built and measured against streamrec.features.LogMel
+(torchaudio, FFT) on this 2-core CPU with a training job sharing it (medians of 20 runs, 1 thread;
+`python -m engines.bench --model DIR --frontends` reproduces them):
 
     front end latency          realtime preset (16 kHz, 1 s)    han preset (22.05 kHz, 1 s)
                                batch 1      batch 8             batch 1      batch 8
-    torchaudio (torch, FFT)    0.27 ms      1.75 ms             0.30 ms      1.77 ms
-    conv1d STFT in ORT graph   0.47 ms      3.90 ms             0.82 ms      6.43 ms
+    torchaudio (torch, FFT)    0.42 ms      1.81 ms             0.44 ms      2.05 ms
+    conv1d STFT in ORT graph   0.51 ms      3.75 ms             0.87 ms      6.25 ms
 
-    log-mel max abs error      conv1d vs torchaudio 2.2e-4 (realtime) and 9.0e-4 (han) on tones with
-                               near-silent bands; torchaudio's own float32 error against float64 is
-                               8.8e-5 / 2.5e-4 there, so the in-graph DFT (direct sums of n_fft products)
-                               is 2-4x less exact than the FFT it replaces. In FP16 (as a TensorRT FP16
-                               engine would run it) the conv front end is off by up to 0.23 (median 4e-3):
-                               the 1e-6 log offset is below FP16's normal range and mel power spans
-                               twelve orders of magnitude.
+    log-mel max abs error      conv1d vs torchaudio: realtime 2.6e-5 (batch 1) to 1.2e-4 (batch 8),
+                               han 5e-5 to 7.8e-4 on synthetic tones; up to 2.2e-4 / 9.0e-4 on tones
+                               with near-silent bands, where torchaudio's own float32 error against
+                               float64 is 8.8e-5 / 2.5e-4: the direct DFT (sums of n_fft products) is
+                               2-4x less exact than the FFT it replaces, so ~1e-4 is not met everywhere.
+                               In FP16, as a TensorRT FP16 engine would run it, the conv front end is off
+                               by up to 0.23 (median 4e-3): the 1e-6 log offset is below FP16's normal
+                               range and mel power spans twelve orders of magnitude.
 
-So the front end stays outside: it is 1.7-3.6x faster as torchaudio's FFT, it is exactly the module the
-networks were trained with, and it stays in FP32 whatever precision the network engine runs in (on a
-GPU, LogMel runs on CUDA tensors before the TensorRT engine). The cost is that a caller computes the
-log-mel itself, with LogMel(LogMelConfig(**metadata["frontend"])).
+So the front end stays outside the graph: torchaudio's FFT is 1.2-2x faster at batch 1 and 2-3x faster
+at batch 8 (eval's crops, several streams), it is exactly the module the networks were trained with, and
+it stays FP32 whatever precision the network engine runs in (on a GPU, LogMel runs on CUDA tensors ahead
+of the TensorRT engine). The cost: a caller computes the log-mel itself, with
+LogMel(LogMelConfig(**engine.metadata["frontend"])); engines.networks.EngineNetworks does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import warnings
@@ -60,6 +64,8 @@ from .base import TensorSpec
 log = logging.getLogger(__name__)
 
 OPSET = 18
+# Fusion inputs draw their frame embeddings from at most this many images run through the video network.
+MAX_DISTINCT_FRAMES = 8
 # Part of every cache key: bump it when the exported graphs change (names, outputs, wrappers).
 EXPORT_FORMAT = 1
 # Export is checked against torch on a small batch; beyond this (relative to the largest output, at least 1)
@@ -77,6 +83,7 @@ class GraphSpec:
     nominal: dict[str, tuple[int, ...]]  # per input: a full shape without the batch axis (the usual window)
     scores_are_probabilities: bool = False
     frontend: dict | None = None  # audio: the LogMelConfig the caller applies before the engine
+    background: bool = False  # audio: the last score column is "no instrument", not a taxonomy class
 
 
 def graph_spec(bundle: Bundle, kind: str) -> GraphSpec:
@@ -87,15 +94,18 @@ def graph_spec(bundle: Bundle, kind: str) -> GraphSpec:
         from train.audio_setup import AudioSetup
         from train.models.audio import AudioDims, outputs_probabilities
 
-        frontend = AudioSetup.from_dict(entry["setup"]).frontend
+        setup = AudioSetup.from_dict(entry["setup"])
+        frontend = setup.frontend
         audio_dims = AudioDims.from_dict(dims)
         return GraphSpec(
             kind,
             (TensorSpec("logmel", (None, frontend.n_mels, frontend.frames_per_window)),),
-            (TensorSpec("scores", (None, audio_dims.n_classes)), TensorSpec("embedding", (None, audio_dims.embedding_dim))),
+            (TensorSpec("scores", (None, audio_dims.n_classes)),
+             TensorSpec("embedding", (None, audio_dims.embedding_dim))),
             {"logmel": (frontend.n_mels, frontend.frames_per_window)},
             outputs_probabilities(audio_dims),
             frontend.to_dict(),
+            setup.background,
         )
     if kind == "video":
         from train.models.video import VideoDims
@@ -105,7 +115,8 @@ def graph_spec(bundle: Bundle, kind: str) -> GraphSpec:
         return GraphSpec(
             kind,
             (TensorSpec("images", (None, 3, size, size)),),
-            (TensorSpec("logits", (None, video_dims.n_classes)), TensorSpec("embedding", (None, video_dims.embedding_dim))),
+            (TensorSpec("logits", (None, video_dims.n_classes)),
+             TensorSpec("embedding", (None, video_dims.embedding_dim))),
             {"images": (3, size, size)},
         )
     if kind == "fusion":
@@ -133,6 +144,7 @@ def graph_metadata(bundle: Bundle, kind: str) -> dict[str, Any]:
         "outputs": [s.to_dict() for s in spec.outputs],
         "scores_are_probabilities": spec.scores_are_probabilities,
         "frontend": spec.frontend,
+        "background": spec.background,
     }
 
 
@@ -216,7 +228,7 @@ def _relative_diff(path: Path, spec: GraphSpec, inputs: dict[str, np.ndarray], e
 
 
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def quiet_exporter() -> Iterator[None]:
     """Silences the exporters' progress prints, warnings and INFO logs (hundreds of lines per graph); what
     matters is logged by export_onnx itself."""
     noisy = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export")]
@@ -249,7 +261,7 @@ def export_onnx(bundle: Bundle, kind: str, path: Path, opset: int = OPSET) -> di
     for dynamo in (True, False):
         exporter = "dynamo" if dynamo else "torchscript"
         try:
-            with _quiet_exporter():
+            with quiet_exporter():
                 torch.onnx.export(
                     module, args, str(path), input_names=[s.name for s in spec.inputs],
                     output_names=[s.name for s in spec.outputs], dynamic_axes=_dynamic_axes(spec),
@@ -264,8 +276,8 @@ def export_onnx(bundle: Bundle, kind: str, path: Path, opset: int = OPSET) -> di
             failures.append(f"{exporter}: outputs differ from torch by {diff:.2g}")
             log.warning("%s export of the %s network differs from torch by %.2g", exporter, kind, diff)
             continue
-        log.info("exported the %s network with the %s exporter to %s (max diff vs torch %.2g of the largest output)",
-                 kind, exporter, path, diff)
+        log.info("exported the %s network with the %s exporter (max diff vs torch %.2g of the largest output)",
+                 kind, exporter, diff)
         return {**graph_metadata(bundle, kind), "exporter": exporter, "opset": opset, "export_relative_diff": diff}
     path.unlink(missing_ok=True)
     raise RuntimeError(f"cannot export the {kind} network of {bundle.root} to ONNX: {'; '.join(failures)}")
@@ -367,9 +379,18 @@ def representative_inputs(bundle: Bundle, kind: str, count: int, seed: int = 0,
     k, video_dim = spec.nominal["frames"]
     rng = np.random.default_rng(seed)
     audio = _embeddings(bundle, "audio", count, seed, data, spec.nominal["audio"][0], rng)
-    frames = _embeddings(bundle, "video", count * k, seed, data, video_dim, rng).reshape(count, k, video_dim)
+    # Frame embeddings of a few distinct images drawn into the k slots: the video trunk is the slow part.
+    distinct = _embeddings(bundle, "video", min(count * k, MAX_DISTINCT_FRAMES), seed, data, video_dim, rng)
+    frames = distinct[rng.integers(0, len(distinct), count * k)].reshape(count, k, video_dim)
     present = np.array([[1, 1], [1, 0], [0, 1]], np.float32)[np.arange(count) % 3]
     return {"audio": audio * present[:, :1], "frames": frames * present[:, 1:, None], "present": present}
+
+
+@functools.lru_cache(maxsize=4)
+def _reference_module(root: Path, kind: str, sha256: str) -> nn.Module:
+    """The torch network behind fusion's representative inputs, loaded once per weights (calibration, checks and
+    benchmarks ask for it repeatedly)."""
+    return graph_module(Bundle.load(root), kind)
 
 
 def _embeddings(bundle: Bundle, kind: str, count: int, seed: int, data: Path | None, dim: int,
@@ -378,7 +399,7 @@ def _embeddings(bundle: Bundle, kind: str, count: int, seed: int, data: Path | N
     random features when the bundle lacks that network."""
     if not bundle.has(kind):
         return np.maximum(rng.standard_normal((count, dim)), 0).astype(np.float32)
-    module = graph_module(bundle, kind)
+    module = _reference_module(bundle.root, kind, bundle.network(kind)["sha256"])
     inputs = representative_inputs(bundle, kind, count, seed, data)
     spec = graph_spec(bundle, kind)
     chunks = []

@@ -115,6 +115,9 @@ class BuildOptions:
     workspace_bytes: int = WORKSPACE_BYTES
 
 
+_TRT_LOGGER = None
+
+
 def _logger():
     """A TensorRT logger that forwards to Python logging (one per process: TensorRT treats it as a singleton)."""
     import tensorrt as trt
@@ -134,9 +137,6 @@ def _logger():
 
         _TRT_LOGGER = _Forward()
     return _TRT_LOGGER
-
-
-_TRT_LOGGER = None
 
 
 def _weakly_typed(trt) -> bool:
@@ -249,7 +249,9 @@ def build_plan(onnx_path: Path, plan_path: Path, inputs: Sequence[TensorSpec],
         config.set_flag(trt.BuilderFlag.FP16)  # INT8 builds too: layers without INT8 kernels fall back to FP16
     if weak and options.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _make_calibrator(trt, calibration, calibration_cache or plan_path.with_suffix(".calib"))
+        # A local reference keeps the Python calibrator alive for the whole build (TensorRT calls back into it).
+        calibrator = _make_calibrator(trt, calibration, calibration_cache or plan_path.with_suffix(".calib"))
+        config.int8_calibrator = calibrator
         calibration_shapes = builder.create_optimization_profile()
         for name, (low, opt, high) in calibration_profile(calibration[0]).items():
             calibration_shapes.set_shape(name, low, opt, high)
@@ -295,7 +297,7 @@ class TensorRTEngine:
         self._runtime = trt.Runtime(_logger())
         self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:
-            raise RuntimeError(f"TensorRT cannot deserialize {plan_path} (built by another version or for another GPU?)")
+            raise RuntimeError(f"TensorRT cannot deserialize {plan_path} (another TensorRT version or GPU?)")
         self._context = self._engine.create_execution_context()
         self._stream = torch.cuda.Stream()
         self._device = torch.device("cuda")

@@ -29,13 +29,22 @@ DEFAULT_HOST = "127.0.0.1"  # loopback unless asked: predictions can reveal what
 DEFAULT_PORT = 8765
 
 
+def parse_address(text: str) -> tuple[str, int]:
+    """HOST:PORT, :PORT or PORT (host 127.0.0.1) -> (host, port); ValueError with a sentence otherwise."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or DEFAULT_HOST  # [::1]:8765 for IPv6
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT with a port from 0 to 65535, got {text!r}")
+    return host, int(port)
+
+
 @dataclass(frozen=True)
 class BroadcastOptions:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT  # 0 = any free port (see Broadcaster.port)
     token: str | None = None  # required from clients when set
     queue_size: int = 64  # events queued per client before the oldest are dropped
-    close_timeout: float = 1.0  # seconds a client gets to answer the close frame at shutdown
+    close_timeout: float = 0.5  # seconds clients get to answer the close frame at shutdown
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -54,6 +63,7 @@ class ClientStats:
     sent: int = 0
     dropped: int = 0
     queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue, repr=False)
+    connection: ServerConnection | None = field(default=None, repr=False)
 
 
 class Broadcaster:
@@ -102,14 +112,26 @@ class Broadcaster:
             client.queue.put_nowait(message)
 
     async def stop(self) -> None:
-        """Closes every connection with a close frame (1001 going away), then the server."""
+        """Closes every connection with a close frame (1001 going away), then the server.
+
+        A client that stopped reading cannot take even the close frame (websockets waits for its
+        send buffer to drain, without a timeout): after close_timeout its connection is aborted.
+        """
         if self._server is None:
             return
         self._server.close()
+        closed = asyncio.ensure_future(self._server.wait_closed())
         try:
-            await asyncio.wait_for(self._server.wait_closed(), timeout=self.options.close_timeout + 1.0)
+            await asyncio.wait_for(asyncio.shield(closed), timeout=self.options.close_timeout)
         except TimeoutError:
-            log.warning("websocket clients did not close in time; their connections were dropped")
+            stuck = [c for c in self._clients if c.connection is not None]
+            log.warning("%d websocket client(s) did not take the close frame; dropping them", len(stuck))
+            for client in stuck:
+                client.connection.transport.abort()  # type: ignore[union-attr]
+            try:
+                await asyncio.wait_for(closed, timeout=1.0)
+            except TimeoutError:
+                log.warning("the websocket server did not close in time")
         self._server = None
 
     def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -124,7 +146,7 @@ class Broadcaster:
         return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
 
     async def _handle(self, connection: ServerConnection) -> None:
-        client = ClientStats(_address(connection), queue=asyncio.Queue(self.options.queue_size))
+        client = ClientStats(_address(connection), queue=asyncio.Queue(self.options.queue_size), connection=connection)
         self._clients.add(client)
         self.connected_total += 1
         log.info("websocket client %s connected", client.address)

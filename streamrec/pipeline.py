@@ -18,10 +18,10 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from .recognizer import NetworkInfo, Networks, Recognizer, Request, load_network
 from .ringbuffer import AudioRing, FrameRing
 from .sinks import JsonlSink, Sink
 from .smoothing import Smoother, SmoothingOptions
-from .sources import CaptureFormat, Source, SourceError, SourceSpec, assign_stream_ids, open_source
+from .sources import CaptureFormat, Emit, Source, SourceError, SourceSpec, assign_stream_ids, open_source
 from .types import (
     TERMINAL_STATES,
     AudioChunk,
@@ -45,6 +45,9 @@ from .types import (
     status_event,
 )
 from .windowing import DEFAULT_HOP_SECONDS, AudioWindower, FrameWindower, WindowSpec, frames_for_update
+
+if TYPE_CHECKING:
+    from .view import TerminalView
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,9 @@ class RunSummary:
 class _Stream:
     """One stream's state: rings, schedulers, smoother and the bookkeeping of its sources."""
 
-    def __init__(self, stream_id: str, sources: list[Source], realtime: bool, info: NetworkInfo, o: RuntimeOptions):
+    def __init__(
+        self, stream_id: str, sources: list[Source], realtime: bool, info: NetworkInfo, o: RuntimeOptions
+    ) -> None:
         self.id = stream_id
         self.sources = sources
         self.description = " + ".join(s.description for s in sources)
@@ -128,6 +133,7 @@ class _Stream:
         self.latencies: deque[float] = deque(maxlen=10000)
         self.frames_done = 0
         self.cond = threading.Condition()  # back-pressure: sources wait here for inference
+        self.stall_after = o.stall_seconds  # seconds without data before a real-time stream counts as stalled
 
     @property
     def oldest_needed(self) -> int:
@@ -149,7 +155,7 @@ class _Stream:
 class _WebsocketThread:
     """The Broadcaster on its own event loop and thread; publish() from any thread."""
 
-    def __init__(self, options: BroadcastOptions, hello: Any) -> None:
+    def __init__(self, options: BroadcastOptions, hello: Callable[[], dict[str, Any]]) -> None:
         self.broadcaster = Broadcaster(options, hello)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -182,8 +188,10 @@ class _WebsocketThread:
         return len(self.broadcaster.clients)
 
     def publish(self, event: dict[str, Any]) -> None:
-        if not self._loop.is_closed():
+        try:
             self._loop.call_soon_threadsafe(self.broadcaster.publish, event)
+        except RuntimeError:  # the loop closed at shutdown: nobody is listening any more
+            pass
 
     def stop(self) -> None:
         if self._error is not None or not self._thread.is_alive():
@@ -197,6 +205,20 @@ class _WebsocketThread:
         self._thread.join(timeout=1.0)
 
 
+@dataclass(frozen=True)
+class CustomSource:
+    """An input the runtime does not open itself: any object following the sources.Source protocol
+    (for example one that hands over audio an application already has). realtime: never wait for
+    inference (the ring keeps the newest data); False: wait, so that every window is evaluated."""
+
+    stream_id: str
+    source: Source
+    realtime: bool = True
+
+    def __post_init__(self) -> None:
+        SourceSpec("file", "-", self.stream_id)  # the same rule for stream ids as every other input
+
+
 class Runtime:
     """Runs sources through the networks to the sinks until every stream ends or stop() is called.
 
@@ -207,7 +229,7 @@ class Runtime:
 
     def __init__(
         self,
-        sources: Sequence[SourceSpec],
+        sources: Sequence[SourceSpec | CustomSource],
         options: RuntimeOptions | None = None,
         sinks: Sequence[Sink] = (),
         networks: Networks | None = None,
@@ -224,9 +246,14 @@ class Runtime:
         self._sink_lock = threading.Lock()
         self._sinks: list[Sink] = []
         self._ws: _WebsocketThread | None = None
-        self._view: Any = None
+        self._view: TerminalView | None = None
         self._streams: list[_Stream] = []
+        self._turn = 0  # the stream _collect starts with
         self._failure: BaseException | None = None
+        # Set by run(), from the networks:
+        self._info: NetworkInfo
+        self._classes: tuple[str, ...]
+        self._recognizer: Recognizer
         self.ready = threading.Event()
         self.ws_port: int | None = None
 
@@ -244,16 +271,25 @@ class Runtime:
 
     def _build_streams(self, info: NetworkInfo) -> list[_Stream]:
         fmt = CaptureFormat(info.sample_rate, info.frames)
-        ids = assign_stream_ids(self.specs)
-        grouped: dict[str, list[SourceSpec]] = {}
-        for stream_id, spec in zip(ids, self.specs):
-            grouped.setdefault(stream_id, []).append(spec)
+        specs = [s for s in self.specs if isinstance(s, SourceSpec)]
+        ids = iter(assign_stream_ids(specs))
+        grouped: dict[str, list[tuple[Source, bool, float]]] = {}  # id -> (source, realtime, seconds between items)
+        for item in self.specs:
+            if isinstance(item, CustomSource):
+                grouped.setdefault(item.stream_id, []).append((item.source, item.realtime, 0.0))
+            else:
+                source = open_source(item, fmt, self.options.duration)
+                # A camera sends only the frames it keeps: at a low rate it is quiet between them.
+                gap = 1.0 / (item.fps or info.frames.fps) if item.kind == "camera" else 0.0
+                grouped.setdefault(next(ids), []).append((source, item.is_realtime, gap))
         streams = []
-        for stream_id, specs in grouped.items():
-            sources = [open_source(spec, fmt, self.options.duration) for spec in specs]
-            for source in sources:
+        for stream_id, inputs in grouped.items():
+            for source, _, _ in inputs:
                 source.prepare()  # a missing device or file fails here, before anything starts
-            streams.append(_Stream(stream_id, sources, any(s.is_realtime for s in specs), info, self.options))
+            realtime = any(r for _, r, _ in inputs)
+            stream = _Stream(stream_id, [s for s, _, _ in inputs], realtime, info, self.options)
+            stream.stall_after = max(self.options.stall_seconds, 2.5 * max(gap for _, _, gap in inputs))
+            streams.append(stream)
         return streams
 
     def _hello(self) -> dict[str, Any]:
@@ -298,7 +334,7 @@ class Runtime:
 
     # --- sources ----------------------------------------------------------------------------
 
-    def _emitter(self, stream: _Stream, index: int):
+    def _emitter(self, stream: _Stream, index: int) -> Emit:
         has_audio_network = self._info.has_audio
 
         def emit(item: SourceItem) -> None:
@@ -369,7 +405,9 @@ class Runtime:
     def _collect(self) -> list[tuple[_Stream, Request]]:
         due: list[tuple[_Stream, Request]] = []
         k = self._info.k_frames
-        for stream in self._streams:
+        # Start with another stream each time, so that fast streams share the batch budget fairly.
+        self._turn = (self._turn + 1) % len(self._streams)
+        for stream in self._streams[self._turn :] + self._streams[: self._turn]:
             budget = self.options.max_batch - len(due)
             if budget <= 0:
                 break
@@ -452,10 +490,10 @@ class Runtime:
     def _check_stalls(self) -> None:
         now = time.monotonic()
         for stream in self._streams:
-            quiet = now - stream.last_input > self.options.stall_seconds
+            quiet = now - stream.last_input > stream.stall_after
             if stream.realtime and stream.running and stream.state == "started" and quiet:
                 stream.state = "stalled"
-                self._publish(status_event(stream.id, "stalled", f"no data for {self.options.stall_seconds:g} s"))
+                self._publish(status_event(stream.id, "stalled", f"no data for {stream.stall_after:g} s"))
 
     def _infer_loop(self) -> None:
         try:
@@ -480,6 +518,8 @@ class Runtime:
 
     def run(self) -> RunSummary:
         """Blocks until every stream ended or stop() was called; sinks are closed on return."""
+        if self.ready.is_set() or self._streams:
+            raise RuntimeError("a Runtime runs once; make a new one to run again")
         networks = self._networks or load_networks(self.options.bundle, self.options.backend)
         self._info = networks.info
         self._classes = self._info.classes
@@ -496,7 +536,7 @@ class Runtime:
             inference = threading.Thread(target=self._infer_loop, name="inference", daemon=True)
             inference.start()
             for stream in self._streams:
-                for index, source in enumerate(stream.sources):
+                for index in range(len(stream.sources)):
                     thread = threading.Thread(
                         target=self._run_source, args=(stream, index), name=f"source-{stream.id}-{index}", daemon=True
                     )

@@ -133,7 +133,7 @@ class TorchNetworks:
         if self._audio is None or self._logmel is None:
             raise RuntimeError("this bundle has no audio network")
         with torch.inference_mode():
-            features = self._logmel(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)))
+            features = self._logmel(torch.from_numpy(_writable(windows, np.float32)))
             embeddings = self._audio.embed(features)
             if self._audio_probabilities:  # the attention model gives probabilities itself
                 probabilities = self._audio(features)
@@ -148,7 +148,7 @@ class TorchNetworks:
         if self._video is None:
             raise RuntimeError("this bundle has no video network")
         with torch.inference_mode():
-            embeddings = self._video.head.project(self._video.trunk(frames_to_tensor(images)))
+            embeddings = self._video.head.project(self._video.trunk(frames_to_tensor(_writable(images, np.uint8))))
             probabilities = torch.softmax(self._video.head.classifier(embeddings), dim=1)
         return probabilities.numpy(), embeddings.numpy()
 
@@ -157,8 +157,14 @@ class TorchNetworks:
         if self._fusion is None:
             raise RuntimeError("this bundle has no fusion network")
         with torch.inference_mode():
-            logits = self._fusion(torch.from_numpy(audio), torch.from_numpy(frames), torch.from_numpy(present))
+            logits = self._fusion(*(torch.from_numpy(_writable(x, np.float32)) for x in (audio, frames, present)))
             return torch.softmax(logits, dim=1).numpy()
+
+
+def _writable(array: np.ndarray, dtype: type) -> np.ndarray:
+    """torch.from_numpy wants a writable, contiguous array; the runtime's items are read-only."""
+    out = np.ascontiguousarray(array, dtype=dtype)
+    return out if out.flags.writeable else out.copy()
 
 
 BACKENDS = ("torch",)  # engines/ plugs in here: onnxruntime, tensorrt

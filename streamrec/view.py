@@ -125,4 +125,7 @@ class TerminalView:
             grid.add_row(Text(name, style="dim"), Text("".join(cells), style="green"))
         if not names:
             grid.add_row(Text(f"last {TIMELINE_SECONDS:.0f} s: nothing active", style="dim"))
+        else:
+            axis = f"-{TIMELINE_SECONDS:.0f} s"
+            grid.add_row("", Text(axis + "now".rjust(TIMELINE_CELLS - len(axis)), style="dim"))
         return grid

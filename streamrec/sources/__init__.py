@@ -26,6 +26,7 @@ __all__ = [
     "SourceError",
     "SourceSpec",
     "assign_stream_ids",
+    "live_sources",
     "open_source",
     "parse_source",
 ]
@@ -77,6 +78,25 @@ def parse_source(text: str, stream_id: str | None = None, realtime: bool | None 
     if not Path(text).is_file():
         raise SourceError(f"no such media file: {text} (a SOURCE is a file, a URL, camera:N or mic:[DEVICE])")
     return SourceSpec("file", text, stream_id, realtime)
+
+
+def live_sources(
+    camera: int | str | None = 0, microphone: str | None = "", fps: float | None = None, stream_id: str | None = None
+) -> list[SourceSpec]:
+    """`streamrec live`: a camera and a microphone as ONE stream (video and audio fused together).
+
+    camera: index or path (None = no camera); microphone: device index or name, "" = the default
+    input (None = no microphone); fps: camera frames kept per second (None: the bundle's rate);
+    stream_id: default cam0 (mic0 without a camera)."""
+    if camera is None and microphone is None:
+        raise ValueError("live needs a camera, a microphone, or both")
+    stream_id = stream_id or ("cam0" if camera is not None else "mic0")
+    specs = []
+    if camera is not None:
+        specs.append(SourceSpec("camera", str(camera), stream_id, True, fps))
+    if microphone is not None:
+        specs.append(SourceSpec("microphone", microphone, stream_id, True))
+    return specs
 
 
 def _default_id(spec: SourceSpec, index: int) -> str:

@@ -112,8 +112,9 @@ class FileSource:
         self.reconnect = reconnect or ReconnectPolicy()
         self._pacer = Pacer(realtime)
         self._last_end = 0.0  # newest media time delivered, seconds
-        self._last_wall = 0.0  # monotonic time it was delivered
+        self._last_wall: float | None = None  # monotonic time it was delivered
         self._live = False  # set per connection: a URL without a declared duration
+        self._clock = "audio"
 
     def prepare(self) -> None:
         if not self.is_url and not Path(self.target).is_file():
@@ -131,21 +132,21 @@ class FileSource:
     def _run(self, emit: Emit, stop: threading.Event) -> None:
         delays = self.reconnect.delays()
         outage_since: float | None = None
-        attempt = 0
         while not stop.is_set():
             delivered_before = self._last_wall
             try:
-                self._play(emit, stop, reconnected=attempt > 0)
+                self._play(emit, stop)
                 if not self.is_url or not self._live:
                     emit(StateChange("ended", "end of media"))
                     return
                 reason = "the stream ended"
             except MediaError as e:
-                if not self.is_url:
+                # Reopen a live stream, or a URL that could not be opened; a file or a recording that
+                # broke after delivering data would only start over from its beginning.
+                if not self.is_url or (not self._live and self._last_wall != delivered_before):
                     emit(StateChange("error", str(e)))
                     return
                 reason = str(e)
-            attempt += 1
             if stop.is_set():
                 return
             if self._last_wall != delivered_before:  # data flowed: a fresh outage starts now
@@ -171,7 +172,7 @@ class FileSource:
         except (av.error.FFmpegError, OSError) as e:
             raise MediaError(f"cannot open {self.target}: {e}") from e
 
-    def _play(self, emit: Emit, stop: threading.Event, reconnected: bool) -> None:
+    def _play(self, emit: Emit, stop: threading.Event) -> None:
         """One connection (or one pass over a file), from opening to the end of its data."""
         with self._open() as container:
             audio = container.streams.audio[0] if container.streams.audio else None
@@ -180,8 +181,10 @@ class FileSource:
                 raise MediaError(f"{self.target} has neither an audio nor a video stream")
             # A stream without a declared duration is live: its end is an outage, not the end of media.
             self._live = self.is_url and container.duration is None
-            offset = self._media_offset(reconnected)
+            self._clock = "audio" if audio is not None else "video"  # the stream --duration is measured on
+            offset = self._media_offset()
             emit(SourceInfo(audio=audio is not None, video=video is not None))
+            reconnected = self._last_wall is not None
             emit(StateChange("started", ("reconnected: " if reconnected else "") + _describe(audio, video)))
             # A live stream arrives in real time by itself: pacing it again would only add its
             # opening burst as latency. Files and recordings behind URLs are paced when realtime.
@@ -210,25 +213,31 @@ class FileSource:
             if not self._live:
                 decoder.check_complete(container)
 
-    def _media_offset(self, reconnected: bool) -> float:
+    def _media_offset(self) -> float:
         """Media time of a new connection's start: the stream's clock keeps running across an outage."""
-        if not reconnected:
+        if self._last_wall is None:  # nothing delivered yet: the stream starts now
             return 0.0
         return self._last_end + (time.monotonic() - self._last_wall)
 
     def _deliver(self, items: list[_Pending], emit: Emit, stop: threading.Event) -> None:
         for item in items:
             if self.duration is not None and item.media_time >= self.duration:
-                emit(StateChange("ended", f"reached the duration of {self.duration:g} s"))
-                raise _Stop
+                if item.kind == self._clock:  # the stream that drives updates has passed the duration
+                    emit(StateChange("ended", f"reached the duration of {self.duration:g} s"))
+                    raise _Stop
+                continue  # a frame past the duration while the audio still runs up to it
+            data = item.data
+            if self.duration is not None and item.kind == "audio":
+                # Cut the chunk that straddles the duration, so the last window ends exactly there.
+                data = data[: max(1, round((self.duration - item.media_time) * self.fmt.sample_rate))]
             self._pacer.wait(item.key, stop)
             if stop.is_set():
                 raise _Stop
             now = time.time()
             if item.kind == "audio":
-                emit(AudioChunk(item.data, self.fmt.sample_rate, item.media_time, now))
+                emit(AudioChunk(data, self.fmt.sample_rate, item.media_time, now))
             else:
-                emit(Frame(item.data, item.media_time, now))
+                emit(Frame(data, item.media_time, now))
             self._last_end, self._last_wall = max(self._last_end, item.key), time.monotonic()
 
 

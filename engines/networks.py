@@ -1,0 +1,88 @@
+"""A bundle's three engines behind streamrec.recognizer's `Networks` protocol (numpy in, probabilities out),
+so the live runtime and evaluation run on ONNX Runtime or TensorRT exactly as on torch.
+
+The audio front end (log-mel) runs in torch before the audio engine, FP32 always: engines.export says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamrec.bundle import Bundle
+from streamrec.features import LogMel, LogMelConfig, frames_to_tensor
+
+from .base import Engine
+from .loader import EngineOptions, choose_backend, load_engine
+
+log = logging.getLogger(__name__)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class EngineNetworks:
+    """audio(windows), frames(images), fuse(audio, frames, present) of a bundle on one backend and precision."""
+
+    def __init__(self, bundle: Bundle | str | Path | None, backend: str = "auto", precision: str = "fp32",
+                 options: EngineOptions | None = None) -> None:
+        from streamrec.recognizer import NetworkInfo
+
+        loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        self.info = NetworkInfo.from_bundle(loaded)
+        self.backend = choose_backend(backend)
+        options = options or EngineOptions()
+        # TensorRT engines take batches up to their profile's maximum; the others take any batch.
+        self._chunk = options.max_batch if self.backend == "tensorrt" else None
+        self._engines: dict[str, Engine] = {
+            kind: load_engine(loaded, kind, self.backend, precision, options)
+            for kind in ("audio", "video", "fusion") if loaded.has(kind)}
+        self._logmel: LogMel | None = None
+        if "audio" in self._engines:
+            meta = self._engines["audio"].metadata
+            self._logmel = LogMel(LogMelConfig(**meta["frontend"])).eval()
+            self._audio_probabilities = bool(meta["scores_are_probabilities"])
+
+    def _run(self, kind: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        engine = self._engines.get(kind)
+        if engine is None:
+            raise RuntimeError(f"this bundle has no {kind} network")
+        count = len(next(iter(inputs.values())))
+        step = self._chunk or max(count, 1)
+        parts = [engine.infer({k: v[i:i + step] for k, v in inputs.items()}) for i in range(0, count, step)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def audio(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, samples) float32 -> probabilities (n, outputs), embeddings (n, audio_dim). Windows shorter than
+        the network's are zero-padded at the end (the graph's time axis is fixed)."""
+        if self._logmel is None:
+            raise RuntimeError("this bundle has no audio network")
+        window = self.info.window_samples
+        if windows.shape[1] != window:
+            padded = np.zeros((len(windows), window), np.float32)
+            padded[:, : min(window, windows.shape[1])] = windows[:, :window]
+            windows = padded
+        with torch.inference_mode():
+            logmel = self._logmel(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))).numpy()
+        out = self._run("audio", {"logmel": logmel})
+        scores = out["scores"] if self._audio_probabilities else softmax(out["scores"])
+        return scores, out["embedding"]
+
+    def frames(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, size, size, 3) uint8 RGB -> probabilities (n, classes), embeddings (n, video_dim)."""
+        out = self._run("video", {"images": frames_to_tensor(images).numpy()})
+        return softmax(out["logits"]), out["embedding"]
+
+    def fuse(self, audio: np.ndarray, frames: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """(n, audio_dim), (n, k, video_dim), (n, 2) presence mask -> probabilities (n, classes)."""
+        out = self._run("fusion", {"audio": audio, "frames": frames, "present": present})
+        return softmax(out["logits"])
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()

@@ -1,0 +1,129 @@
+"""The recognition stage on a real (small, untrained) bundle: batching over streams, the frame cache,
+the background output, missing modalities, and equality with the training code's functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamrec.bundle import Bundle
+from streamrec.features import LogMel, frames_to_tensor
+from streamrec.recognizer import Recognizer, Request, TorchNetworks, energy_db, load_networks
+from streamrec.types import AudioWindow, Frame
+from train.audio_setup import AudioSetup, instrument_probabilities, window_probabilities
+from train.models import load_network
+from train.models.fusion import fusion_inputs
+
+from .runtime_support import CLASSES, K_FRAMES, runtime_bundle_fixture  # noqa: F401 (fixtures)
+
+RATE = 16000
+
+
+class CountingNetworks:
+    """TorchNetworks that count the frames given to the frame network."""
+
+    def __init__(self, inner: TorchNetworks) -> None:
+        self.inner, self.info, self.frames_run = inner, inner.info, 0
+
+    def audio(self, windows: np.ndarray):
+        return self.inner.audio(windows)
+
+    def frames(self, images: np.ndarray):
+        self.frames_run += len(images)
+        return self.inner.frames(images)
+
+    def fuse(self, audio: np.ndarray, frames: np.ndarray, present: np.ndarray):
+        return self.inner.fuse(audio, frames, present)
+
+
+@pytest.fixture(scope="module")
+def networks(runtime_bundle: Path) -> TorchNetworks:
+    return load_networks(runtime_bundle)  # type: ignore[return-value]
+
+
+def window(seed: int, level: float = 0.3, end_time: float = 1.0) -> AudioWindow:
+    samples = (np.random.default_rng(seed).standard_normal(RATE) * level).astype(np.float32)
+    return AudioWindow(samples, end_time, 0.0, RATE)
+
+
+def frames(seed: int, n: int, start: float = 0.0) -> tuple[Frame, ...]:
+    rng = np.random.default_rng(seed)
+    return tuple(Frame(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), start + i, 50.0 + i) for i in range(n))
+
+
+def test_network_info_is_read_from_the_manifest(networks: TorchNetworks) -> None:
+    info = networks.info
+    assert info.classes == CLASSES and info.background and info.k_frames == K_FRAMES
+    assert (info.sample_rate, info.window_samples, info.audio_dim, info.video_dim) == (RATE, RATE, 32, 16)
+
+
+def test_batched_over_streams_equals_one_at_a_time(networks: TorchNetworks) -> None:
+    requests = [
+        Request("a", window(0), frames(1, 2)),
+        Request("b", window(2), ()),
+        Request("c", None, frames(3, 5)),
+        Request("a", window(4, end_time=1.5), frames(1, 3)),
+    ]
+    batched = Recognizer(networks)(requests)
+    for request, together in zip(requests, batched):
+        alone = Recognizer(networks)([request])[0]
+        np.testing.assert_allclose(together.fused, alone.fused, atol=1e-5)
+        for a, b in ((together.audio, alone.audio), (together.video, alone.video)):
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_allclose(a, b, atol=1e-5)
+    assert batched[1].video is None and batched[2].audio is None and batched[2].background is None
+    assert all(abs(r.fused.sum() - 1) < 1e-5 for r in batched)
+
+
+def test_frames_run_once_and_prime_runs_them_ahead(networks: TorchNetworks) -> None:
+    counting = CountingNetworks(networks)
+    recognizer = Recognizer(counting)
+    shown = frames(5, 4)
+    assert recognizer.prime("s", shown[:2]) == 2
+    recognizer([Request("s", window(0), shown[:3])])
+    recognizer([Request("s", window(1), shown), Request("t", window(1), shown[:1])])
+    assert counting.frames_run == 4 + 1  # each frame once per stream; stream t has its own cache
+    recognizer.reset("s")
+    recognizer([Request("s", window(0), shown[-1:])])
+    assert counting.frames_run == 6
+
+
+def test_background_column_and_energy(networks: TorchNetworks) -> None:
+    result = Recognizer(networks)([Request("s", window(0, level=0.1), ())])[0]
+    raw, _ = networks.audio(window(0, level=0.1).samples[None])
+    assert raw.shape == (1, len(CLASSES) + 1)
+    assert result.background == pytest.approx(float(raw[0, -1]), abs=1e-6)
+    np.testing.assert_allclose(result.audio, raw[0, :-1] / raw[0, :-1].sum(), atol=1e-6)
+    assert result.energy_db == pytest.approx(-20.0, abs=0.2)  # RMS 0.1
+    assert energy_db(np.zeros(10, np.float32)) == -200.0
+
+
+def test_equals_the_training_code_on_the_same_inputs(runtime_bundle: Path, networks: TorchNetworks) -> None:
+    bundle = Bundle.load(runtime_bundle)
+    setup = AudioSetup.from_dict(bundle.network("audio")["setup"])
+    audio_net, video_net, fusion = (load_network(bundle, k) for k in ("audio", "video", "fusion"))
+    logmel = LogMel(setup.frontend)
+    w, f = window(7), frames(8, 2)
+    result = Recognizer(networks)([Request("s", w, f)])[0]
+    with torch.no_grad():
+        probabilities = window_probabilities(audio_net, logmel, w.samples[None].copy())
+        images = frames_to_tensor(np.stack([x.image for x in f]))
+        inputs = fusion_inputs(
+            audio_net.embed(logmel(torch.from_numpy(w.samples[None].copy())))[0], video_net.embed(images), fusion.dims
+        )
+        fused = torch.softmax(fusion(*inputs), dim=1)[0].numpy()
+        video = torch.softmax(video_net(images), dim=1).mean(dim=0).numpy()
+    np.testing.assert_allclose(result.audio, instrument_probabilities(probabilities, setup)[0], atol=1e-5)
+    np.testing.assert_allclose(result.video, video, atol=1e-5)
+    np.testing.assert_allclose(result.fused, fused, atol=1e-5)
+
+
+def test_unknown_backend_is_a_user_error(runtime_bundle: Path) -> None:
+    from streamrec.errors import UserError
+
+    with pytest.raises(UserError, match="backend"):
+        load_networks(runtime_bundle, "nonsense")

@@ -1,0 +1,94 @@
+"""Temporal smoothing and hysteresis on synthetic score sequences: steady clips do not flicker,
+background (silence, speech, noise) turns nothing on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamrec.smoothing import Smoother, SmoothingOptions
+
+CLASSES = ("cello", "drums", "flute", "piano", "violin")
+HOP = 0.5  # seconds between updates
+
+
+def scores(violin: float, piano: float = 0.0) -> np.ndarray:
+    """A softmax-like vector: the mass left by violin and piano spread over the three other classes."""
+    rest = max(0.0, 1 - violin - piano) / 3
+    return np.array([rest, rest, rest, piano, violin])
+
+
+def run(smoother: Smoother, sequence, background=None, energy=-20.0) -> list[tuple[str, ...]]:
+    out = []
+    for i, fused in enumerate(sequence):
+        b = background[i] if isinstance(background, list) else background
+        out.append(smoother.update(i * HOP, fused, b, energy).active)
+    return out
+
+
+def toggles(active: list[tuple[str, ...]], name: str) -> int:
+    states = [name in a for a in active]
+    return sum(a != b for a, b in zip(states, states[1:]))
+
+
+def test_a_steady_noisy_clip_does_not_flicker() -> None:
+    rng = np.random.default_rng(0)
+    # a violin whose score wanders around the on threshold (0.4) from window to window
+    sequence = [scores(float(np.clip(rng.normal(0.45, 0.12), 0, 1))) for _ in range(120)]
+    raw = [("violin",) if fused[-1] >= 0.4 else () for fused in sequence]
+    assert toggles(raw, "violin") > 20  # a bare threshold would flicker
+    active = run(Smoother(CLASSES), sequence, background=0.05)
+    assert toggles(active, "violin") <= 1 and "violin" in active[-1]
+    assert all(set(a) <= {"violin"} for a in active)  # the rest of the mass never turns on
+
+
+def test_silence_speech_and_noise_give_nothing_active() -> None:
+    peaked = [scores(0.95)] * 20  # the fusion network insists on a violin...
+    assert run(Smoother(CLASSES), peaked, background=None, energy=-70.0) == [()] * 20  # ...in silence
+    assert run(Smoother(CLASSES), peaked, background=0.9) == [()] * 20  # ...in speech or noise
+    gated = Smoother(CLASSES).update(0.0, scores(0.95), background=0.9)
+    assert gated.gated and not gated.scores.any()
+
+
+def test_hysteresis_and_minimum_hold() -> None:
+    options = SmoothingOptions(alpha=1.0, on_threshold=0.5, off_threshold=0.3, min_hold=1.0)  # no averaging
+    smoother = Smoother(CLASSES, options)
+    sequence = [0.6, 0.35, 0.45, 0.6, 0.1, 0.1, 0.1, 0.6]
+    active = [("violin" in smoother.update(i * HOP, scores(v)).active) for i, v in enumerate(sequence)]
+    # on at 0.6; stays on between the thresholds; at 0.1 it is held until 1 s after it turned on
+    assert active == [True, True, True, True, False, False, False, True]
+    held = Smoother(CLASSES, options)
+    held.update(0.0, scores(0.9))
+    assert "violin" in held.update(0.5, scores(0.0)).active  # 0.5 s < min_hold
+    assert "violin" not in held.update(1.0, scores(0.0)).active
+
+
+def test_the_moving_average_smooths_a_single_spike() -> None:
+    smoother = Smoother(CLASSES, SmoothingOptions(alpha=0.3))
+    active = run(smoother, [scores(0.0)] * 4 + [scores(1.0)] + [scores(0.0)] * 4, background=0.0)
+    assert all("violin" not in a for a in active)
+
+
+def test_two_instruments_can_be_active_together_and_are_sorted_by_score() -> None:
+    active = run(Smoother(CLASSES), [scores(0.5, piano=0.42)] * 6, background=0.0)
+    assert active[-1] == ("violin", "piano")
+
+
+def test_reset_forgets_and_time_must_not_go_back() -> None:
+    smoother = Smoother(CLASSES)
+    smoother.update(5.0, scores(0.9))
+    with pytest.raises(ValueError, match="go back"):
+        smoother.update(4.0, scores(0.9))
+    smoother.reset()
+    assert smoother.update(0.0, scores(0.0)).active == ()
+    with pytest.raises(ValueError, match="5 scores"):
+        smoother.update(1.0, np.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"alpha": 0.0}, {"on_threshold": 0.2, "off_threshold": 0.3}, {"min_hold": -1.0}, {"background_max": 0.0}],
+)
+def test_options_are_validated(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        SmoothingOptions(**bad)

@@ -1,0 +1,190 @@
+"""Sources on real media: what a file, a URL, a camera and a microphone deliver, and how they fail."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamrec.features import FrameConfig, preprocess_frame
+from streamrec.media import decode_audio, decode_frames
+from streamrec.sources import (
+    CaptureFormat,
+    ReconnectPolicy,
+    SourceError,
+    SourceSpec,
+    assign_stream_ids,
+    live_sources,
+    parse_source,
+)
+from streamrec.sources.camera import CameraSource
+from streamrec.sources.file import FileSource, Interleaver, _Pending
+from streamrec.types import AudioChunk, Frame, SourceInfo, StateChange
+
+from .runtime_support import runtime_clips_fixture  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.timeout(180)  # threads, sockets and child processes: never hang CI
+
+FORMAT = CaptureFormat(16000, FrameConfig())
+
+
+def collect(source, stop: threading.Event | None = None) -> list:
+    items: list = []
+    source.run(items.append, stop or threading.Event())
+    return items
+
+
+def split(items: list) -> tuple[list[AudioChunk], list[Frame], list]:
+    audio = [i for i in items if isinstance(i, AudioChunk)]
+    frames = [i for i in items if isinstance(i, Frame)]
+    return audio, frames, [i for i in items if not isinstance(i, AudioChunk | Frame)]
+
+
+def test_file_source_delivers_what_offline_decoding_gives(runtime_clips: Path) -> None:
+    clip = runtime_clips / "av.mp4"
+    before = time.time()
+    items = collect(FileSource(clip, FORMAT))
+    audio, frames, other = split(items)
+    assert other[0] == SourceInfo(audio=True, video=True)
+    assert other[1].state == "started" and other[-1] == StateChange("ended", "end of media")
+    # the same samples and frames as media.decode_audio / decode_frames + preprocessing
+    np.testing.assert_allclose(np.concatenate([c.samples for c in audio]), decode_audio(clip, 16000), atol=1e-5)
+    images, times = decode_frames(clip)  # type: ignore[misc]
+    assert [f.media_time for f in frames] == times.tolist() == [0.0, 1.0, 2.0]
+    assert all(np.array_equal(f.image, preprocess_frame(x, FrameConfig())) for f, x in zip(frames, images))
+    # contiguous media time, capture times stamped at the source, items in media-time order
+    assert audio[0].media_time == 0.0
+    assert all(b.media_time == pytest.approx(a.end_time) for a, b in zip(audio, audio[1:]))
+    assert all(before <= c.capture_time <= time.time() for c in audio)
+    # a file interleaves its streams in blocks; the source hands items on when their media time is due
+    available = [
+        i.end_time if isinstance(i, AudioChunk) else i.media_time for i in items if isinstance(i, AudioChunk | Frame)
+    ]
+    assert available == sorted(available)
+
+
+def test_real_time_pacing_and_duration(runtime_clips: Path) -> None:
+    started = time.monotonic()
+    audio, _, other = split(collect(FileSource(runtime_clips / "av.mp4", FORMAT, realtime=True, duration=1.2)))
+    elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed < 2.0  # paced: 1.2 s of media takes about 1.2 s
+    assert audio[-1].media_time < 1.2 and other[-1].state == "ended" and "duration" in other[-1].detail
+    started = time.monotonic()
+    collect(FileSource(runtime_clips / "av.mp4", FORMAT))
+    assert time.monotonic() - started < 1.0  # fast: as quickly as it decodes
+
+
+def test_stop_ends_a_paced_source_promptly(runtime_clips: Path) -> None:
+    stop = threading.Event()
+    items: list = []
+    thread = threading.Thread(
+        target=FileSource(runtime_clips / "long.mp4", FORMAT, realtime=True).run, args=(items.append, stop)
+    )
+    thread.start()
+    time.sleep(0.5)
+    stop.set()
+    started = time.monotonic()
+    thread.join(2)
+    assert not thread.is_alive() and time.monotonic() - started < 0.5
+    assert not any(
+        isinstance(i, StateChange) and i.state in ("ended", "error") for i in items
+    )  # the runtime says "stopped"
+
+
+def test_truncated_and_unreadable_files_end_in_error(runtime_clips: Path, tmp_path: Path) -> None:
+    audio, _, other = split(collect(FileSource(runtime_clips / "truncated.mp4", FORMAT)))
+    assert audio, "what decodes is delivered first"
+    assert other[-1].state == "error" and "truncated" in other[-1].detail
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00not a video" * 100)
+    assert collect(FileSource(garbage, FORMAT))[-1].state == "error"
+    with pytest.raises(SourceError, match="no such media file"):
+        FileSource(tmp_path / "missing.mp4", FORMAT).prepare()
+
+
+def test_a_url_that_cannot_be_reached_reconnects_with_back_off_then_gives_up() -> None:
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    policy = ReconnectPolicy(initial=0.1, factor=2.0, max_delay=0.2, give_up_after=0.6)
+    started = time.monotonic()
+    items = collect(FileSource(f"rtsp://127.0.0.1:{port}/none", FORMAT, realtime=True, reconnect=policy))
+    states = [i.state for i in items if isinstance(i, StateChange)]
+    assert states[0] == "reconnecting" and states.count("reconnecting") >= 3 and states[-1] == "error"
+    assert "retrying in 0.1 s" in items[0].detail and "retrying in 0.2 s" in items[1].detail
+    assert "gave up" in items[-1].detail and time.monotonic() - started < 5
+
+
+def test_interleaver_releases_in_media_time_order_and_waits_boundedly() -> None:
+    def item(kind: str, key: float) -> _Pending:
+        return _Pending(key, kind, np.zeros(1, np.float32), key)
+
+    merge = Interleaver(("audio", "video"), max_lead=1.0)
+    for key in (0.1, 0.2, 0.3):
+        merge.push(item("audio", key))
+    assert merge.ready() == []  # video may still bring something earlier
+    merge.push(item("video", 0.0))
+    assert [i.key for i in merge.ready()] == [0.0]
+    for key in (0.6, 1.2, 1.5):
+        merge.push(item("audio", key))
+    assert [i.key for i in merge.ready()] == [0.1, 0.2, 0.3]  # video silent for > 1 s: audio goes on
+    assert [i.key for i in merge.flush()] == [0.6, 1.2, 1.5]
+
+
+def test_camera_source_on_a_file(runtime_clips: Path) -> None:
+    clip = runtime_clips / "av.mp4"
+    camera = CameraSource(str(clip), FORMAT, fps=1.0, realtime=False)
+    camera.prepare()
+    audio, frames, other = split(collect(camera))
+    assert not audio and other[0] == SourceInfo(audio=False, video=True) and other[-1].state == "ended"
+    assert [round(f.media_time, 2) for f in frames] == [0.0, 1.0, 2.0]
+    images, _ = decode_frames(clip)  # type: ignore[misc]
+    for f, x in zip(frames, images):  # OpenCV's own FFmpeg build: the same pictures, within rounding
+        assert np.abs(f.image.astype(int) - preprocess_frame(x, FrameConfig()).astype(int)).mean() < 3
+
+
+def test_missing_camera_is_a_clear_error() -> None:
+    with pytest.raises(SourceError, match="cannot open camera 57"):
+        CameraSource(57, FORMAT).prepare()
+
+
+def test_missing_microphone_is_a_clear_error() -> None:
+    from streamrec.sources.microphone import MicrophoneSource
+
+    try:
+        import sounddevice  # noqa: F401
+    except OSError:
+        with pytest.raises(SourceError, match="PortAudio"):
+            MicrophoneSource("nothing", FORMAT).prepare()
+        return
+    with pytest.raises(SourceError, match="no microphone 'no-such-microphone'|no microphone no-such-microphone"):
+        MicrophoneSource("no-such-microphone", FORMAT).prepare()
+
+
+def test_parse_source_and_stream_ids(runtime_clips: Path, tmp_path: Path) -> None:
+    clip = str(runtime_clips / "av.mp4")
+    assert parse_source(clip) == SourceSpec("file", clip)
+    assert parse_source("rtsp://cam.local/stream").kind == "url" and parse_source("https://x/y.m3u8").is_realtime
+    assert parse_source("camera:2") == SourceSpec("camera", "2") and parse_source("mic:") == SourceSpec(
+        "microphone", ""
+    )
+    assert not parse_source(clip).is_realtime and parse_source(clip, realtime=True).is_realtime
+    with pytest.raises(SourceError, match="no such media file"):
+        parse_source(str(tmp_path / "nope.mp4"))
+    specs = [
+        SourceSpec("file", clip),
+        SourceSpec("file", clip),
+        SourceSpec("camera", "0"),
+        SourceSpec("url", "rtsp://a/b"),
+    ]
+    assert assign_stream_ids(specs) == ["av", "av-2", "cam0", "url0"]
+    live = live_sources(camera=0, microphone="")
+    assert assign_stream_ids(live) == ["cam0", "cam0"]  # one stream fed by two inputs
+    assert [s.kind for s in live] == ["camera", "microphone"] and all(s.is_realtime for s in live)
+    assert assign_stream_ids(live_sources(camera=None, microphone="pulse")) == ["mic0"]
+    with pytest.raises(ValueError, match="stream id"):
+        SourceSpec("file", clip, "bad id!")
