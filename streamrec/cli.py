@@ -205,7 +205,7 @@ def cmd_train_all(args: argparse.Namespace) -> int:
     audio = AudioTrainOptions(
         data=data,
         out=out,
-        setup=make_setup("han", frontend="realtime"),
+        setup=make_setup("han", frontend="realtime", background=True),
         fit=_fit_options(args),
         channels=REALTIME_CHANNELS,
         embedding_dim=REALTIME_EMBEDDING,
@@ -262,6 +262,70 @@ def cmd_eval(args: argparse.Namespace) -> int:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         console.print(f"wrote {json_path}" + (f" and {plot}" if plot else ""))
+    return 0
+
+
+def _address(text: str) -> tuple[str, int]:
+    from .broadcast import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _outputs(args: argparse.Namespace) -> dict:
+    """The output options shared by run, live and demo."""
+    if args.token and not args.ws:
+        raise UserError("--token needs --ws: the token guards the websocket server")
+    return {"ws": args.ws, "token": args.token, "jsonl": Path(args.jsonl) if args.jsonl else None,
+            "view": not args.no_view}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import run_streams
+    from .sources import SourceSpec, parse_source
+
+    specs = [parse_source(s) for s in args.sources] + [SourceSpec("camera", str(n), fps=args.fps)
+                                                       for n in args.camera or []]
+    if not specs:
+        raise UserError("give at least one SOURCE (file, URL, camera:N, mic:[DEVICE]) or --camera N")
+    realtime = True if args.realtime else False if args.fast else None
+    return run_streams(specs, Path(args.model) if args.model else None, args.backend, realtime=realtime,
+                       duration=args.duration, hop=args.hop, **_outputs(args))
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from .pipeline import run_streams
+    from .sources import live_sources
+
+    camera, mic = args.camera, args.mic
+    if camera is None and mic is None:
+        camera, mic = 0, ""
+    specs = live_sources(camera, mic, fps=args.fps)
+    return run_streams(specs, Path(args.model) if args.model else None, args.backend, realtime=True,
+                       duration=args.duration, hop=args.hop, **_outputs(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .broadcast import DEFAULT_HOST, DEFAULT_PORT
+    from .pipeline import run_demo
+
+    outputs = _outputs(args)
+    return run_demo(args.fast, args.duration, outputs["ws"] or (DEFAULT_HOST, DEFAULT_PORT), outputs["view"],
+                    outputs["jsonl"], outputs["token"])
+
+
+def cmd_engines_build(args: argparse.Namespace) -> int:
+    from engines import EngineOptions, build_engines
+
+    options = EngineOptions(max_batch=args.max_batch, rebuild=args.rebuild,
+                            calibration_data=Path(args.calibration_data) if args.calibration_data else None)
+    built = build_engines(Path(args.model) if args.model else None, args.backend, args.precision, progress=True,
+                          options=options)
+    for engine in built:
+        console.print(f"{engine.kind:>6}: {engine.backend} {engine.precision} -> {engine.path} "
+                      f"({engine.seconds:.1f} s)", highlight=False)
     return 0
 
 
@@ -454,11 +518,79 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--modality", default="audio,video,fusion", help="comma-separated: audio, video, fusion (default all)"
     )
-    e.add_argument("--backend", default="torch", choices=("torch",), help="inference backend (default torch)")
+    e.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
+                   help="inference backend (default torch, the reference)")
     e.add_argument("--json", metavar="FILE", help="write the eval JSON here (and FILE.png with the confusion matrices)")
     e.add_argument("--plot", metavar="FILE", help="write the confusion matrices here (PNG)")
     e.add_argument("--workers", type=_positive_int, default=max(1, os.cpu_count() or 1), help="decoding processes")
     e.set_defaults(func=cmd_eval)
+
+    def outputs(p: argparse.ArgumentParser, ws_default: str = "off") -> None:
+        p.add_argument("--ws", type=_address, metavar="HOST:PORT",
+                       help=f"serve prediction events over websockets (default {ws_default}; binds 127.0.0.1 "
+                            "unless a host is given)")
+        p.add_argument("--token", help="clients must send this token (?token=... or an Authorization: Bearer header)")
+        p.add_argument("--jsonl", metavar="FILE", help="also write every event to FILE, one JSON object per line")
+        p.add_argument("--no-view", action="store_true", help="no terminal live view")
+        p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+
+    def model(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled model)")
+        p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"),
+                       help="inference backend; auto = TensorRT with a CUDA GPU, else ONNX Runtime (default auto)")
+        p.add_argument("--hop", type=_positive_float, default=0.5, metavar="S",
+                       help="seconds between audio windows (default 0.5)")
+
+    r = commands.add_parser(
+        "run", help="recognise instruments in files, RTSP/HTTP streams or devices",
+        description="Runs recognition on one or more sources at once, each its own stream: media files, "
+                    "rtsp:// or http(s):// URLs (HLS included), camera:N, mic:[DEVICE]. Files run as fast as "
+                    "possible by default, URLs and devices in real time.")
+    r.add_argument("sources", nargs="*", metavar="SOURCE")
+    pace = r.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", action="store_true", help="pace files in real time (default for URLs/devices)")
+    pace.add_argument("--fast", action="store_true", help="as fast as possible (default for files)")
+    r.add_argument("--camera", type=int, action="append", metavar="N", help="add camera N as a stream (repeatable)")
+    r.add_argument("--fps", type=_positive_float, help="frames per second taken from cameras (default 1)")
+    model(r)
+    outputs(r)
+    r.set_defaults(func=cmd_run)
+
+    li = commands.add_parser(
+        "live", help="live recognition from a webcam (1 fps frames) and a microphone",
+        description="Live camera + microphone recognition. Without --camera or --mic both defaults are used; "
+                    "with one of them, only that one.")
+    li.add_argument("--camera", nargs="?", const=0, metavar="N", help="camera index or device path (default 0)")
+    li.add_argument("--mic", nargs="?", const="", metavar="DEVICE", help="input device name or index (default: system)")
+    li.add_argument("--fps", type=_positive_float, help="frames per second taken from the camera (default 1)")
+    model(li)
+    outputs(li)
+    li.set_defaults(func=cmd_live)
+
+    d = commands.add_parser(
+        "demo", help="the bundled example clip through the bundled model, live view + websocket server",
+        description="Plays the bundled example clip (violin, piano, drums, trumpet) in real time through the "
+                    "bundled model: terminal live view and websocket server on 127.0.0.1:8765. Offline.")
+    d.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
+    outputs(d, ws_default="127.0.0.1:8765")
+    d.set_defaults(func=cmd_demo)
+
+    en = commands.add_parser("engines", help="export and compile inference engines for a model bundle",
+                             description="Export ONNX and build engines for a model bundle.")
+    en_commands = en.add_subparsers(dest="engines_command", metavar="SUBCOMMAND", required=True)
+    eb = en_commands.add_parser(
+        "build", help="export ONNX and build ONNX Runtime or TensorRT engines, cached beside the bundle",
+        description="Exports the bundle's audio, frame and fusion networks to ONNX and builds engines into "
+                    "BUNDLE/engines/, keyed by the weights' hash, precision and runtime/GPU, so a stale engine is "
+                    "never used. INT8 on ONNX Runtime quantizes matrix products dynamically; INT8 on TensorRT is "
+                    "calibrated on --calibration-data.")
+    eb.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled model)")
+    eb.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
+    eb.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    eb.add_argument("--max-batch", type=_positive_int, default=16, help="largest batch of the engines (default 16)")
+    eb.add_argument("--calibration-data", metavar="DATASET", help="dataset whose clips calibrate INT8 (TensorRT)")
+    eb.add_argument("--rebuild", action="store_true", help="rebuild even when a valid cached engine exists")
+    eb.set_defaults(func=cmd_engines_build)
     return parser
 
 

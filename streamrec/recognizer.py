@@ -167,15 +167,27 @@ def _writable(array: np.ndarray, dtype: type) -> np.ndarray:
     return out if out.flags.writeable else out.copy()
 
 
-BACKENDS = ("torch",)  # engines/ plugs in here: onnxruntime, tensorrt
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
-def load_networks(bundle_path: str | Path | None = None, backend: str = "torch") -> Networks:
-    """The networks of a bundle (default: the bundled model) on one inference backend."""
+def load_networks(bundle_path: str | Path | None = None, backend: str = "auto") -> Networks:
+    """The networks of a bundle (default: the bundled model) on one inference backend.
+
+    "auto" picks TensorRT with a CUDA GPU, else ONNX Runtime, else torch (engines.loader says why);
+    engines are exported and cached beside the bundle on first use.
+    """
     bundle = Bundle.load(bundle_path)
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
     if backend == "torch":
         return TorchNetworks(bundle)
-    raise UserError(f"backend {backend!r} is not available to the live runtime; available: {', '.join(BACKENDS)}")
+    from engines.loader import choose_backend
+    from engines.networks import EngineNetworks
+
+    chosen = choose_backend(backend)
+    if chosen == "torch":
+        return TorchNetworks(bundle)
+    return EngineNetworks(bundle, chosen)
 
 
 @dataclass(frozen=True)

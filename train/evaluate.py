@@ -1,5 +1,9 @@
 """`streamrec eval DATASET`: audio-only, frame-only and fused metrics of a model bundle on any dataset
-in the CONTRACTS layout, as the eval JSON of CONTRACTS.md and one figure of confusion matrices."""
+in the CONTRACTS layout, as the eval JSON of CONTRACTS.md and one figure of confusion matrices.
+
+Inference goes through streamrec.recognizer's `Networks`, the interface the live runtime uses, so
+every backend (torch, ONNX Runtime, TensorRT) is evaluated by the same code.
+"""
 
 from __future__ import annotations
 
@@ -10,73 +14,66 @@ import numpy as np
 
 from streamrec.bundle import Bundle
 from streamrec.errors import UserError
+from streamrec.recognizer import Networks, load_networks
 
-from .dataset import DecodeSpec, load_dataset
-from .metrics import plot_confusions
-from .train_audio import evaluate_audio
-from .train_fusion import Extractors, clip_inputs, evaluate_fusion
-from .train_video import evaluate_video
+from .audio_setup import AudioSetup, crop_starts, instrument_probabilities, take_windows
+from .dataset import Clip, DecodeSpec, encode_targets, load_dataset
+from .metrics import classification_report, plot_confusions
 
 MODALITIES = ("audio", "video", "fusion")
-BACKENDS = ("torch",)  # engines/ adds onnxruntime and tensorrt
 
 
-def evaluate(
-    data: Path,
-    model: Path | None = None,
-    split: str = "test",
-    modalities: tuple[str, ...] = MODALITIES,
-    backend: str = "torch",
-    workers: int = 2,
-    plot: Path | None = None,
-) -> dict:
+def clip_scores(nets: Networks, setup: AudioSetup | None, clip: Clip) -> dict[str, np.ndarray | None]:
+    """(classes,) probabilities of one clip per modality: audio = mean over its evaluation windows,
+    video = mean over its frames, fusion = every audio window with k evenly spread frames, averaged."""
+    info = nets.info
+    audio = video = None
+    audio_embeddings = frame_slots = None
+    if clip.audio is not None and info.has_audio and setup is not None:
+        n = info.window_samples
+        windows = take_windows(clip.audio, crop_starts(len(clip.audio), n, setup), n)
+        probabilities, audio_embeddings = nets.audio(windows)
+        audio = instrument_probabilities(probabilities, setup).mean(axis=0)
+    if clip.frames is not None and info.has_video:
+        probabilities, embeddings = nets.frames(clip.frames)
+        video = probabilities.mean(axis=0)
+        k = info.k_frames
+        picks = np.linspace(0, len(embeddings) - 1, min(k, len(embeddings))).round().astype(int)
+        frame_slots = embeddings[picks][np.arange(k) % len(picks)]
+    fusion = None
+    if info.has_fusion and (audio_embeddings is not None or frame_slots is not None):
+        n = len(audio_embeddings) if audio_embeddings is not None else 1
+        a = audio_embeddings if audio_embeddings is not None else np.zeros((1, info.audio_dim), np.float32)
+        v = frame_slots if frame_slots is not None else np.zeros((info.k_frames, info.video_dim), np.float32)
+        present = np.tile([[float(audio_embeddings is not None), float(frame_slots is not None)]], (n, 1))
+        fusion = nets.fuse(a, np.repeat(v[None], n, axis=0), present.astype(np.float32)).mean(axis=0)
+    return {"audio": audio, "video": video, "fusion": fusion}
+
+
+def evaluate(data: Path, model: Path | None = None, split: str = "test", modalities: tuple[str, ...] = MODALITIES,
+             backend: str = "torch", workers: int = 2, plot: Path | None = None) -> dict:
     """The eval JSON (CONTRACTS.md). `n` counts the clips that have that modality; fusion covers every clip."""
-    if backend not in BACKENDS:
-        raise UserError(f"backend {backend!r} is not available for eval; available: {', '.join(BACKENDS)}")
     unknown = set(modalities) - set(MODALITIES)
-    if unknown:
-        raise UserError(f"unknown modality {', '.join(sorted(unknown))}; choose from {', '.join(MODALITIES)}")
+    if unknown or not modalities:
+        raise UserError(f"unknown modality {', '.join(sorted(unknown)) or '(none)'}; choose from {', '.join(MODALITIES)}")
     bundle = Bundle.load(model)
-    missing = [m for m in modalities if m != "fusion" and not bundle.has(m)] + (
-        ["fusion"] if "fusion" in modalities and not bundle.has("fusion") else []
-    )
+    missing = [m for m in modalities if not bundle.has(m)]
     if missing:
         raise UserError(f"bundle {bundle.root} has no {', '.join(missing)} network")
-    extractors = Extractors(bundle)
-    loaded = load_dataset(
-        data,
-        split=split,
-        spec=DecodeSpec(sample_rate=extractors.setup.frontend.sample_rate),
-        classes=bundle.classes,
-        workers=workers,
-    )
+    nets = load_networks(bundle.root, backend)
+    setup = AudioSetup.from_dict(bundle.network("audio")["setup"]) if bundle.has("audio") else None
+    spec = DecodeSpec(sample_rate=nets.info.sample_rate, frames=nets.info.frames)
+    loaded = load_dataset(data, split=split, spec=spec, classes=bundle.classes, workers=workers)
     classes = bundle.classes
-    result: dict = {
-        "classes": list(classes),
-        "dataset": str(data),
-        "split": split,
-        "model": str(bundle.root),
-        "backend": backend,
-        "skipped": [asdict(s) for s in loaded.skipped],
-    }
-    if "audio" in modalities:
-        with_audio = [c for c in loaded.clips if c.audio is not None]
-        result["audio"] = evaluate_audio(extractors.audio, extractors.logmel, extractors.setup, with_audio, classes)[0]
-    items = clip_inputs(loaded.clips, extractors, classes) if {"video", "fusion"} & set(modalities) else []
-    if "video" in modalities:
-        with_video = [(c, it.trunk) for c, it in zip(loaded.clips, items) if it.trunk is not None]
-        result["video"] = evaluate_video(
-            extractors.video, [t for _, t in with_video], [c for c, _ in with_video], classes
-        )[0]
-    if "fusion" in modalities:
-        from .models import load_network
-
-        result["fusion"] = evaluate_fusion(load_network(bundle, "fusion"), extractors, items, classes)
+    result: dict = {"classes": list(classes), "dataset": str(data), "split": split, "model": str(bundle.root),
+                    "backend": backend, "skipped": [asdict(s) for s in loaded.skipped]}
+    targets, _ = encode_targets([c.record for c in loaded.clips], classes)
+    scores = [clip_scores(nets, setup, clip) for clip in loaded.clips]
+    for modality in modalities:
+        rows = [(s[modality], t) for s, t in zip(scores, targets) if s[modality] is not None]
+        matrix = np.stack([r[0] for r in rows]) if rows else np.zeros((0, len(classes)))
+        result[modality] = classification_report(matrix, np.array([r[1] for r in rows], dtype=np.int64), classes)
     if plot is not None:
-        plot_confusions(
-            {m: np.array(result[m]["confusion"]) for m in MODALITIES if m in result},
-            classes,
-            plot,
-            title=f"{bundle.root.name} on {Path(data).name} ({split})",
-        )
+        plot_confusions({m: np.array(result[m]["confusion"]) for m in modalities}, classes, plot,
+                        title=f"{bundle.root.name} on {Path(data).name} ({split}, {backend})")
     return result
