@@ -55,7 +55,8 @@ def evaluate(data: Path, model: Path | None = None, split: str = "test", modalit
     """The eval JSON (CONTRACTS.md). `n` counts the clips that have that modality; fusion covers every clip."""
     unknown = set(modalities) - set(MODALITIES)
     if unknown or not modalities:
-        raise UserError(f"unknown modality {', '.join(sorted(unknown)) or '(none)'}; choose from {', '.join(MODALITIES)}")
+        named = ", ".join(sorted(unknown)) or "(none)"
+        raise UserError(f"unknown modality {named}; choose from {', '.join(MODALITIES)}")
     bundle = Bundle.load(model)
     missing = [m for m in modalities if not bundle.has(m)]
     if missing:
