@@ -1,0 +1,57 @@
+"""Compares two inference backends clip by clip on a dataset split: top-1 agreement, largest score
+difference and macro F1 per modality (the engines issue's parity check).
+
+    .venv/bin/python scripts/backend_parity.py corpus [--model DIR] [--backend onnxruntime] [--split test]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from streamrec.bundle import Bundle
+from streamrec.recognizer import load_networks
+from train.audio_setup import AudioSetup
+from train.dataset import DecodeSpec, encode_targets, load_dataset
+from train.evaluate import MODALITIES, clip_scores
+from train.metrics import classification_report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset")
+    parser.add_argument("--model")
+    parser.add_argument("--backend", default="onnxruntime")
+    parser.add_argument("--reference", default="torch")
+    parser.add_argument("--split", default="test")
+    args = parser.parse_args()
+    bundle = Bundle.load(args.model)
+    setup = AudioSetup.from_dict(bundle.network("audio")["setup"])
+    nets = {name: load_networks(bundle.root, name) for name in (args.reference, args.backend)}
+    info = nets[args.reference].info
+    data = load_dataset(
+        args.dataset, split=args.split, spec=DecodeSpec(sample_rate=info.sample_rate), classes=bundle.classes
+    )
+    targets, _ = encode_targets([c.record for c in data.clips], bundle.classes)
+    scores = {name: [clip_scores(n, setup, clip) for clip in data.clips] for name, n in nets.items()}
+    print(
+        f"| modality | clips | top-1 agreement | max abs score difference | F1 {args.reference} | F1 {args.backend} |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for modality in MODALITIES:
+        rows = [
+            (a[modality], b[modality], t)
+            for a, b, t in zip(scores[args.reference], scores[args.backend], targets)
+            if a[modality] is not None
+        ]
+        a, b = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+        t = np.array([r[2] for r in rows])
+        agree = float(np.mean(a.argmax(1) == b.argmax(1)))
+        f1a = classification_report(a, t, bundle.classes)["f1_macro"]
+        f1b = classification_report(b, t, bundle.classes)["f1_macro"]
+        print(f"| {modality} | {len(rows)} | {agree:.4f} | {np.abs(a - b).max():.2e} | {f1a:.4f} | {f1b:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
