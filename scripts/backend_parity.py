@@ -25,19 +25,25 @@ def main() -> None:
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--reference", default="torch")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--precision", default="fp32", help="precision of --backend's engines (fp32, int8, ...)")
     args = parser.parse_args()
     bundle = Bundle.load(args.model)
     setup = AudioSetup.from_dict(bundle.network("audio")["setup"])
-    nets = {name: load_networks(bundle.root, name) for name in (args.reference, args.backend)}
+    nets = {args.reference: load_networks(bundle.root, args.reference)}
+    if args.precision == "fp32":
+        nets[args.backend] = load_networks(bundle.root, args.backend)
+    else:
+        from engines.networks import EngineNetworks
+
+        nets[args.backend] = EngineNetworks(bundle, args.backend, args.precision)
     info = nets[args.reference].info
     data = load_dataset(
         args.dataset, split=args.split, spec=DecodeSpec(sample_rate=info.sample_rate), classes=bundle.classes
     )
     targets, _ = encode_targets([c.record for c in data.clips], bundle.classes)
     scores = {name: [clip_scores(n, setup, clip) for clip in data.clips] for name, n in nets.items()}
-    print(
-        f"| modality | clips | top-1 agreement | max abs score difference | F1 {args.reference} | F1 {args.backend} |"
-    )
+    other = f"{args.backend} {args.precision}"
+    print(f"| modality | clips | top-1 agreement | max abs score difference | F1 {args.reference} | F1 {other} |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for modality in MODALITIES:
         rows = [

@@ -195,7 +195,7 @@ def cmd_train_fusion(args: argparse.Namespace) -> int:
 
 
 def cmd_train_all(args: argparse.Namespace) -> int:
-    """The default bundle's recipe: real-time audio network, EfficientNet-Lite0 frames, late fusion (joint by default)."""
+    """The default bundle's recipe: real-time audio network, EfficientNet-Lite0 frames, joint late fusion."""
     from train.audio_setup import make_setup
     from train.train_audio import AudioTrainOptions, train_audio
     from train.train_fusion import FusionTrainOptions, train_fusion
