@@ -153,6 +153,39 @@ def test_microphone_path_through_a_pulseaudio_null_sink(
     assert result["p50"] < 500  # ms from capture to emission
 
 
+def test_live_command_on_the_microphone_reports_the_right_class(pulse_env: dict[str, str], tmp_path: Path) -> None:
+    """`streamrec live --mic` with the bundled model: a violin played into the virtual microphone."""
+    from streamrec.bundle import DEFAULT_BUNDLE
+    from streamrec.pipeline import EXAMPLE_CLIP
+
+    from .conftest import ffmpeg
+
+    if not (DEFAULT_BUNDLE / "manifest.json").exists():
+        pytest.skip("the bundled model is not installed")
+    violin = tmp_path / "violin.raw"  # the example clip opens with 6 s of violin
+    ffmpeg("-t", "6", "-i", str(EXAMPLE_CLIP), "-f", "s16le", "-ac", "1", "-ar", "16000", str(violin))
+    events = tmp_path / "events.jsonl"
+    player = subprocess.Popen(
+        ["pacat", "--playback", "--device=vsink", "--format=s16le", "--rate=16000", "--channels=1", str(violin)],
+        env=pulse_env,
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "streamrec", "live", "--mic", "--duration", "5", "--no-view",
+             "--jsonl", str(events)],
+            cwd=REPO, env={**pulse_env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        player.terminate()
+        player.wait(5)
+    assert done.returncode == 0, done.stderr[-2000:]
+    predictions = [e for e in map(json.loads, events.read_text().splitlines()) if e["type"] == "prediction"]
+    assert len(predictions) >= 4
+    assert all(p["modalities"]["video"] is None for p in predictions)  # no camera: video is null
+    assert any(p["active"] == ["violin"] for p in predictions), [p["active"] for p in predictions]
+    assert not any(set(p["active"]) - {"violin"} for p in predictions)
+
+
 # --- RTSP with a GStreamer server that dies and comes back ---------------------------------------
 
 GST_PROBE = """
