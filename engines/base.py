@@ -87,3 +87,18 @@ def log_io(logger: logging.Logger, backend: str, kind: str, inputs: tuple[Tensor
     """The one line every engine logs when loaded, so a run's log shows what each network expects."""
     logger.info("%s %s engine%s: in %s; out %s", backend, kind, f" ({detail})" if detail else "",
                 ", ".join(s.describe() for s in inputs), ", ".join(s.describe() for s in outputs))
+
+
+class EngineBase:
+    """The spec properties shared by the engine implementations; they set `_inputs` and `_outputs`."""
+
+    _inputs: tuple[TensorSpec, ...]
+    _outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_spec(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def output_spec(self) -> tuple[TensorSpec, ...]:
+        return self._outputs

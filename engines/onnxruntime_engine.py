@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import EngineError, TensorSpec, check_inputs, log_io
+from .base import EngineBase, EngineError, TensorSpec, check_inputs, log_io
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _spec(node) -> TensorSpec:
     return TensorSpec(node.name, shape, _DTYPES.get(node.type, node.type))
 
 
-class OnnxRuntimeEngine:
+class OnnxRuntimeEngine(EngineBase):
     """One ONNX graph in an ONNX Runtime CPU session."""
 
     backend = "onnxruntime"
@@ -90,14 +90,6 @@ class OnnxRuntimeEngine:
         self._names = [s.name for s in self._outputs]
         log_io(log, self.backend, kind, self._inputs, self._outputs,
                f"{options.intra_op_num_threads} threads" + (f", {detail}" if detail else ""))
-
-    @property
-    def input_spec(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def output_spec(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_inputs(self.kind, self._inputs, inputs)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import EngineError, TensorSpec, check_inputs, log_io
+from .base import EngineBase, EngineError, TensorSpec, check_inputs, log_io
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ def build_plan(onnx_path: Path, plan_path: Path, inputs: Sequence[TensorSpec],
 # Running.
 
 
-class TensorRTEngine:
+class TensorRTEngine(EngineBase):
     """A deserialized plan run on one CUDA stream, with torch CUDA tensors as input and output buffers."""
 
     backend = "tensorrt"
@@ -315,14 +315,6 @@ class TensorRTEngine:
         self._inputs, self._outputs = tuple(inputs), tuple(outputs)
         log_io(log, self.backend, kind, self._inputs, self._outputs,
                f"{self.metadata.get('precision', '?')}, batch up to {self._max_batch}, {torch.cuda.get_device_name()}")
-
-    @property
-    def input_spec(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def output_spec(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     def infer_tensors(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """CUDA tensors in, CUDA tensors out (no host copies: chain a GPU front end or another engine)."""

@@ -10,13 +10,13 @@ import torch
 
 from streamrec.bundle import Bundle
 
-from .base import TensorSpec, check_inputs, log_io
+from .base import EngineBase, check_inputs, log_io
 from .export import graph_metadata, graph_module, graph_spec
 
 log = logging.getLogger(__name__)
 
 
-class TorchEngine:
+class TorchEngine(EngineBase):
     """One network of a bundle in eager PyTorch (FP32), on `device` ("cpu" or "cuda")."""
 
     backend = "torch"
@@ -28,14 +28,6 @@ class TorchEngine:
         self.metadata = {**graph_metadata(bundle, kind), "precision": "fp32", "device": str(self.device)}
         self._module = graph_module(bundle, kind).to(self.device)
         log_io(log, self.backend, kind, self._inputs, self._outputs, str(self.device))
-
-    @property
-    def input_spec(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def output_spec(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     @torch.inference_mode()
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -37,14 +37,6 @@ def write_wav(path: Path, signal: np.ndarray, rate: int = AUDIO_RATE) -> None:
         out.writeframes(pcm.tobytes())
 
 
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """16-bit PCM WAV (any channel count) -> (mono float32, rate)."""
-    with wave.open(str(path), "rb") as src:
-        channels, rate = src.getnchannels(), src.getframerate()
-        pcm = np.frombuffer(src.readframes(src.getnframes()), dtype="<i2").astype(np.float32) / 32768
-    return pcm.reshape(-1, channels).mean(axis=1), rate
-
-
 class SoundfontSynth:
     """fluidsynth (through pyfluidsynth) with the training soundfonts loaded once per process.
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -300,6 +299,3 @@ def film(rgba: np.ndarray, filming: Filming, seconds: float, rng: np.random.Gene
         frames[i] = np.clip(canvas, 0, 255).astype(np.uint8)
     return frames
 
-
-def save_png(path: Path, rgb: np.ndarray) -> None:
-    Image.fromarray(rgb).save(path)

@@ -17,14 +17,7 @@ def build_network(kind: str, dims: dict, pretrained_backbone: bool = False) -> t
     if kind == "audio":
         return build_audio_model(AudioDims.from_dict(dims))
     if kind == "video":
-        video_dims = VideoDims.from_dict(dims)
-        if not pretrained_backbone:
-            from dataclasses import replace
-
-            net = FrameNet(replace(video_dims, pretrained=False))
-            net.dims = video_dims
-            return net
-        return FrameNet(video_dims)
+        return FrameNet(VideoDims.from_dict(dims), load_backbone=pretrained_backbone)
     if kind == "fusion":
         return LateFusion(FusionDims.from_dict(dims))
     raise BundleError(f"unknown network kind {kind!r}")

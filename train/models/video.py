@@ -99,13 +99,15 @@ class FrameHead(nn.Module):
 class FrameNet(nn.Module):
     """Frames (batch, 3, size, size) float in [0, 1] -> logits (batch, classes); embed() -> (batch, embedding_dim)."""
 
-    def __init__(self, dims: VideoDims, weights_file: Path | None = None) -> None:
+    def __init__(self, dims: VideoDims, weights_file: Path | None = None, load_backbone: bool = True) -> None:
+        """load_backbone=False skips loading ImageNet/local weights (a checkpoint will overwrite them)."""
         super().__init__()
         self.dims = dims
+        pretrained = dims.pretrained and load_backbone
         if dims.backbone == "efficientnet_lite0":
-            self.trunk = EfficientNetLite0Trunk(dims.pretrained and weights_file is None)
+            self.trunk = EfficientNetLite0Trunk(pretrained and weights_file is None)
         elif dims.backbone == "inception_v3":
-            self.trunk = InceptionV3Trunk(weights_file if dims.pretrained else None)
+            self.trunk = InceptionV3Trunk(weights_file if pretrained else None)
         else:
             raise ValueError(f"unknown frame backbone {dims.backbone!r}; known: {', '.join(BACKBONES)}")
         self.head = FrameHead(dims)
