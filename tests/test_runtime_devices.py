@@ -164,6 +164,8 @@ def test_live_command_on_the_microphone_reports_the_right_class(pulse_env: dict[
         pytest.skip("the bundled model is not installed")
     violin = tmp_path / "violin.raw"  # the example clip opens with 6 s of violin
     ffmpeg("-t", "6", "-i", str(EXAMPLE_CLIP), "-f", "s16le", "-ac", "1", "-ar", "16000", str(violin))
+    # Loop it: on a loaded machine the command may take several seconds to open the microphone.
+    violin.write_bytes(violin.read_bytes() * 8)
     events = tmp_path / "events.jsonl"
     player = subprocess.Popen(
         ["pacat", "--playback", "--device=vsink", "--format=s16le", "--rate=16000", "--channels=1", str(violin)],
