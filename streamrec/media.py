@@ -194,9 +194,13 @@ class StreamingResampler:
 
             gcd = math.gcd(self.from_rate, self.to_rate)
             self._in_step, self._out_step = self.from_rate // gcd, self.to_rate // gcd
-            self._kernel, self._width = _get_sinc_resample_kernel(
+            kernel, self._width = _get_sinc_resample_kernel(
                 self.from_rate, self.to_rate, gcd, self.LOWPASS_WIDTH, dtype=torch.float32
             )
+            # (span, out_step): one output block = one input span times this matrix. numpy rather than
+            # torch's conv1d because every source thread calling a torch op gets its own OpenMP team:
+            # with 40 streams that was 80 spinning threads and half the CPU of the whole runtime.
+            self._kernel = np.ascontiguousarray(kernel[:, 0, :].numpy().T)
         self.reset()
 
     def reset(self) -> None:
@@ -212,11 +216,9 @@ class StreamingResampler:
             self._pending = signal
             return np.zeros(0, np.float32)
         n_blocks = (len(signal) - span) // self._in_step + 1
-        used = torch.from_numpy(signal[: (n_blocks - 1) * self._in_step + span])
-        with torch.no_grad():
-            out = torch.nn.functional.conv1d(used[None, None], self._kernel, stride=self._in_step)
+        spans = np.lib.stride_tricks.sliding_window_view(signal, span)[:: self._in_step][:n_blocks]
         self._pending = signal[n_blocks * self._in_step :]
-        return out[0].transpose(0, 1).reshape(-1).numpy()
+        return (spans @ self._kernel).reshape(-1)
 
     def push(self, audio: np.ndarray) -> np.ndarray:
         """Resamples the next piece of a mono float32 signal; returns the output samples now complete."""

@@ -10,8 +10,9 @@ reused by every update of the next k seconds), one fusion call.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -170,11 +171,12 @@ def _writable(array: np.ndarray, dtype: type) -> np.ndarray:
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
-def load_networks(bundle_path: str | Path | None = None, backend: str = "auto") -> Networks:
+def load_networks(bundle_path: str | Path | None = None, backend: str = "auto", threads: int | None = None) -> Networks:
     """The networks of a bundle (default: the bundled model) on one inference backend.
 
     "auto" picks TensorRT with a CUDA GPU, else ONNX Runtime, else torch (engines.loader says why);
-    engines are exported and cached beside the bundle on first use.
+    engines are exported and cached beside the bundle on first use. threads: ONNX Runtime intra-op
+    threads per network (None: one per core, up to 4).
     """
     bundle = Bundle.load(bundle_path)
     if backend not in BACKENDS:
@@ -187,7 +189,9 @@ def load_networks(bundle_path: str | Path | None = None, backend: str = "auto") 
     chosen = choose_backend(backend)
     if chosen == "torch":
         return TorchNetworks(bundle)
-    return EngineNetworks(bundle, chosen)
+    from engines.loader import EngineOptions
+
+    return EngineNetworks(bundle, chosen, options=EngineOptions(threads=threads))
 
 
 @dataclass(frozen=True)
@@ -216,35 +220,58 @@ class Recognizer:
         self.info = networks.info
         self.cache_frames = cache_frames
         self._cache: dict[str, OrderedDict[tuple[float, float], tuple[np.ndarray, np.ndarray]]] = {}
+        # Frames being embedded by another thread (prime() runs beside __call__ in the runtime): a
+        # caller that needs one waits for it instead of running the frame network on it again.
+        self._in_flight: dict[tuple[str, tuple[float, float]], threading.Event] = {}
+        self._lock = threading.Lock()
 
     def reset(self, stream: str | None = None) -> None:
         """Forget cached frame results of one stream (all streams when None)."""
-        if stream is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(stream, None)
+        with self._lock:
+            if stream is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(stream, None)
 
-    def prime(self, stream: str, frames: Sequence[Frame]) -> int:
-        """Runs the frame network on the frames not seen yet, ahead of the update that needs them
-        (the inference loop calls this when idle). Returns how many frames it ran."""
-        return self._embed_frames([(stream, list(frames))])
+    def prime(self, frames: Mapping[str, Sequence[Frame]]) -> int:
+        """Runs the frame network, in one batch, on the frames of any streams not seen yet, ahead of the
+        updates that need them (the runtime calls this from its own thread as frames arrive).
+        Returns how many frames it ran."""
+        return self._embed_frames([(stream, list(f)) for stream, f in frames.items()])
 
     def _embed_frames(self, wanted: list[tuple[str, list[Frame]]]) -> int:
         if not self.info.has_video:
             return 0
-        new: dict[tuple[str, tuple[float, float]], Frame] = {}
-        for stream, frames in wanted:
-            cache = self._cache.setdefault(stream, OrderedDict())
-            new.update({(stream, f.key): f for f in frames if f.key not in cache})
-        if not new:
-            return 0
-        probabilities, embeddings = self.networks.frames(np.stack([f.image for f in new.values()]))
-        for (stream, key), p, e in zip(new, probabilities, embeddings):
-            cache = self._cache[stream]
-            cache[key] = (p, e)
-            while len(cache) > self.cache_frames:
-                cache.popitem(last=False)
-        return len(new)
+        mine: dict[tuple[str, tuple[float, float]], Frame] = {}
+        others: list[threading.Event] = []
+        with self._lock:
+            for stream, frames in wanted:
+                cache = self._cache.setdefault(stream, OrderedDict())
+                for f in frames:
+                    key = (stream, f.key)
+                    if f.key in cache or key in mine:
+                        continue
+                    if key in self._in_flight:
+                        others.append(self._in_flight[key])
+                    else:
+                        mine[key] = f
+                        self._in_flight[key] = threading.Event()
+        try:
+            if mine:
+                probabilities, embeddings = self.networks.frames(np.stack([f.image for f in mine.values()]))
+                with self._lock:
+                    for (stream, key), p, e in zip(mine, probabilities, embeddings):
+                        cache = self._cache.setdefault(stream, OrderedDict())
+                        cache[key] = (p, e)
+                        while len(cache) > self.cache_frames:
+                            cache.popitem(last=False)
+        finally:
+            with self._lock:
+                for key in mine:
+                    self._in_flight.pop(key).set()
+        for event in others:
+            event.wait()
+        return len(mine)
 
     def __call__(self, requests: Sequence[Request]) -> list[Recognition]:
         if not requests:
@@ -252,7 +279,8 @@ class Recognizer:
         info = self.info
         used = [list(r.frames[-info.k_frames :]) if info.has_video else [] for r in requests]
         self._embed_frames([(r.stream, frames) for r, frames in zip(requests, used)])
-        frame_results = [[self._cache[r.stream][f.key] for f in frames] for r, frames in zip(requests, used)]
+        with self._lock:
+            frame_results = [[self._cache[r.stream][f.key] for f in frames] for r, frames in zip(requests, used)]
         audio_rows = [i for i, r in enumerate(requests) if r.window is not None and info.has_audio]
         raw_audio: dict[int, np.ndarray] = {}
         audio_embeddings: dict[int, np.ndarray] = {}

@@ -3,6 +3,8 @@ the background output, missing modalities, and equality with the training code's
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,13 +85,36 @@ def test_frames_run_once_and_prime_runs_them_ahead(networks: TorchNetworks) -> N
     counting = CountingNetworks(networks)
     recognizer = Recognizer(counting)
     shown = frames(5, 4)
-    assert recognizer.prime("s", shown[:2]) == 2
+    assert recognizer.prime({"s": shown[:2]}) == 2
     recognizer([Request("s", window(0), shown[:3])])
+    assert recognizer.prime({"s": shown[:3], "t": shown[:1]}) == 1  # s's frames are cached, t's is new
     recognizer([Request("s", window(1), shown), Request("t", window(1), shown[:1])])
     assert counting.frames_run == 4 + 1  # each frame once per stream; stream t has its own cache
     recognizer.reset("s")
     recognizer([Request("s", window(0), shown[-1:])])
     assert counting.frames_run == 6
+
+
+def test_a_frame_being_primed_in_another_thread_is_awaited_not_run_again(networks: TorchNetworks) -> None:
+    counting = CountingNetworks(networks)
+    inner_frames = counting.frames
+    started = threading.Event()
+
+    def slow_frames(images: np.ndarray):
+        started.set()
+        time.sleep(0.3)
+        return inner_frames(images)
+
+    counting.frames = slow_frames  # type: ignore[method-assign]
+    recognizer = Recognizer(counting)
+    shown = frames(5, 3)
+    primer = threading.Thread(target=recognizer.prime, args=({"s": shown[:2]},))
+    primer.start()
+    started.wait(5)
+    result = recognizer([Request("s", window(0), shown)])[0]  # needs the two in flight and one more
+    primer.join()
+    assert counting.frames_run == 3
+    assert result.video is not None
 
 
 def test_background_column_and_energy(networks: TorchNetworks) -> None:

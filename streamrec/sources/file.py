@@ -190,7 +190,7 @@ class FileSource:
             # opening burst as latency. Files and recordings behind URLs are paced when realtime.
             self._pacer.enabled = self.realtime and not self._live
             self._pacer.reset()
-            decoder = _Decoder(self.target, audio, video, self.fmt, offset)
+            decoder = _Decoder(self.target, audio, video, self.fmt, offset, self._pacer.enabled or self._live)
             merge = Interleaver(
                 tuple(k for k, s in (("audio", audio), ("video", video)) if s is not None),
                 LIVE_MAX_LEAD if self._live else FILE_MAX_LEAD,
@@ -251,6 +251,7 @@ class _Decoder:
         video: av.video.stream.VideoStream | None,
         fmt: CaptureFormat,
         offset: float,
+        realtime: bool = False,
     ) -> None:
         self.target, self.audio, self.video, self.fmt, self.offset = target, audio, video, fmt, offset
         self._samples_out = 0  # samples at the model rate delivered so far
@@ -262,7 +263,12 @@ class _Decoder:
             self._converter = av.AudioResampler(format="flt", layout="mono", rate=audio.rate)
             self._resampler = StreamingResampler(audio.rate, fmt.sample_rate)
         if video is not None:
-            video.thread_type = "AUTO"
+            # Frame threads speed up one fast decode but hold back each frame by one per thread and
+            # multiply threads by streams; a real-time stream needs no more than one core's share.
+            if realtime:
+                video.codec_context.thread_count = 1
+            else:
+                video.thread_type = "AUTO"
             self._video_start = float(video.start_time * video.time_base) if video.start_time is not None else 0.0
 
     def decode(self, packet: av.packet.Packet) -> list[_Pending]:
