@@ -60,6 +60,10 @@ class EngineNetworks:
     def audio(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, samples) float32 -> probabilities (n, outputs), embeddings (n, audio_dim). Windows shorter than
         the network's are zero-padded at the end (the graph's time axis is fixed)."""
+        return self.audio_features(self.frontend(windows))
+
+    def frontend(self, windows: np.ndarray) -> np.ndarray:
+        """The log-mel front end, in torch: (n, samples) float32 -> (n, n_mels, frames)."""
         if self._logmel is None:
             raise RuntimeError("this bundle has no audio network")
         window = self.info.window_samples
@@ -68,7 +72,10 @@ class EngineNetworks:
             padded[:, : min(window, windows.shape[1])] = windows[:, :window]
             windows = padded
         with torch.inference_mode():
-            logmel = self._logmel(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))).numpy()
+            return self._logmel(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))).numpy()
+
+    def audio_features(self, logmel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The audio engine alone: log-mel (n, n_mels, frames) -> probabilities, embeddings."""
         out = self._run("audio", {"logmel": logmel})
         scores = out["scores"] if self._audio_probabilities else softmax(out["scores"])
         return scores, out["embedding"]

@@ -16,10 +16,10 @@ from .audio_setup import AudioSetup
 from .models.audio import AudioDims, build_audio_model
 
 
-def multiply_adds(model: torch.nn.Module, example: torch.Tensor) -> int:
+def multiply_adds(model: torch.nn.Module, *inputs: torch.Tensor) -> int:
     """Multiply-adds of one forward pass (torch's FLOP counter counts 2 FLOPs per multiply-add)."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(example)
+        model(*inputs)
     return counter.get_total_flops() // 2
 
 

@@ -326,3 +326,21 @@ def _describe(audio: av.audio.stream.AudioStream | None, video: av.video.stream.
         rate = f" @ {float(video.average_rate):.3g} fps" if video.average_rate else ""
         parts.append(f"video {video.codec_context.name} {video.width}x{video.height}{rate}")
     return ", ".join(parts)
+
+
+def decode_costs(target: str | Path, fmt: CaptureFormat) -> list[tuple[float, float]]:
+    """(media time, seconds of CPU wall spent) per packet of a file, decoded, resampled and preprocessed
+    exactly as FileSource does it: the decode stage of `streamrec bench`."""
+    costs = []
+    with av.open(str(target), mode="r") as container:
+        audio = container.streams.audio[0] if container.streams.audio else None
+        video = container.streams.video[0] if container.streams.video else None
+        decoder = _Decoder(str(target), audio, video, fmt, 0.0, realtime=True)
+        clock = 0.0
+        for packet in container.demux([s for s in (audio, video) if s is not None]):
+            start = time.perf_counter()
+            items = decoder.decode(packet)
+            elapsed = time.perf_counter() - start
+            clock = max([clock] + [item.media_time for item in items])
+            costs.append((clock, elapsed))
+    return costs
