@@ -452,7 +452,7 @@ class Runtime:
             else:
                 t = request.frames[-1].media_time
                 captured = request.frames[-1].capture_time
-            smoothed = stream.smoother.update(t, result.fused, result.background, result.energy_db)
+            smoothed = stream.smoother.update(t, result.fused, result.background, result.energy_db, result.audio)
             wall = time.time()
             latency = (wall - captured) * 1000.0
             stream.latencies.append(latency)

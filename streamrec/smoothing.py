@@ -23,6 +23,10 @@ class SmoothingOptions:
     min_hold: float = 1.5  # seconds of media time a class stays on once on
     background_max: float = 0.5  # "no instrument" probability above which the update counts as background
     energy_floor_db: float = -50.0  # dBFS: a quieter audio window counts as silence
+    # Sound changes before the picture does: the fused scores weigh k seconds of frames, so after a change
+    # of instrument they follow the audio only once most frames show the new one (2-3 s). A class the audio
+    # network alone gives at least this probability turns on at once. None: only the fused scores count.
+    audio_on: float | None = 0.9
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha <= 1:
@@ -35,6 +39,8 @@ class SmoothingOptions:
             raise ValueError(f"the minimum hold must be zero or more seconds, got {self.min_hold}")
         if not 0 < self.background_max <= 1:
             raise ValueError(f"background_max must be in (0, 1], got {self.background_max}")
+        if self.audio_on is not None and not self.on_threshold <= self.audio_on <= 1:
+            raise ValueError(f"audio_on must be in [on_threshold, 1], got {self.audio_on}")
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,15 @@ class Smoother:
         )
 
     def update(
-        self, t: float, fused: np.ndarray, background: float | None = None, energy_db: float | None = None
+        self,
+        t: float,
+        fused: np.ndarray,
+        background: float | None = None,
+        energy_db: float | None = None,
+        audio: np.ndarray | None = None,
     ) -> Smoothed:
-        """t: media time of the update in seconds (rising); fused: (classes,) scores in 0..1."""
+        """t: media time of the update in seconds (rising); fused: (classes,) scores in 0..1; audio: the
+        audio network's (classes,) probabilities of this update, None without audio."""
         if fused.shape != (len(self.classes),):
             raise ValueError(f"expected {len(self.classes)} scores, got shape {fused.shape}")
         if self._last_t is not None and t < self._last_t:
@@ -82,7 +94,14 @@ class Smoother:
         x = np.zeros_like(fused, dtype=np.float64) if gated else fused.astype(np.float64)
         self._scores = x if self._scores is None else o.alpha * x + (1 - o.alpha) * self._scores
         on = ~np.isnan(self._on_since)
-        turn_on = ~on & (self._scores >= o.on_threshold) & (not gated)  # background never turns a class on
+        loud = self._scores >= o.on_threshold
+        if audio is not None and o.audio_on is not None:
+            # The smoothed score is raised to the on threshold too, so that the class is not dropped again
+            # at the end of its hold while the fused scores still catch up.
+            heard = audio >= o.audio_on
+            self._scores[heard] = np.maximum(self._scores[heard], o.on_threshold)
+            loud |= heard
+        turn_on = ~on & loud & (not gated)  # background never turns a class on
         held = t - np.where(on, self._on_since, t) >= o.min_hold
         turn_off = on & (self._scores < o.off_threshold) & held
         self._on_since[turn_on] = t

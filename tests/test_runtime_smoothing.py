@@ -92,3 +92,25 @@ def test_reset_forgets_and_time_must_not_go_back() -> None:
 def test_options_are_validated(bad: dict) -> None:
     with pytest.raises(ValueError):
         SmoothingOptions(**bad)
+
+
+def test_a_confident_audio_turns_the_new_instrument_on_before_the_fused_scores_follow() -> None:
+    # After a change from violin to piano the fused scores still lean on frames of the violin;
+    # the audio network already hears the piano.
+    fused = [scores(0.9)] * 6 + [scores(0.8, 0.15)] * 3
+    audio = [scores(0.95)] * 6 + [scores(0.02, 0.97)] * 3
+
+    def first_piano(options: SmoothingOptions) -> float | None:
+        smoother = Smoother(CLASSES, options)
+        for i, (f, a) in enumerate(zip(fused, audio)):
+            if "piano" in smoother.update(i * HOP, f, 0.05, -20.0, a).active:
+                return i * HOP
+        return None
+
+    assert first_piano(SmoothingOptions()) == 6 * HOP  # at the first update that hears it
+    assert first_piano(SmoothingOptions(audio_on=None)) is None  # the fused scores alone never get there
+    # a confident audio network on a background update turns nothing on
+    smoother = Smoother(CLASSES)
+    assert smoother.update(0.0, scores(0.1), 0.9, -20.0, scores(0.0, 0.99)).active == ()
+    with pytest.raises(ValueError, match="audio_on"):
+        SmoothingOptions(audio_on=0.2)
