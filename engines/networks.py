@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from streamrec.bundle import Bundle
-from streamrec.features import LogMel, LogMelConfig, frames_to_tensor
+from streamrec.features import LogMel, LogMelConfig, frames_to_tensor, writable_array
 
 from .base import Engine
 from .loader import EngineOptions, choose_backend, load_engine
@@ -72,7 +72,7 @@ class EngineNetworks:
             padded[:, : min(window, windows.shape[1])] = windows[:, :window]
             windows = padded
         with torch.inference_mode():
-            return self._logmel(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))).numpy()
+            return self._logmel(torch.from_numpy(writable_array(windows, np.float32))).numpy()
 
     def audio_features(self, logmel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The audio engine alone: log-mel (n, n_mels, frames) -> probabilities, embeddings."""

@@ -445,8 +445,7 @@ def live_run(
     networks: Networks, backend: str, clip: Path, changes: list[tuple[float, str]], hop_seconds: float
 ) -> LiveResult:
     """The clip as one real-time stream through the runtime and its websocket server, watched by a
-    websocket client. A change at media time c happened, on the wall clock, when the source released
-    that media: capture time of an update minus its media time gives that offset."""
+    websocket client until the stream ends."""
     from websockets.sync.client import connect
 
     options = RuntimeOptions(backend=backend, hop_seconds=hop_seconds, ws=("127.0.0.1", 0), wait_clients=1)
@@ -468,6 +467,19 @@ def live_run(
     finally:
         runtime.stop()
         thread.join(10)
+    return analyse_live(backend, received, changes)
+
+
+def analyse_live(
+    backend: str, received: list[tuple[float, dict[str, Any]]], changes: list[tuple[float, str]]
+) -> LiveResult:
+    """Latencies and switch times from the events a client received, each with its time of receipt.
+
+    A change at media time c happened, on the wall clock, when the source released that media: the
+    capture time of an update (its wall time minus its latency) minus its media time gives the offset.
+    A change is detected by the first update of its piece (media time in (c, next change]) that lists
+    the new class as active.
+    """
     predictions = [(now, e) for now, e in received if e["type"] == "prediction"]
     if not predictions:
         raise RuntimeError("the live run produced no predictions")
@@ -483,9 +495,10 @@ def live_run(
             missed += 1
         else:
             switches.append(hit - (offset + change))
+    media = max(e["t"] for _, e in predictions)
     return LiveResult(
         backend,
-        changes[-1][0] if changes else 0.0,
+        media,
         len(predictions),
         Percentiles.of(emission),
         Percentiles.of(to_client),
@@ -557,23 +570,30 @@ def max_realtime_streams(
         progress(result)
         return result.held
 
+    search_streams(trial, o.first_streams, o.max_streams)
+    return trials
+
+
+def search_streams(holds: Callable[[int], bool], first: int, maximum: int) -> int:
+    """The largest N in 1..maximum for which holds(N), to within about 10 % (0 when even `first` fails):
+    N doubles from `first` until it fails, then the gap is bisected. Assumes holding is monotonic in N."""
     good, bad = 0, None
-    n = max(1, o.first_streams)
-    while n <= o.max_streams:
-        if not trial(n):
+    n = max(1, min(first, maximum))
+    while True:
+        if not holds(n):
             bad = n
             break
         good = n
-        if n == o.max_streams:
+        if n >= maximum:
             break
-        n = min(2 * n, o.max_streams)
+        n = min(2 * n, maximum)
     while bad is not None and bad - good > max(1, good // 10):
         middle = (good + bad) // 2
-        if trial(middle):
+        if holds(middle):
             good = middle
         else:
             bad = middle
-    return trials
+    return good
 
 
 # --- offline --------------------------------------------------------------------------------------

@@ -419,13 +419,16 @@ class Runtime:
             if stream.finished or stream.driver is None:
                 continue
             if stream.driver == "audio":
-                ends = stream.windower.due(stream.audio.total_written, latest_only=stream.realtime, limit=budget)
-                if not ends and not stream.running:
-                    tail = stream.windower.tail(stream.audio.total_written)
-                    ends = [tail] if tail is not None else []
+                # Under the stream's lock: due() advances the windower, which lets a waiting source write
+                # again (see _backpressure_audio); it must not overwrite these windows before they are read.
+                with stream.cond:
+                    ends = stream.windower.due(stream.audio.total_written, latest_only=stream.realtime, limit=budget)
+                    if not ends and not stream.running:
+                        tail = stream.windower.tail(stream.audio.total_written)
+                        ends = [tail] if tail is not None else []
+                    windows = [stream.audio.read_window(end, stream.spec.size, pad=True) for end in ends]
                 frames = stream.frames.latest()
-                for end in ends:
-                    window = stream.audio.read_window(end, stream.spec.size, pad=True)
+                for window in windows:
                     if window is None:
                         stream.lost += 1
                         continue

@@ -21,7 +21,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import UserError
-from .features import FrameConfig
+from .features import FrameConfig, writable_array
 from .types import AudioWindow, Frame, Recognition
 
 log = logging.getLogger(__name__)
@@ -145,14 +145,14 @@ class TorchNetworks:
         if self._logmel is None:
             raise RuntimeError("this bundle has no audio network")
         with self._torch.inference_mode():
-            return self._logmel(self._torch.from_numpy(_writable(windows, np.float32))).numpy()
+            return self._logmel(self._torch.from_numpy(writable_array(windows, np.float32))).numpy()
 
     def audio_features(self, logmel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         torch = self._torch
         if self._audio is None:
             raise RuntimeError("this bundle has no audio network")
         with torch.inference_mode():
-            features = torch.from_numpy(_writable(logmel, np.float32))
+            features = torch.from_numpy(writable_array(logmel, np.float32))
             embeddings = self._audio.embed(features)
             if self._audio_probabilities:  # the attention model gives probabilities itself
                 probabilities = self._audio(features)
@@ -167,7 +167,7 @@ class TorchNetworks:
         if self._video is None:
             raise RuntimeError("this bundle has no video network")
         with torch.inference_mode():
-            embeddings = self._video.head.project(self._video.trunk(frames_to_tensor(_writable(images, np.uint8))))
+            embeddings = self._video.head.project(self._video.trunk(frames_to_tensor(writable_array(images, np.uint8))))
             probabilities = torch.softmax(self._video.head.classifier(embeddings), dim=1)
         return probabilities.numpy(), embeddings.numpy()
 
@@ -176,14 +176,8 @@ class TorchNetworks:
         if self._fusion is None:
             raise RuntimeError("this bundle has no fusion network")
         with torch.inference_mode():
-            logits = self._fusion(*(torch.from_numpy(_writable(x, np.float32)) for x in (audio, frames, present)))
+            logits = self._fusion(*(torch.from_numpy(writable_array(x, np.float32)) for x in (audio, frames, present)))
             return torch.softmax(logits, dim=1).numpy()
-
-
-def _writable(array: np.ndarray, dtype: type) -> np.ndarray:
-    """torch.from_numpy wants a writable, contiguous array; the runtime's items are read-only."""
-    out = np.ascontiguousarray(array, dtype=dtype)
-    return out if out.flags.writeable else out.copy()
 
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")

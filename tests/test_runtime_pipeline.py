@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from streamrec.pipeline import CustomSource, RunSummary, Runtime, RuntimeOptions
+from streamrec.ringbuffer import AudioRing
 from streamrec.sinks import CallbackSink
 from streamrec.sources import Emit, SourceSpec
 from streamrec.types import AudioChunk, SourceInfo, SourceItem, StateChange
@@ -206,6 +207,35 @@ def test_a_quiet_real_time_stream_is_reported_stalled_then_resumed(runtime_bundl
         ("ended", "script done"),
     ]
     assert [p["t"] for p in of_stream(events, "dev", "prediction")] == [1.0, 1.5]
+
+
+def test_a_fast_source_never_overwrites_windows_due_but_not_yet_read(runtime_bundle: Path, monkeypatch):
+    # A non-real-time source as fast as back-pressure lets it, and large batches: every window must be
+    # evaluated. Once, a source overwrote the last windows of a batch between the windower advancing and
+    # their being read; slow reads widen that gap so that the race shows every time if it is there.
+    read_window = AudioRing.read_window
+
+    def slow_read_window(self, *args, **kwargs):
+        time.sleep(0.002)
+        return read_window(self, *args, **kwargs)
+
+    monkeypatch.setattr(AudioRing, "read_window", slow_read_window)
+    chunk = 800  # 0.05 s at 16 kHz
+    seconds = 60.0
+
+    def chunks() -> list[tuple[float, object]]:
+        items = [(0.0, lambda: SourceInfo(audio=True, video=False)), (0.0, lambda: StateChange("started", "fast"))]
+        for i in range(int(seconds * 16000) // chunk):
+            t = i * chunk / 16000
+            samples = (0.2 * np.sin(2 * np.pi * 440 * (t + np.arange(chunk) / 16000))).astype(np.float32)
+            items.append((0.0, lambda s=samples, t=t: AudioChunk(s, 16000, t, time.time())))
+        return items + [(0.0, lambda: StateChange("ended", "done"))]
+
+    for _ in range(2):
+        source = CustomSource("fast", ScriptedSource(chunks()), realtime=False)
+        summary, events = run_collecting([source], bundle=runtime_bundle, lag_seconds=0.05, max_batch=32)
+        assert summary.streams["fast"].skipped == 0
+        assert summary.streams["fast"].updates == int((seconds - 1.0) / 0.5) + 1
 
 
 RUN_SCRIPT = """

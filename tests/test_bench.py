@@ -1,0 +1,104 @@
+"""`streamrec bench`: the analysis of a live run and the streams search on known answers, and the whole
+command in its quick mode on a small bundle (figures from a 2-core CI machine mean nothing; shapes do)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamrec.benchmark import Percentiles, analyse_live, search_streams
+
+from .runtime_support import runtime_bundle_fixture  # noqa: F401 (fixtures)
+
+
+def prediction(t: float, active: list[str], latency_ms: float, offset: float) -> dict:
+    """An event of an update whose media time t was released by the source at wall time offset + t."""
+    return {"type": "prediction", "t": t, "wall": offset + t + latency_ms / 1e3, "active": active,
+            "latency_ms": latency_ms}
+
+
+def test_switch_times_are_measured_from_the_wall_time_of_each_change() -> None:
+    offset = 1_000_000.0  # wall time at which media time 0 was released
+    changes = [(0.0, "violin"), (4.0, "piano"), (8.0, "drums")]
+    received = []
+    for i in range(2, 25):
+        t = i * 0.5
+        active = ["violin"] if t <= 5.0 else ["piano"] if t <= 9.5 else ["piano", "drums"]
+        event = prediction(t, active, latency_ms=10.0, offset=offset)
+        received.append((event["wall"] + 0.002, event))  # the client reads it 2 ms after emission
+    received.append((offset + 13.0, {"type": "status", "stream": "bench", "state": "ended", "detail": ""}))
+    live = analyse_live("torch", received, changes)
+    # piano is first active at t = 5.5 (1.5 s after its change), drums at t = 10.0 (2.0 s after)
+    assert live.switch_s == pytest.approx([1.5 + 0.012, 2.0 + 0.012], abs=1e-6)
+    assert live.missed == 0
+    assert live.capture_to_emission_ms.p50 == pytest.approx(10.0)
+    assert live.capture_to_client_ms.p50 == pytest.approx(12.0, abs=1e-3)
+    assert live.updates == 23
+
+
+def test_a_change_never_seen_before_the_next_one_counts_as_missed() -> None:
+    changes = [(0.0, "violin"), (2.0, "piano"), (4.0, "drums")]
+    received = [(float(i), prediction(i * 0.5, ["violin"] if i < 8 else ["drums"], 5.0, 0.0)) for i in range(2, 12)]
+    live = analyse_live("torch", received, changes)
+    assert live.missed == 1 and len(live.switch_s) == 1
+
+
+@pytest.mark.parametrize(("limit", "first", "maximum"), [(45, 10, 160), (7, 10, 160), (500, 10, 160), (0, 4, 64)])
+def test_the_streams_search_finds_the_largest_n_that_holds_within_ten_percent(limit, first, maximum) -> None:
+    tried: list[int] = []
+
+    def holds(n: int) -> bool:
+        tried.append(n)
+        return n <= limit
+
+    found = search_streams(holds, first, maximum)
+    expected = min(limit, maximum)
+    assert found <= expected and found >= expected - max(1, expected // 10)
+    assert len(tried) < 12  # doubling, then bisection: a handful of trials, not a scan
+
+
+def test_percentiles_are_ordered_and_empty_is_nan() -> None:
+    p = Percentiles.of(list(range(1, 101)))
+    assert p.p50 <= p.p95 <= p.p99 and p.n == 100
+    assert Percentiles.of([]).n == 0
+
+
+def test_streamrec_bench_quick_writes_tables_json_and_a_histogram(runtime_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "docs" / "benchmarks.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "streamrec", "bench", "--quick", "--model", str(runtime_bundle),
+         "--json", str(tmp_path / "bench.json"), "--markdown", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    stages = {(r["stage"], r["backend"]) for r in report["stages"]}
+    for stage in ("front end", "audio network", "frame network", "fusion"):
+        assert {(stage, "torch"), (stage, "onnxruntime")} <= stages  # side by side
+    assert {("decode", "-"), ("emission", "-")} <= stages
+    for row in report["stages"]:
+        assert 0 < row["ms"]["p50"] <= row["ms"]["p95"] <= row["ms"]["p99"]
+    live = report["live"]
+    assert live["updates"] > 0 and live["capture_to_emission_ms"]["p50"] > 0
+    assert report["trials"] and all(t["cpu_percent"] > 0 and t["rss_mb"] > 0 for t in report["trials"])
+    assert [o["backend"] for o in report["offline"]] == ["torch", "onnxruntime"]
+    assert all(o["x_realtime"] > 1 for o in report["offline"])
+    compute = report["compute"]
+    assert compute["peak_gmacs_one_thread"] > 0
+    assert {r["network"] for r in compute["rows"]} == {"audio network", "frame network", "fusion"}
+    assert all(r["macs_per_call"] > 0 for r in compute["rows"])
+    assert len(report["targets"]) == 5
+    text = out.read_text()
+    assert "## Targets" in text and "## Machine" in text and "figures/benchmarks_latency.png" in text
+    assert (out.parent / "figures" / "benchmarks_latency.png").stat().st_size > 5000
+
+
+def test_streamrec_bench_refuses_an_unknown_backend_in_one_line() -> None:
+    done = subprocess.run([sys.executable, "-m", "streamrec", "bench", "--backends", "torch,cuda"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "unknown cuda" in done.stderr and len(done.stderr.strip().splitlines()) == 1
