@@ -59,9 +59,13 @@ class EfficientNetLite0Trunk(nn.Module):
             net = EfficientNet.from_name("efficientnet-lite0")
         self.net = net
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """The last convolution's output (batch, 1280, 7, 7) that forward() pools; Grad-CAM's layer."""
         x = (images * 255.0 - 127.0) / 128.0  # EfficientNet-Lite's own input scaling
-        return self.net.extract_features(x).mean(dim=(2, 3))
+        return self.net.extract_features(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.feature_maps(images).mean(dim=(2, 3))
 
 
 class InceptionV3Trunk(nn.Module):
@@ -79,6 +83,16 @@ class InceptionV3Trunk(nn.Module):
         self.net = net
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Mixed_7c's output (batch, 2048, 8, 8), whose global average is forward()'s result; Grad-CAM's layer."""
+        captured: list[torch.Tensor] = []
+        hook = self.net.Mixed_7c.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
+        try:
+            self.net((images - self.mean) / self.std)
+        finally:
+            hook.remove()
+        return captured[0]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net((images - self.mean) / self.std)
