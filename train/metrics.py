@@ -59,17 +59,29 @@ def multilabel_report(probabilities: np.ndarray, multi_hot: np.ndarray, threshol
     predicted = probabilities >= threshold
     truth = multi_hot > 0.5
     f1s, aps = [], []
+    # Seed 003's per-instrument score (OpenMIC's): the mean of the F1 of the positive and of the
+    # negative decisions of that instrument; None for a class without positives.
+    pos_neg: list[float | None] = []
     for c in range(truth.shape[1]):
         if not truth[:, c].any():
+            pos_neg.append(None)
             continue
-        tp = np.sum(predicted[:, c] & truth[:, c])
-        denominator = predicted[:, c].sum() + truth[:, c].sum()
-        f1s.append(2 * tp / denominator if denominator else 0.0)
+        f1s.append(_binary_f1(predicted[:, c], truth[:, c]))
+        pos_neg.append(float((f1s[-1] + _binary_f1(~predicted[:, c], ~truth[:, c])) / 2))
         aps.append(average_precision(probabilities[:, c], truth[:, c]))
+    scored = [f for f in pos_neg if f is not None]
     return {
         "f1_macro_at_0.5": float(np.mean(f1s)) if f1s else float("nan"),
         "map": float(np.mean(aps)) if aps else float("nan"),
+        "f1_pos_neg": float(np.mean(scored)) if scored else float("nan"),
+        "per_class_f1_pos_neg": pos_neg,
     }
+
+
+def _binary_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """F1 of one binary decision (boolean arrays); 0 when there is nothing to find and nothing found."""
+    denominator = predicted.sum() + truth.sum()
+    return float(2 * np.sum(predicted & truth) / denominator) if denominator else 0.0
 
 
 def average_precision(scores: np.ndarray, truth: np.ndarray) -> float:

@@ -39,6 +39,10 @@ class AudioTrainOptions:
     workers: int = 2  # decoding processes
     channels: tuple[int, ...] | None = None  # override of the architecture's conv widths
     embedding_dim: int | None = None  # override of the penultimate size
+    # Seed 003: what the attention model attends over ("joint", "logmel" or "embedding"; see
+    # models.audio.REPRESENTATIONS), and for "embedding" a checkpoint of train.pretrain (None: random).
+    representation: str = "joint"
+    embedding: Path | None = None
 
 
 def audio_clips(data: Path, splits: str, sample_rate: int, workers: int) -> tuple[list[Clip], tuple[str, ...], list]:
@@ -119,12 +123,20 @@ def train_audio(options: AudioTrainOptions) -> dict:
         raise UserError(f"{options.data}: the training split has fewer than two classes with audio")
 
     n_outputs = len(classes) + (1 if setup.background else 0)
-    dims = default_dims(setup.arch, n_outputs, setup.frontend.n_mels)
+    dims = default_dims(setup.arch, n_outputs, setup.frontend.n_mels, options.representation)
+    if options.embedding is not None and dims.representation != "embedding":
+        raise UserError("a pre-trained embedding needs the attention model with representation 'embedding'")
     dims = replace(
         dims, channels=options.channels or dims.channels, embedding_dim=options.embedding_dim or dims.embedding_dim
     )
     model = build_audio_model(dims)
     logmel = LogMel(setup.frontend)
+    if dims.representation != "joint":
+        # Seed 003's second stage: the representation is fixed (random or pre-trained) and scaled to
+        # [0, 1] on training clips; only the head trains. Imported here: train.pretrain builds on this module.
+        from .pretrain import freeze_representation
+
+        freeze_representation(model, logmel, setup, train_clips, options.embedding)
     probabilities_out = outputs_probabilities(dims)
     masks = torch.nn.Sequential(
         torchaudio.transforms.FrequencyMasking(setup.frontend.n_mels // 8, iid_masks=True),
@@ -174,6 +186,7 @@ def train_audio(options: AudioTrainOptions) -> dict:
         state_path=options.out / ".train" / "audio.pt",
         resume=options.resume,
         label=f"training audio {setup.name}",
+        parameters=[p for p in model.parameters() if p.requires_grad],
     )
     test_report, _ = evaluate_audio(model, logmel, setup, test_clips, classes)
     val_report, _ = evaluate_audio(model, logmel, setup, val_clips, classes)
@@ -201,6 +214,8 @@ def train_audio(options: AudioTrainOptions) -> dict:
             "batch_size": options.batch_size,
             "crops_per_clip": crops,
             "specaugment": options.specaugment,
+            "representation": dims.representation,
+            "embedding": str(options.embedding) if options.embedding else None,
         },
         "history": result.history,
     }

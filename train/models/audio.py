@@ -13,6 +13,14 @@ import torch
 from torch import nn
 
 ARCHITECTURES = ("han", "choi", "xception", "attention")
+# What the attention model attends over (seed 003): "joint", a small patch CNN trained with the head;
+# "logmel", the log-mel frames themselves; "embedding", seed 003's VGGish-like embedding CNN per
+# ~1 s patch, frozen (random, or pre-trained by train.pretrain).
+REPRESENTATIONS = ("joint", "logmel", "embedding")
+# Seed 003's VGGish at a quarter of its widths (64..512 conv, 4096 FC) so it trains on a CPU; the
+# 128-dimensional output is kept.
+EMBEDDING_CHANNELS = (16, 32, 64, 64, 128, 128)
+EMBEDDING_FC_WIDTHS = (512, 512)
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,8 @@ class AudioDims:
     middle_blocks: int = 2  # xception: separable blocks in the middle flow
     first_kernel: tuple[int, int] = (48, 3)  # xception: (mel bands, frames) of the first filters
     patch_frames: int = 96  # attention: frames per embedding patch (~1 s)
+    representation: str = "joint"  # attention: one of REPRESENTATIONS
+    fc_widths: tuple[int, ...] = ()  # attention over "embedding": hidden fully connected widths
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -35,17 +45,35 @@ class AudioDims:
     @classmethod
     def from_dict(cls, raw: dict) -> AudioDims:
         raw = dict(raw)
-        for key in ("channels", "first_kernel"):
+        for key in ("channels", "first_kernel", "fc_widths"):
             if key in raw:
                 raw[key] = tuple(raw[key])
         return cls(**raw)
 
 
-def default_dims(arch: str, n_classes: int, n_mels: int) -> AudioDims:
+def default_dims(arch: str, n_classes: int, n_mels: int, representation: str = "joint") -> AudioDims:
     """The seeds' sizes: Han ~1.5M parameters, Choi ~2.4M, Xception ~9.6M (poster, seed 000).
 
-    Ours: Han 1.45M, Choi 2.15M, Xception 9.0M, attention 0.3M (a small VGGish-like patch CNN).
+    Ours: Han 1.45M, Choi 2.15M, Xception 9.0M, attention 0.3M (a small VGGish-like patch CNN), or
+    attention over seed 003's embedding CNN (0.74M, frozen) or over the log-mel frames.
     """
+    if representation != "joint" and arch != "attention":
+        raise ValueError(f"only the attention model takes a representation other than 'joint', not {arch!r}")
+    if representation not in REPRESENTATIONS:
+        raise ValueError(f"unknown representation {representation!r}; known: {', '.join(REPRESENTATIONS)}")
+    if representation == "embedding":
+        return AudioDims(
+            arch,
+            n_classes,
+            n_mels,
+            channels=EMBEDDING_CHANNELS,
+            embedding_dim=128,
+            dropout=0.2,
+            representation=representation,
+            fc_widths=EMBEDDING_FC_WIDTHS,
+        )
+    if representation == "logmel":
+        return AudioDims(arch, n_classes, n_mels, channels=(), embedding_dim=128, dropout=0.2, representation="logmel")
     if arch == "han":
         return AudioDims(arch, n_classes, n_mels, channels=(32, 64, 128, 256), embedding_dim=1024)
     if arch == "choi":
@@ -197,37 +225,143 @@ class XceptionAudio(AudioNet):
         return self.dropout(x.mean(dim=(2, 3)))
 
 
+class FeatureScaler(nn.Module):
+    """A fixed per-feature affine map (x - offset) * scale, fitted on training data and saved with the
+    weights but never trained: a frozen representation must not drift with the head."""
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.register_buffer("offset", torch.zeros(n_features))
+        self.register_buffer("scale", torch.ones(n_features))
+
+    @torch.no_grad()
+    def fit_standard(self, values: torch.Tensor) -> None:
+        """Zero mean, unit variance per feature; values (n, n_features)."""
+        self.offset.copy_(values.mean(dim=0))
+        self.scale.copy_(1.0 / values.std(dim=0).clamp_min(1e-6))
+
+    @torch.no_grad()
+    def fit_range(self, values: torch.Tensor) -> None:
+        """Training minimum to 0 and maximum to 1 per feature (seed 003's normalisation to [0, 1])."""
+        low, high = values.amin(dim=0), values.amax(dim=0)
+        spread = high - low
+        self.offset.copy_(low)
+        # A feature constant on the training data (a dead ReLU) carries nothing: it maps to 0.
+        self.scale.copy_(torch.where(spread > 1e-6, 1.0 / spread.clamp_min(1e-6), torch.zeros_like(spread)))
+
+    def forward(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        shape = [1] * x.dim()
+        shape[dim] = -1
+        return (x - self.offset.view(shape)) * self.scale.view(shape)
+
+
+class EmbeddingCNN(nn.Module):
+    """Seed 003's embedding CNN (VGGish as the paper describes it): conv blocks of 3x3 convolution,
+    ReLU and 2x2 max-pooling, no normalisation layers; the flattened maps go through fully connected
+    layers with ReLU to a 128-dimensional embedding of one 96-frame (~1 s) log-mel patch.
+
+    Its input standardisation (per mel band) is fixed, fitted on training data before pre-training,
+    so the denoising corruptions act on unit-variance log-mel values and the targets stay put.
+    """
+
+    def __init__(
+        self, n_mels: int, patch_frames: int, channels: tuple[int, ...], fc_widths: tuple[int, ...], out_dim: int
+    ) -> None:
+        super().__init__()
+        self.n_mels, self.patch_frames, self.out_dim = n_mels, patch_frames, out_dim
+        self.standardise = FeatureScaler(n_mels)
+        layers: list[nn.Module] = []
+        c_in, height, width = 1, n_mels, patch_frames
+        for c_out in channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
+            c_in, height, width = c_out, -(-height // 2), -(-width // 2)
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        dense: list[nn.Module] = []
+        d_in = c_in * height * width
+        for d_out in (*fc_widths, out_dim):
+            dense += [nn.Linear(d_in, d_out), nn.ReLU()]
+            d_in = d_out
+        self.dense = nn.Sequential(*dense)
+
+    def init_weights(self) -> None:
+        """Uniform weights with He's scaling and zero biases. Seed 003 scales by Glorot's rule, but over
+        nine ReLU layers without normalisation that shrinks the embedding ~100-fold, and denoising then
+        stalls on the mean patch for longer than a CPU budget of minutes. (A random embedding is the same
+        either way up to one factor, which its [0, 1] scaling removes: the biases are zero and ReLU and
+        max-pooling commute with positive scaling.)"""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def encode(self, standardised: torch.Tensor) -> torch.Tensor:
+        """(n, n_mels, patch_frames) of standardised log-mel -> (n, out_dim)."""
+        return self.dense(self.convs(standardised.unsqueeze(1)))
+
+    def forward(self, logmel_patches: torch.Tensor) -> torch.Tensor:
+        return self.encode(self.standardise(logmel_patches))
+
+
 class AttentionAIR(AudioNet):
-    """Gururani, Sharma and Lerch 2019, as studied in seed 003: an embedding CNN per ~1 s patch, three
+    """Gururani, Sharma and Lerch 2019, as studied in seed 003: a representation per time step, three
     1x1 convolutions of 128 with group normalisation and a residual connection, and an attention
     module (class activity and attention, both sigmoid; attention normalised over time; activity
     gated by attention and summed over time; hard-tanh into [0, 1]).
 
+    The representation (`dims.representation`, seed 003's subject) is a small patch CNN trained with
+    the head ("joint"), the log-mel frames ("logmel"), or seed 003's embedding CNN per ~1 s patch
+    ("embedding"); the last two are frozen and scaled to [0, 1] by `scaler`, fitted on training data.
+
     forward() returns probabilities in [0, 1] per class (multi-label, trained with binary
-    cross-entropy), not logits. `embed_patches()` is the swappable representation of seed 003.
+    cross-entropy), not logits.
     """
 
     def __init__(self, dims: AudioDims) -> None:
         super().__init__(dims)
-        layers: list[nn.Module] = []
-        c_in = 1
-        for c_out in dims.channels:  # a small VGGish: conv-relu-pool blocks
-            layers += [
-                nn.Conv2d(c_in, c_out, 3, padding=1),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(),
-                nn.MaxPool2d(2, ceil_mode=True),
-            ]
-            c_in = c_out
-        self.patch_cnn = nn.Sequential(*layers)
-        self.patch_fc = nn.Sequential(nn.Linear(c_in, dims.embedding_dim), nn.ReLU())
         width = dims.embedding_dim
+        self.embedding: EmbeddingCNN | None = None
+        self.scaler: FeatureScaler | None = None
+        if dims.representation == "joint":
+            layers: list[nn.Module] = []
+            c_in = 1
+            for c_out in dims.channels:  # a small VGGish: conv-relu-pool blocks
+                layers += [
+                    nn.Conv2d(c_in, c_out, 3, padding=1),
+                    nn.BatchNorm2d(c_out),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2, ceil_mode=True),
+                ]
+                c_in = c_out
+            self.patch_cnn = nn.Sequential(*layers)
+            self.patch_fc = nn.Sequential(nn.Linear(c_in, width), nn.ReLU())
+            features = width
+        elif dims.representation == "embedding":
+            self.embedding = EmbeddingCNN(dims.n_mels, dims.patch_frames, dims.channels, dims.fc_widths, width)
+            features = width
+        elif dims.representation == "logmel":
+            features = dims.n_mels
+        else:
+            raise ValueError(f"unknown representation {dims.representation!r}; known: {', '.join(REPRESENTATIONS)}")
+        if dims.representation != "joint":
+            self.scaler = FeatureScaler(features)
         self.post = nn.Sequential(
-            *[m for _ in range(3) for m in (nn.Conv2d(width, width, 1), nn.ReLU())], nn.GroupNorm(8, width)
+            *[m for i in range(3) for m in (nn.Conv2d(features if i == 0 else width, width, 1), nn.ReLU())],
+            nn.GroupNorm(8, width),
         )
+        # The residual adds the representation itself; log-mel frames need a projection to the width.
+        self.skip = nn.Identity() if features == width else nn.Conv2d(features, width, 1)
         self.activity = nn.Conv2d(width, dims.n_classes, 1)
         self.attention = nn.Conv2d(width, dims.n_classes, 1)
         self.dropout = nn.Dropout(dims.dropout)
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.embedding is not None:
+            self.embedding.init_weights()
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The modules that hold the representation fixed while the head trains (seed 003's second stage)."""
+        return [m for m in (self.embedding, self.scaler) if m is not None]
 
     def patches(self, logmel: torch.Tensor) -> torch.Tensor:
         """(batch, n_mels, frames) -> (batch * n_patches, n_mels, patch_frames), zero-padding the last patch."""
@@ -237,17 +371,26 @@ class AttentionAIR(AudioNet):
         padded = nn.functional.pad(logmel, (0, n_patches * p - frames))
         return padded.reshape(batch, n_mels, n_patches, p).permute(0, 2, 1, 3).reshape(batch * n_patches, n_mels, p)
 
-    def embed_patches(self, logmel: torch.Tensor) -> torch.Tensor:
-        """(batch, n_mels, frames) -> (batch, embedding_dim, n_patches, 1): one embedding per patch."""
+    def raw_representation(self, logmel: torch.Tensor) -> torch.Tensor:
+        """(batch, n_mels, frames) -> (batch, features, steps, 1), before the [0, 1] scaling."""
+        if self.dims.representation == "logmel":
+            return logmel.unsqueeze(-1)
         batch = logmel.shape[0]
-        x = self.input_norm(logmel)
-        patches = self.patches(x).unsqueeze(1)
-        e = self.patch_fc(torch.amax(self.patch_cnn(patches), dim=(2, 3)))
+        if self.embedding is not None:
+            e = self.embedding(self.patches(logmel))
+        else:
+            patches = self.patches(self.input_norm(logmel)).unsqueeze(1)
+            e = self.patch_fc(torch.amax(self.patch_cnn(patches), dim=(2, 3)))
         return e.reshape(batch, -1, e.shape[-1]).permute(0, 2, 1).unsqueeze(-1)
+
+    def embed_patches(self, logmel: torch.Tensor) -> torch.Tensor:
+        """(batch, n_mels, frames) -> (batch, features, steps, 1): the representation the head attends over."""
+        e = self.raw_representation(logmel)
+        return self.scaler(e) if self.scaler is not None else e
 
     def _attend(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         e = self.embed_patches(logmel)
-        h = self.post(e) + e  # residual connection around the 1x1 block
+        h = self.post(e) + self.skip(e)  # residual connection around the 1x1 block
         return h, self.dropout(h)
 
     def embed(self, logmel: torch.Tensor) -> torch.Tensor:
@@ -256,7 +399,7 @@ class AttentionAIR(AudioNet):
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         _, h = self._attend(logmel)
-        activity = torch.sigmoid(self.activity(h))  # (batch, classes, n_patches, 1)
+        activity = torch.sigmoid(self.activity(h))  # (batch, classes, steps, 1)
         attention = torch.sigmoid(self.attention(h))
         attention = attention / attention.sum(dim=2, keepdim=True).clamp_min(1e-6)
         return nn.functional.hardtanh((activity * attention).sum(dim=(2, 3)), 0.0, 1.0)
@@ -278,4 +421,15 @@ def outputs_probabilities(dims: AudioDims) -> bool:
     return dims.arch == "attention"
 
 
-__all__ = ["ARCHITECTURES", "AudioDims", "AudioNet", "build_audio_model", "default_dims", "outputs_probabilities"]
+__all__ = [
+    "ARCHITECTURES",
+    "REPRESENTATIONS",
+    "AttentionAIR",
+    "AudioDims",
+    "AudioNet",
+    "EmbeddingCNN",
+    "FeatureScaler",
+    "build_audio_model",
+    "default_dims",
+    "outputs_probabilities",
+]
