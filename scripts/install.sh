@@ -20,6 +20,8 @@ APT_PACKAGES=(
   pulseaudio pulseaudio-utils libasound2-plugins
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
+  # headless Chromium and its WebDriver, for the test of the browser live view
+  chromium chromium-driver
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -5,6 +5,10 @@ connection handler; when a client reads too slowly its queue drops the oldest ev
 the drop (the pattern of websockets' docs/topics/broadcast.rst). With a token, a client must
 present it (`?token=...` or `Authorization: Bearer ...`), else the handshake gets HTTP 401.
 Everything here runs on one asyncio event loop; pipeline.py owns the loop and its thread.
+
+With a web address, a second listener serves the browser live view (streamrec/web/, plain files, no
+build step) over HTTP and the same events as a websocket at /ws: one origin, so the page needs no
+configuration, and the token in the page's URL is handed on to /ws.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,6 +32,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"  # loopback unless asked: predictions can reveal what a camera sees
 DEFAULT_PORT = 8765
+WEB_ROOT = Path(__file__).parent / "web"
+WEB_FILES = {  # URL path -> (file under WEB_ROOT, content type): all the page is
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+WEB_SOCKET_PATH = "/ws"
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -41,14 +54,18 @@ def parse_address(text: str) -> tuple[str, int]:
 @dataclass(frozen=True)
 class BroadcastOptions:
     host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT  # 0 = any free port (see Broadcaster.port)
+    port: int | None = DEFAULT_PORT  # 0 = any free port (see Broadcaster.port); None = no plain websocket server
     token: str | None = None  # required from clients when set
     queue_size: int = 64  # events queued per client before the oldest are dropped
     close_timeout: float = 0.5  # seconds clients get to answer the close frame at shutdown
+    web: tuple[str, int] | None = None  # (host, port) of the browser live view; port 0 = any free port
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"the websocket port must be 0-65535, got {self.port}")
+        if self.port is None and self.web is None:
+            raise ValueError("serve a websocket port, a web view, or both")
+        for port in (self.port, self.web[1] if self.web else None):
+            if port is not None and not 0 <= port <= 65535:
+                raise ValueError(f"ports must be 0-65535, got {port}")
         if self.queue_size < 1:
             raise ValueError(f"the per-client queue must hold at least one event, got {self.queue_size}")
         if self.token is not None and not self.token:
@@ -72,16 +89,20 @@ class Broadcaster:
     def __init__(self, options: BroadcastOptions, hello: Callable[[], dict[str, Any]]) -> None:
         self.options = options
         self._hello = hello
-        self._server: Server | None = None
+        self._server: Server | None = None  # plain websocket server
+        self._web: Server | None = None  # the web view and its /ws
         self._clients: set[ClientStats] = set()
         self.connected_total = 0
 
     @property
-    def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        if self._server is None:
-            raise RuntimeError("the websocket server is not started")
-        return self._server.sockets[0].getsockname()[1]
+    def port(self) -> int | None:
+        """The bound websocket port (useful with port 0); None without a plain websocket server."""
+        return self._server.sockets[0].getsockname()[1] if self._server is not None else None
+
+    @property
+    def web_port(self) -> int | None:
+        """The bound port of the web view; None without one."""
+        return self._web.sockets[0].getsockname()[1] if self._web is not None else None
 
     @property
     def clients(self) -> list[ClientStats]:
@@ -89,18 +110,37 @@ class Broadcaster:
 
     async def start(self) -> None:
         o = self.options
+        if o.port is not None:
+            self._server = await self._serve(o.host, o.port, self._check_token if o.token else None, "websockets")
+            log.info("websocket server on ws://%s:%d%s", o.host, self.port, " (token required)" if o.token else "")
+        if o.web is not None:
+            try:
+                self._web = await self._serve(*o.web, self._web_request, "the web view")
+            except OSError:
+                await self.stop()
+                raise
+            log.info("live view on %s", self.web_url)
+
+    @property
+    def web_url(self) -> str | None:
+        if self.options.web is None or self.web_port is None:
+            return None
+        host = self.options.web[0]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.web_port}/" + (f"?token={self.options.token}" if self.options.token else "")
+
+    async def _serve(self, host: str, port: int, process_request: Any, what: str) -> Server:
         try:
-            self._server = await serve(
+            return await serve(
                 self._handle,
-                o.host,
-                o.port,
-                process_request=self._check_token if o.token else None,
+                host,
+                port,
+                process_request=process_request,
                 compression=None,  # small JSON messages: deflate would cost CPU per client for little
-                close_timeout=o.close_timeout,
+                close_timeout=self.options.close_timeout,
             )
         except OSError as e:
-            raise OSError(f"cannot serve websockets on {o.host}:{o.port}: {e.strerror or e}") from e
-        log.info("websocket server on ws://%s:%d%s", o.host, self.port, " (token required)" if o.token else "")
+            raise OSError(f"cannot serve {what} on {host}:{port}: {e.strerror or e}") from e
 
     def publish(self, event: dict[str, Any] | str) -> None:
         """Queues one event for every client; never waits. Call on the server's event loop."""
@@ -117,10 +157,12 @@ class Broadcaster:
         A client that stopped reading cannot take even the close frame (websockets waits for its
         send buffer to drain, without a timeout): after close_timeout its connection is aborted.
         """
-        if self._server is None:
+        servers = [server for server in (self._server, self._web) if server is not None]
+        if not servers:
             return
-        self._server.close()
-        closed = asyncio.ensure_future(self._server.wait_closed())
+        for server in servers:
+            server.close()
+        closed = asyncio.ensure_future(asyncio.gather(*(server.wait_closed() for server in servers)))
         try:
             await asyncio.wait_for(asyncio.shield(closed), timeout=self.options.close_timeout)
         except TimeoutError:
@@ -132,7 +174,7 @@ class Broadcaster:
                 await asyncio.wait_for(closed, timeout=1.0)
             except TimeoutError:
                 log.warning("the websocket server did not close in time")
-        self._server = None
+        self._server = self._web = None
 
     def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
         presented = parse_qs(urlsplit(request.path).query).get("token", [None])[0]
@@ -144,6 +186,22 @@ class Broadcaster:
             return None
         log.warning("refused a websocket client from %s: missing or wrong token", _address(connection))
         return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+
+    def _web_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The web listener: websocket upgrades on /ws (token checked), the page's files otherwise."""
+        path = urlsplit(request.path).path
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            if path != WEB_SOCKET_PATH:
+                return connection.respond(HTTPStatus.NOT_FOUND, f"websockets are served at {WEB_SOCKET_PATH}\n")
+            return self._check_token(connection, request) if self.options.token else None
+        if path not in WEB_FILES:
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        name, content_type = WEB_FILES[path]
+        response = connection.respond(HTTPStatus.OK, (WEB_ROOT / name).read_text(encoding="utf-8"))
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = content_type
+        response.headers["Cache-Control"] = "no-cache"  # a new version of the package shows at once
+        return response
 
     async def _handle(self, connection: ServerConnection) -> None:
         client = ClientStats(_address(connection), queue=asyncio.Queue(self.options.queue_size), connection=connection)

@@ -304,9 +304,9 @@ def _address(text: str) -> tuple[str, int]:
 
 def _outputs(args: argparse.Namespace) -> dict:
     """The output options shared by run, live and demo."""
-    if args.token and not args.ws:
-        raise UserError("--token needs --ws: the token guards the websocket server")
-    return {"ws": args.ws, "token": args.token, "jsonl": Path(args.jsonl) if args.jsonl else None,
+    if args.token and not (args.ws or args.web):
+        raise UserError("--token needs --ws or --web: the token guards the websocket server")
+    return {"ws": args.ws, "web": args.web, "token": args.token, "jsonl": Path(args.jsonl) if args.jsonl else None,
             "view": not args.no_view}
 
 
@@ -319,8 +319,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not specs:
         raise UserError("give at least one SOURCE (file, URL, camera:N, mic:[DEVICE]) or --camera N")
     realtime = True if args.realtime else False if args.fast else None
+    if args.wait_clients and not (args.ws or args.web):
+        raise UserError("--wait-clients needs --ws or --web: clients connect to those")
     return run_streams(specs, Path(args.model) if args.model else None, args.backend, realtime=realtime,
-                       duration=args.duration, hop=args.hop, **_outputs(args))
+                       duration=args.duration, hop=args.hop, wait_clients=args.wait_clients or 0, **_outputs(args))
 
 
 def cmd_live(args: argparse.Namespace) -> int:
@@ -341,7 +343,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     outputs = _outputs(args)
     return run_demo(args.fast, args.duration, outputs["ws"] or (DEFAULT_HOST, DEFAULT_PORT), outputs["view"],
-                    outputs["jsonl"], outputs["token"])
+                    outputs["jsonl"], outputs["token"], outputs["web"])
 
 
 def cmd_engines_build(args: argparse.Namespace) -> int:
@@ -614,7 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--ws", type=_address, metavar="HOST:PORT",
                        help=f"serve prediction events over websockets (default {ws_default}; binds 127.0.0.1 "
                             "unless a host is given)")
-        p.add_argument("--token", help="clients must send this token (?token=... or an Authorization: Bearer header)")
+        p.add_argument("--web", type=_address, metavar="[HOST:]PORT",
+                       help="serve the browser live view at http://HOST:PORT/ (binds 127.0.0.1 unless a host is "
+                            "given; port 0 = any free port, printed at start)")
+        p.add_argument("--token", help="clients must send this token (?token=... or an Authorization: Bearer header); "
+                                       "the web view takes it from its own URL")
         p.add_argument("--jsonl", metavar="FILE", help="also write every event to FILE, one JSON object per line")
         p.add_argument("--no-view", action="store_true", help="no terminal live view")
         p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
@@ -637,6 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--fast", action="store_true", help="as fast as possible (default for files)")
     r.add_argument("--camera", type=int, action="append", metavar="N", help="add camera N as a stream (repeatable)")
     r.add_argument("--fps", type=_positive_float, help="frames per second taken from cameras (default 1)")
+    r.add_argument("--wait-clients", type=_positive_int, metavar="N",
+                   help="start the sources only once N websocket or web-view clients are connected")
     model(r)
     outputs(r)
     r.set_defaults(func=cmd_run)

@@ -62,11 +62,14 @@ IDLE_WAIT = 0.05  # seconds the inference loop sleeps when nothing is due
 class RuntimeOptions:
     bundle: Path | None = None  # model bundle; None = the bundled model
     backend: str = "torch"
-    # ONNX Runtime intra-op threads per network. One: the frame and audio networks already run in
-    # parallel threads, and 2 + 2 threads on 2 cores cost 25% more CPU for the same work (measured).
+    # Intra-op threads per network, ONNX Runtime's and torch's (torch's setting is process-wide: set for
+    # the run, restored after). One: the frame and audio networks already run in parallel threads; 2 + 2
+    # threads on 2 cores cost 25% more CPU for the same work, and the small torch ops of every update
+    # (front end, frame conversion) took 6x longer with a second OpenMP thread (measured).
     threads: int = 1
     hop_seconds: float = DEFAULT_HOP_SECONDS  # seconds between audio updates
     ws: tuple[str, int] | None = None  # websocket (host, port); port 0 = any free port
+    web: tuple[str, int] | None = None  # browser live view (host, port), its websocket at /ws; port 0 = any
     token: str | None = None  # required from websocket clients when set
     jsonl: Path | None = None
     view: bool = False
@@ -83,10 +86,12 @@ class RuntimeOptions:
             raise ValueError(f"the hop must be positive seconds, got {self.hop_seconds}")
         if self.duration is not None and self.duration <= 0:
             raise ValueError(f"the duration must be positive seconds, got {self.duration}")
-        if self.max_batch < 1 or self.wait_clients < 0 or self.stall_seconds <= 0 or self.lag_seconds <= 0:
-            raise ValueError("max_batch must be >= 1, wait_clients >= 0, stall_seconds and lag_seconds > 0")
-        if self.wait_clients and self.ws is None:
-            raise ValueError("wait_clients needs the websocket server (ws)")
+        if self.max_batch < 1 or self.threads < 1 or self.wait_clients < 0:
+            raise ValueError("max_batch and threads must be >= 1, wait_clients >= 0")
+        if self.stall_seconds <= 0 or self.lag_seconds <= 0:
+            raise ValueError("stall_seconds and lag_seconds must be > 0")
+        if self.wait_clients and self.ws is None and self.web is None:
+            raise ValueError("wait_clients needs the websocket server (ws) or the web view (web)")
 
 
 @dataclass(frozen=True)
@@ -184,8 +189,12 @@ class _WebsocketThread:
             raise UserError(str(self._error)) from self._error
 
     @property
-    def port(self) -> int:
+    def port(self) -> int | None:
         return self.broadcaster.port
+
+    @property
+    def web_port(self) -> int | None:
+        return self.broadcaster.web_port
 
     def client_count(self) -> int:
         return len(self.broadcaster.clients)
@@ -260,6 +269,7 @@ class Runtime:
         self._recognizer: Recognizer
         self.ready = threading.Event()
         self.ws_port: int | None = None
+        self.web_port: int | None = None
 
     def stop(self, reason: str = "stop()") -> None:
         """Asks every stage to stop (thread-safe; returns at once, run() returns shortly after)."""
@@ -309,12 +319,14 @@ class Runtime:
             self._view = TerminalView([(s.id, s.description) for s in self._streams])
             self._sinks.append(self._view)
         self._sinks += self._extra_sinks
-        if o.ws is not None:
-            host, port = o.ws
-            ws_options = BroadcastOptions(host or DEFAULT_HOST, port, o.token, o.client_queue)
+        if o.ws is not None or o.web is not None:
+            host, port = o.ws or (DEFAULT_HOST, None)
+            ws_options = BroadcastOptions(host or DEFAULT_HOST, port, o.token, o.client_queue, web=o.web)
             self._ws = _WebsocketThread(ws_options, self._hello)
             self._ws.start()
-            self.ws_port = self._ws.port
+            self.ws_port, self.web_port = self._ws.port, self._ws.web_port
+            if self._ws.broadcaster.web_url:
+                log.info("live view: %s", self._ws.broadcaster.web_url)
 
     def _close_sinks(self) -> None:
         if self._ws is not None:
@@ -529,6 +541,16 @@ class Runtime:
         """Blocks until every stream ended or stop() was called; sinks are closed on return."""
         if self.ready.is_set() or self._streams:
             raise RuntimeError("a Runtime runs once; make a new one to run again")
+        import torch
+
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(self.options.threads)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(torch_threads)
+
+    def _run(self) -> RunSummary:
         networks = self._networks or load_networks(self.options.bundle, self.options.backend, self.options.threads)
         self._info = networks.info
         self._classes = self._info.classes
@@ -635,6 +657,8 @@ def run_streams(
     jsonl: Path | None = None,
     view: bool = True,
     realtime: bool | None = None,
+    web: tuple[str, int] | None = None,
+    wait_clients: int = 0,
     duration: float | None = None,
     hop: float = DEFAULT_HOP_SECONDS,
 ) -> int:
@@ -654,6 +678,8 @@ def run_streams(
         backend=backend,
         hop_seconds=hop,
         ws=ws,
+        web=web,
+        wait_clients=wait_clients,
         token=token,
         jsonl=jsonl,
         view=view,
@@ -686,8 +712,11 @@ def run_demo(
     view: bool = True,
     jsonl: Path | None = None,
     token: str | None = None,
+    web: tuple[str, int] | None = None,
 ) -> int:
     """`streamrec demo`: the bundled model on the bundled example clip, through the live runtime."""
     if not (DEFAULT_BUNDLE / "manifest.json").is_file():
         raise UserError(f"the bundled model is missing from {DEFAULT_BUNDLE}; reinstall streamrec")
-    return run_streams(demo_sources(), None, "torch", ws, token, jsonl, view, realtime=not fast, duration=duration)
+    return run_streams(
+        demo_sources(), None, "torch", ws, token, jsonl, view, realtime=not fast, duration=duration, web=web
+    )
