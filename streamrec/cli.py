@@ -307,7 +307,7 @@ def _outputs(args: argparse.Namespace) -> dict:
     if args.token and not (args.ws or args.web):
         raise UserError("--token needs --ws or --web: the token guards the websocket server")
     return {"ws": args.ws, "web": args.web, "token": args.token, "jsonl": Path(args.jsonl) if args.jsonl else None,
-            "view": not args.no_view}
+            "view": not args.no_view, "explain": args.explain}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -343,7 +343,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     outputs = _outputs(args)
     return run_demo(args.fast, args.duration, outputs["ws"] or (DEFAULT_HOST, DEFAULT_PORT), outputs["view"],
-                    outputs["jsonl"], outputs["token"], outputs["web"])
+                    outputs["jsonl"], outputs["token"], outputs["web"], outputs["explain"])
 
 
 def cmd_engines_build(args: argparse.Namespace) -> int:
@@ -621,6 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "given; port 0 = any free port, printed at start)")
         p.add_argument("--token", help="clients must send this token (?token=... or an Authorization: Bearer header); "
                                        "the web view takes it from its own URL")
+        p.add_argument("--explain", action="store_true",
+                       help="add Grad-CAM of the newest frame for the top class to each prediction (a 7x7 grid and "
+                            "a small overlay image, shown by the web view); runs the frame network's trunk again "
+                            "in torch once per frame")
         p.add_argument("--jsonl", metavar="FILE", help="also write every event to FILE, one JSON object per line")
         p.add_argument("--no-view", action="store_true", help="no terminal live view")
         p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")

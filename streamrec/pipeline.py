@@ -47,6 +47,7 @@ from .types import (
 from .windowing import DEFAULT_HOP_SECONDS, AudioWindower, FrameWindower, WindowSpec, frames_for_update
 
 if TYPE_CHECKING:
+    from .explain import LiveExplainer
     from .view import TerminalView
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class RuntimeOptions:
     hop_seconds: float = DEFAULT_HOP_SECONDS  # seconds between audio updates
     ws: tuple[str, int] | None = None  # websocket (host, port); port 0 = any free port
     web: tuple[str, int] | None = None  # browser live view (host, port), its websocket at /ws; port 0 = any
+    explain: bool = False  # Grad-CAM of the newest frame for the top class in each prediction event
     token: str | None = None  # required from websocket clients when set
     jsonl: Path | None = None
     view: bool = False
@@ -267,6 +269,7 @@ class Runtime:
         self._info: NetworkInfo
         self._classes: tuple[str, ...]
         self._recognizer: Recognizer
+        self._explainer: LiveExplainer | None = None
         self.ready = threading.Event()
         self.ws_port: int | None = None
         self.web_port: int | None = None
@@ -468,11 +471,18 @@ class Runtime:
                 t = request.frames[-1].media_time
                 captured = request.frames[-1].capture_time
             smoothed = stream.smoother.update(t, result.fused, result.background, result.energy_db, result.audio)
+            explanation = None
+            if self._explainer is not None and request.frames:
+                newest = request.frames[-1]
+                top = self._classes[int(np.argmax(result.fused))]
+                explanation = self._explainer.explain(stream.id, newest.key, newest.image, top)
             wall = time.time()
             latency = (wall - captured) * 1000.0
             stream.latencies.append(latency)
             self._publish(
-                prediction_event(stream.id, stream.seq, t, wall, self._classes, result, smoothed.active, latency)
+                prediction_event(
+                    stream.id, stream.seq, t, wall, self._classes, result, smoothed.active, latency, explanation
+                )
             )
             stream.seq += 1
         for stream in {id(s): s for s, _ in due}.values():
@@ -555,6 +565,10 @@ class Runtime:
         self._info = networks.info
         self._classes = self._info.classes
         self._recognizer = Recognizer(networks)
+        if self.options.explain and self._info.has_video:
+            from .explain import LiveExplainer
+
+            self._explainer = LiveExplainer.from_bundle(self.options.bundle)
         self._streams = self._build_streams(self._info)
         threads: list[threading.Thread] = []
         inference: threading.Thread | None = None
@@ -659,6 +673,7 @@ def run_streams(
     realtime: bool | None = None,
     web: tuple[str, int] | None = None,
     wait_clients: int = 0,
+    explain: bool = False,
     duration: float | None = None,
     hop: float = DEFAULT_HOP_SECONDS,
 ) -> int:
@@ -680,6 +695,7 @@ def run_streams(
         ws=ws,
         web=web,
         wait_clients=wait_clients,
+        explain=explain,
         token=token,
         jsonl=jsonl,
         view=view,
@@ -713,10 +729,21 @@ def run_demo(
     jsonl: Path | None = None,
     token: str | None = None,
     web: tuple[str, int] | None = None,
+    explain: bool = False,
 ) -> int:
     """`streamrec demo`: the bundled model on the bundled example clip, through the live runtime."""
     if not (DEFAULT_BUNDLE / "manifest.json").is_file():
         raise UserError(f"the bundled model is missing from {DEFAULT_BUNDLE}; reinstall streamrec")
     return run_streams(
-        demo_sources(), None, "torch", ws, token, jsonl, view, realtime=not fast, duration=duration, web=web
+        demo_sources(),
+        None,
+        "torch",
+        ws,
+        token,
+        jsonl,
+        view,
+        realtime=not fast,
+        duration=duration,
+        web=web,
+        explain=explain,
     )

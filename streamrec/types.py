@@ -157,14 +157,16 @@ def prediction_event(
     recognition: Recognition,
     active: Sequence[str],
     latency_ms: float,
+    explain: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A fused update: labels sorted by score (all classes), the active set, per-modality scores."""
+    """A fused update: labels sorted by score (all classes), the active set, per-modality scores; with
+    `--explain`, also `explain`: Grad-CAM of the newest frame for the top class (explain.LiveExplainer)."""
     order = np.argsort(-recognition.fused, kind="stable")
     modalities: Mapping[str, dict[str, float] | None] = {
         "audio": _scores(classes, recognition.audio) if recognition.audio is not None else None,
         "video": _scores(classes, recognition.video) if recognition.video is not None else None,
     }
-    return {
+    event = {
         "type": "prediction",
         "stream": stream,
         "seq": seq,
@@ -175,6 +177,9 @@ def prediction_event(
         "modalities": dict(modalities),
         "latency_ms": round(latency_ms, 1),
     }
+    if explain is not None:
+        event["explain"] = explain
+    return event
 
 
 def status_event(stream: str, state: str, detail: str = "") -> dict[str, Any]:

@@ -40,11 +40,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_run(port: int, duration: float) -> subprocess.Popen:
+def start_run(port: int, duration: float, *extra: str) -> subprocess.Popen:
     """The bundled model on the example clip in real time, waiting for one client before it starts."""
     command = [sys.executable, "-m", "streamrec", "run", str(EXAMPLE_CLIP), "--realtime", "--duration", str(duration),
                "--backend", "torch", "--no-view", "--web", f"127.0.0.1:{port}", "--token", "s3cret",
-               "--wait-clients", "1"]
+               "--wait-clients", "1", *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -83,7 +83,7 @@ def test_the_page_shows_the_active_class_then_ended_and_reconnects_to_a_restarte
     from selenium.webdriver.support.ui import WebDriverWait
 
     port = free_port()
-    run = start_run(port, duration=9.0)
+    run = start_run(port, 9.0, "--explain")
     try:
         wait_listening(port, run)
         # the static files are served by the package, with their content types
@@ -110,6 +110,11 @@ def test_the_page_shows_the_active_class_then_ended_and_reconnects_to_a_restarte
         rows = card.find_elements(By.CSS_SELECTOR, "table.scores tr[data-class]")
         assert len(rows) == 13  # every class of the bundled model has its bars
         assert "latency" in card.find_element(By.CSS_SELECTOR, ".meta").text
+        # --explain: the Grad-CAM overlay of the newest frame, for the top class
+        explain = card.find_element(By.CSS_SELECTOR, "figure.explain")
+        assert explain.is_displayed() and explain.get_attribute("data-class") == "violin"
+        assert card.find_element(By.CSS_SELECTOR, "figure.explain img").get_attribute("src").startswith(
+            "data:image/jpeg;base64,")
 
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "section.stream .status").get_attribute("data-state")
                    == "ended")

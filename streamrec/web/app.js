@@ -70,11 +70,16 @@ function createStream(id, source) {
     rows.set(name, { row, ...cells });
   }
   card.appendChild(table);
+  const explain = element("figure", { class: "explain", hidden: "" });
+  const overlay = element("img", { alt: "Grad-CAM of the newest frame" });
+  const caption = element("figcaption");
+  explain.append(overlay, caption);
+  card.appendChild(explain);
   const canvas = element("canvas", { class: "timeline" });
   card.appendChild(canvas);
   document.getElementById("streams").appendChild(card);
   document.getElementById("empty").hidden = true;
-  const stream = { card, status, meta, active, rows, canvas, history: [], lastPrediction: null };
+  const stream = { card, status, meta, active, rows, canvas, explain, overlay, caption, history: [] };
   streams.set(id, stream);
   return stream;
 }
@@ -116,6 +121,12 @@ function onPrediction(event) {
   const modalities = ["audio", "video"].filter((m) => event.modalities[m]).join(" + ") || "no input";
   stream.meta.textContent = `media ${event.t.toFixed(1)} s · latency ${event.latency_ms.toFixed(0)} ms · ${modalities}`;
   if (stream.status.dataset.state === "waiting") setStatus(stream, "started", "");
+  if (event.explain) {  // only with --explain: where in the newest frame the frame network sees the top class
+    stream.explain.hidden = false;
+    if (stream.overlay.getAttribute("src") !== event.explain.overlay) stream.overlay.src = event.explain.overlay;
+    stream.caption.textContent = `frame network looks here for ${event.explain.class} (Grad-CAM)`;
+    stream.explain.dataset.class = event.explain.class;
+  }
   stream.history.push({ wall: performance.now() / 1000, scores, active: new Set(event.active) });
   const oldest = performance.now() / 1000 - TIMELINE_SECONDS;
   while (stream.history.length && stream.history[0].wall < oldest) stream.history.shift();
