@@ -1,5 +1,5 @@
 """The README's screenshot of the browser live view: the demo clip in real time, captured by headless
-Chromium after `--seconds` of media. Needs chromium and chromium-driver (scripts/install.sh).
+Chromium after `--seconds` of media, with `--explain`. Needs chromium and chromium-driver (scripts/install.sh).
 
     .venv/bin/python scripts/web_screenshot.py docs/figures/web_view.png --seconds 15
 """
@@ -28,10 +28,10 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     run = subprocess.Popen([sys.executable, "-m", "streamrec", "run", str(EXAMPLE_CLIP), "--realtime", "--no-view",
-                            "--duration", str(args.seconds + 5), "--web", f"127.0.0.1:{port}", "--wait-clients", "1"])
+                            "--duration", str(args.seconds + 5), "--explain", "--web", f"127.0.0.1:{port}", "--wait-clients", "1"])
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1000,820"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1000,1000"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
