@@ -15,6 +15,7 @@ from torch import nn
 
 from streamrec.explain import gradcam_grid, gradcam_maps
 from train.analyze import (
+    beyond_chance,
     block_means,
     class_importance,
     correlation_study,
@@ -81,6 +82,16 @@ def test_block_means_separate_intra_from_inter_modal() -> None:
     assert blocks["audio_audio"] == pytest.approx(0.8)
     assert blocks["visual_visual"] == pytest.approx(0.6)
     assert blocks["audio_visual"] == pytest.approx(0.4 / 6)
+
+
+def test_beyond_chance_is_the_test_level_for_independent_features() -> None:
+    rng = np.random.default_rng(4)
+    latent = rng.normal(size=(30, 1))
+    values = np.concatenate([latent + 0.01 * rng.normal(size=(30, 4)), rng.normal(size=(30, 60))], axis=1)
+    shares = beyond_chance(spearman_matrix(values), n_audio=4, n=30)
+    assert shares["audio_audio_beyond_p01"] == 1.0  # one latent behind every audio feature
+    assert shares["visual_visual_beyond_p01"] < 0.03 and shares["audio_visual_beyond_p01"] < 0.03  # about 0.01
+    assert np.isnan(beyond_chance(spearman_matrix(values[:3]), n_audio=4, n=3)["audio_visual_beyond_p01"])
 
 
 def _features_with_planted_structure(rng: np.random.Generator, n: int = 60):

@@ -261,7 +261,8 @@ def write_html(result: dict, analyses: list[BundleAnalysis], out: Path) -> Path:
         "network stacks. Numbers: <a href='analysis.json'>analysis.json</a>.</p>",
         "<h2>Bundles</h2><table><tr><th>bundle</th><th>fusion scheme</th><th>clips</th><th>fused Hit@1</th>"
         "<th>mean |rho| audio-audio</th><th>visual-visual</th><th>audio-visual</th>"
-        "<th>audio-visual, shuffled</th><th>classes AA &gt; AV</th><th>classes VV &gt; AV</th></tr>",
+        "<th>audio-visual, shuffled</th><th>classes AA &gt; AV</th><th>classes VV &gt; AV</th>"
+        "<th>pairs with p &lt; 0.01: AA / VV / AV</th></tr>",
     ]
     for name, entry in zip(result["figures"]["names"], result["bundles"]):
         s = entry["summary"]
@@ -272,9 +273,15 @@ def write_html(result: dict, analyses: list[BundleAnalysis], out: Path) -> Path:
             f"<td>{_number(s['visual_visual'])}</td><td>{_number(s['audio_visual'])}</td>"
             f"<td>{_number(s['audio_visual_shuffled'])}</td>"
             f"<td>{s['classes_audio_audio_above_audio_visual']}/{s['classes']}</td>"
-            f"<td>{s['classes_visual_visual_above_audio_visual']}/{s['classes']}</td></tr>"
+            f"<td>{s['classes_visual_visual_above_audio_visual']}/{s['classes']}</td>"
+            f"<td>{_number(s['audio_audio_beyond_p01'])} / {_number(s['visual_visual_beyond_p01'])} / "
+            f"{_number(s['audio_visual_beyond_p01'], 3)}</td></tr>"
         )
-    parts.append("</table>")
+    parts.append(
+        "</table><p>Mean |rho| per block averaged over the classes; the shuffled column is the chance level of "
+        "the audio-visual block. The last column is the share of feature pairs whose correlation passes a test "
+        "of independence at p &lt; 0.01 (independent features: 0.01).</p>"
+    )
     parts.append(
         f"<h2>Cross-correlations</h2><figure><img src='{esc(figures['example_correlation'])}'>"
         f"<figcaption>Seed 004's Figure 2 for {esc(figures['example_class'])} ({esc(figures['names'][0])}): "

@@ -157,6 +157,25 @@ def block_means(rho: np.ndarray, n_audio: int) -> dict[str, float]:
     }
 
 
+def beyond_chance(rho: np.ndarray, n_audio: int, n: int, level: float = 0.01) -> dict[str, float]:
+    """Share of the pairs of each block whose |rho| passes the two-sided test of no correlation at `level`
+    (t approximation with n - 2 degrees of freedom): independent features give `level`."""
+    from scipy.stats import t
+
+    keys = ("audio_audio", "visual_visual", "audio_visual")
+    if n < MIN_EXAMPLES_FOR_CORRELATION + 1:
+        return {f"{key}_beyond_p01": math.nan for key in keys}
+    quantile = t.ppf(1 - level / 2, n - 2)
+    critical = quantile / math.sqrt(n - 2 + quantile**2)
+    off_diagonal = lambda block: block[~np.eye(len(block), dtype=bool)]  # noqa: E731
+    blocks = (off_diagonal(rho[:n_audio, :n_audio]), off_diagonal(rho[n_audio:, n_audio:]), rho[:n_audio, n_audio:])
+    shares = {}
+    for key, block in zip(keys, blocks):
+        finite = block[np.isfinite(block)]
+        shares[f"{key}_beyond_p01"] = float(np.mean(np.abs(finite) > critical)) if finite.size else math.nan
+    return shares
+
+
 def shuffled_audio_visual(audio: np.ndarray, visual: np.ndarray, shuffles: int, rng: np.random.Generator) -> float:
     """Mean |rho| of the audio-visual block when each clip's visual features are paired with another
     clip's audio: the level of inter-modal |rho| that chance alone gives at this number of examples."""
@@ -187,6 +206,7 @@ def correlation_study(
         rho = spearman_matrix(np.concatenate([audio_values, visual_values], axis=1))
         blocks = block_means(rho, len(audio_top))
         blocks["audio_visual_shuffled"] = shuffled_audio_visual(audio_values, visual_values, shuffles, rng)
+        blocks.update(beyond_chance(rho, len(audio_top), int(members.sum())))
         studies.append(
             ClassCorrelation(
                 c,
@@ -207,7 +227,8 @@ def summarise_blocks(studies: list[ClassCorrelation]) -> dict[str, float | int]:
     each intra-modal block exceeds the inter-modal one."""
     usable = [s for s in studies if np.isfinite(s.blocks["audio_visual"])]
     summary: dict[str, float | int] = {"classes": len(usable)}
-    for key in ("audio_audio", "visual_visual", "audio_visual", "audio_visual_shuffled"):
+    keys = ("audio_audio", "visual_visual", "audio_visual", "audio_visual_shuffled")
+    for key in keys + tuple(f"{k}_beyond_p01" for k in keys[:3]):
         values = [s.blocks[key] for s in usable if np.isfinite(s.blocks[key])]
         summary[key] = float(np.mean(values)) if values else math.nan
     summary["classes_audio_audio_above_audio_visual"] = sum(
