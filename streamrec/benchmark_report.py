@@ -160,27 +160,31 @@ def print_report(report: BenchReport, console: Console) -> None:
         console.print(table)
 
 
-def plot_latency(report: BenchReport, path: Path) -> None:
-    """Histograms of capture-to-emission latency: the single live stream, and the largest concurrent
-    trial that kept real time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def latency_series(report: BenchReport) -> list[tuple[str, list[float]]]:
+    """What the histogram shows: the single live stream, and the largest concurrent trial that kept real time."""
     series = []
     if report.live:
         series.append((f"1 real-time stream ({report.live.backend})", report.live.latencies_ms))
     best = report.best_streams
     if best and best.latencies_ms:
         series.append((f"{best.streams} concurrent streams", best.latencies_ms))
+    return series
+
+
+def plot_latency(series: list[tuple[str, list[float]]], path: Path) -> None:
+    """Histograms of capture-to-emission latency, one panel per (label, milliseconds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, max(1, len(series)), figsize=(5.5 * max(1, len(series)), 3.6), squeeze=False)
     for ax, (label, values) in zip(axes[0], series):
         ax.hist(values, bins=50, color="#3b6ea5")
         p = Percentiles.of(values)
-        for q, name in ((p.p50, "p50"), (p.p95, "p95"), (p.p99, "p99")):
-            ax.axvline(q, color="#c0392b", linestyle="--", linewidth=1)
-            ax.text(q, ax.get_ylim()[1] * 0.95, f" {name} {q:.0f}", color="#c0392b", fontsize=8, va="top")
+        for q, name, style in ((p.p50, "p50", "-"), (p.p95, "p95", "--"), (p.p99, "p99", ":")):
+            ax.axvline(q, color="#c0392b", linestyle=style, linewidth=1.2, label=f"{name} {q:.1f} ms")
+        ax.legend(fontsize=8, frameon=False)
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("capture to emission (ms)")
         ax.set_ylabel("updates")

@@ -363,7 +363,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     from .benchmark import BenchOptions, run_bench
-    from .benchmark_report import markdown, plot_latency, print_report
+    from .benchmark_report import latency_series, markdown, plot_latency, print_report
 
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     unknown = [b for b in backends if b not in ("torch", "onnxruntime", "tensorrt")]
@@ -384,7 +384,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.markdown:
         path = Path(args.markdown)
         histogram = path.parent / "figures" / f"{path.stem}_latency.png"
-        plot_latency(report, histogram)
+        plot_latency(latency_series(report), histogram)
         path.write_text(markdown(report, histogram, path.parent), encoding="utf-8")
         console.print(f"wrote {path} and {histogram}")
     return 0
