@@ -103,7 +103,7 @@ def preprocess_frame(rgb: np.ndarray, config: FrameConfig) -> np.ndarray:
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """(n, size, size, 3) uint8 RGB -> (n, 3, size, size) float32 in [0, 1], the frame networks' input."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(writable_array(frames, np.uint8)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def writable_array(array: np.ndarray, dtype: type) -> np.ndarray:
