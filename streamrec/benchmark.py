@@ -16,6 +16,7 @@ so the load of a shared machine hits them alike: compare ratios rather than abso
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from .errors import UserError
 from .features import preprocess_frame
 from .media import decode_audio, decode_frames
 from .pipeline import EXAMPLE_CLIP, Runtime, RuntimeOptions
-from .recognizer import Networks, Recognizer, Request, load_networks
+from .recognizer import NetworkInfo, Networks, Recognizer, Request, load_networks
 from .sinks import CallbackSink
 from .smoothing import Smoother
 from .sources import CaptureFormat, SourceSpec
@@ -398,7 +399,7 @@ def stage_latencies(networks: dict[str, Networks], clip: Path, repeats: int, hop
     # Emission: smoothing, the prediction event, its JSON text (what every sink and client receives).
     result = Recognizer(next(iter(networks.values())))([_fusion_request(info, window, images)])[0]
     smoother = Smoother(info.classes)
-    clock = iter(range(10**9))
+    clock = itertools.count()
 
     def emit() -> None:
         t = next(clock) * hop_seconds
@@ -412,7 +413,7 @@ def stage_latencies(networks: dict[str, Networks], clip: Path, repeats: int, hop
     return rows
 
 
-def _fusion_request(info: Any, window: np.ndarray | None, images: np.ndarray | None) -> Request:
+def _fusion_request(info: NetworkInfo, window: np.ndarray | None, images: np.ndarray | None) -> Request:
     audio_window = None
     if window is not None:
         audio_window = AudioWindow(window[0], 1.0, time.time(), len(window[0]))
@@ -652,8 +653,6 @@ def compute_budget(bundle: Bundle, stages: list[StageRow], backend: str, hop_sec
     from train.models import load_network
     from train.report import multiply_adds
 
-    from .recognizer import NetworkInfo
-
     info = NetworkInfo.from_bundle(bundle)
     rows = []
     if info.has_audio:
@@ -700,7 +699,14 @@ def run_bench(o: BenchOptions, command: str, say: Callable[[str], None] = log.in
         # One intra-op thread per network, as the runtime runs them (pipeline.RuntimeOptions.threads).
         networks = {b: load_networks(bundle.root, b, threads=1) for b in o.backends}
         say(f"stages: {o.repeats} timed calls per stage and backend")
-        report.stages = stage_latencies(networks, EXAMPLE_CLIP, o.repeats, o.hop_seconds)
+        import torch
+
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as the runtime runs (RuntimeOptions.threads)
+        try:
+            report.stages = stage_latencies(networks, EXAMPLE_CLIP, o.repeats, o.hop_seconds)
+        finally:
+            torch.set_num_threads(torch_threads)
         say(f"compute: multiply-adds and this CPU's peak ({best})")
         report.compute = compute_budget(bundle, report.stages, best, o.hop_seconds)
         say(f"live: {o.pieces * o.piece_seconds:g} s in real time with {len(changes) - 1} instrument changes ({best})")
