@@ -277,6 +277,28 @@ def load_embedding(path: Path, cnn: EmbeddingCNN) -> dict:
     return saved["summary"]
 
 
+class AttentionHead(nn.Module):
+    """The attention model from its representation on: what trains over a frozen representation. It
+    holds the whole model, so fit() keeps and restores the model's best weights."""
+
+    def __init__(self, model: AttentionAIR) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, representation: torch.Tensor) -> torch.Tensor:
+        return self.model.attend(representation)
+
+
+def represent_clips(model: AttentionAIR, logmel: LogMel, clips: list[Clip], window: int) -> torch.Tensor:
+    """(n_clips, features, steps, 1): what the head sees of each clip's central `window` samples."""
+    chunks = []
+    for i in range(0, len(clips), 32):
+        audio = [c.audio for c in clips[i : i + 32]]
+        windows = np.concatenate([take_windows(a, [max(0, (len(a) - window) // 2)], window) for a in audio])
+        chunks.append(batched(model.embed_patches, logmel(torch.from_numpy(windows)), size=32))
+    return torch.cat(chunks)
+
+
 def freeze_representation(
     model: AttentionAIR, logmel: LogMel, setup: AudioSetup, train_clips: list[Clip], embedding: Path | None
 ) -> None:

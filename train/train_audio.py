@@ -131,12 +131,6 @@ def train_audio(options: AudioTrainOptions) -> dict:
     )
     model = build_audio_model(dims)
     logmel = LogMel(setup.frontend)
-    if dims.representation != "joint":
-        # Seed 003's second stage: the representation is fixed (random or pre-trained) and scaled to
-        # [0, 1] on training clips; only the head trains. Imported here: train.pretrain builds on this module.
-        from .pretrain import freeze_representation
-
-        freeze_representation(model, logmel, setup, train_clips, options.embedding)
     probabilities_out = outputs_probabilities(dims)
     masks = torch.nn.Sequential(
         torchaudio.transforms.FrequencyMasking(setup.frontend.n_mels // 8, iid_masks=True),
@@ -148,6 +142,19 @@ def train_audio(options: AudioTrainOptions) -> dict:
         else setup.frontend.window_samples
     )
     crops = options.crops_per_clip if setup.crop == "uniform" else 1
+    frozen = dims.representation != "joint"
+    if frozen:
+        # Seed 003's second stage: the representation is fixed (random or pre-trained) and scaled to [0, 1]
+        # on training clips, then computed once per clip (its central crop); only the head trains, on
+        # those. Imported here because train.pretrain builds on this module.
+        from .pretrain import AttentionHead, batched, freeze_representation, represent_clips
+
+        if options.specaugment:
+            raise UserError("SpecAugment needs the representation recomputed every epoch; not with a frozen one")
+        freeze_representation(model, logmel, setup, train_clips, options.embedding)
+        train_inputs = represent_clips(model, logmel, train_clips, window)
+        val_inputs = represent_clips(model, logmel, val_clips, window)
+        val_targets, _ = encode_targets([c.record for c in val_clips], classes)
     background = BackgroundSource(setup.frontend.sample_rate) if setup.background else None
     background_rows = round(options.batch_size / n_outputs) if background else 0  # as often as one class
 
@@ -156,6 +163,9 @@ def train_audio(options: AudioTrainOptions) -> dict:
         order = balanced_indices(targets, len(train_clips) * crops, rng)
         for start in range(0, len(order), options.batch_size):
             chosen = order[start : start + options.batch_size]
+            if frozen:
+                yield train_inputs[chosen], torch.from_numpy(multi_hot[chosen])
+                continue
             windows = random_windows(train_clips, chosen, window, rng)
             label = torch.from_numpy(multi_hot[chosen]) if probabilities_out else torch.from_numpy(targets[chosen])
             if background is not None:
@@ -173,12 +183,15 @@ def train_audio(options: AudioTrainOptions) -> dict:
         return torch.nn.functional.cross_entropy(outputs, label)
 
     def validate() -> float:
+        if frozen:
+            scores = batched(model.attend, val_inputs).numpy()
+            return classification_report(scores, val_targets, classes)["f1_macro"]
         return evaluate_audio(model, logmel, setup, val_clips, classes)[0]["f1_macro"]
 
     options.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     result = fit(
-        model,
+        AttentionHead(model) if frozen else model,
         batches,
         loss_fn,
         validate,

@@ -388,17 +388,19 @@ class AttentionAIR(AudioNet):
         e = self.raw_representation(logmel)
         return self.scaler(e) if self.scaler is not None else e
 
-    def _attend(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.embed_patches(logmel)
-        h = self.post(e) + self.skip(e)  # residual connection around the 1x1 block
-        return h, self.dropout(h)
+    def _hidden(self, representation: torch.Tensor) -> torch.Tensor:
+        return self.post(representation) + self.skip(representation)  # residual connection around the 1x1 block
 
     def embed(self, logmel: torch.Tensor) -> torch.Tensor:
-        h, _ = self._attend(logmel)
-        return h.mean(dim=(2, 3))
+        return self._hidden(self.embed_patches(logmel)).mean(dim=(2, 3))
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        _, h = self._attend(logmel)
+        return self.attend(self.embed_patches(logmel))
+
+    def attend(self, representation: torch.Tensor) -> torch.Tensor:
+        """The head alone: embed_patches()'s output -> probabilities. Over a frozen representation it
+        trains on representations computed once, as seed 003's second stage does."""
+        h = self.dropout(self._hidden(representation))
         activity = torch.sigmoid(self.activity(h))  # (batch, classes, steps, 1)
         attention = torch.sigmoid(self.attention(h))
         attention = attention / attention.sum(dim=2, keepdim=True).clamp_min(1e-6)

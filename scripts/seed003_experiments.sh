@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Reproduces seed 003's comparison in docs/results.md (Taenzer et al., Figures 2 and 3): the attention
+# model over five representations of the same corpus, each trained with the same time budget:
+#   log-mel frames; a random, frozen embedding CNN; the embedding CNN pre-trained on the training
+#   split by denoising additive Gaussian noise (Den +), by denoising multiplicative Bernoulli noise
+#   (Den ⊙), and by instrument classification.
+# Then the table (stdout and RUNS/seed003.md) and docs/figures/seed003_f1_per_class.png.
+# Usage: scripts/seed003_experiments.sh [CORPUS] [RUNS_DIR]; MINUTES=N sets each run's budget
+# (pre-training and attention alike); LOCK=FILE waits while FILE exists before each run and holds it
+# during the run, for machines shared with jobs that need them quiet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CORPUS=${1:-corpus}
+RUNS=${2:-runs/seed003}
+MINUTES=${MINUTES:-3.5}
+LOCK=${LOCK:-}
+held=""
+release() { if [ -n "$held" ]; then rm -f "$LOCK"; held=""; fi; }
+trap release EXIT INT TERM
+acquire() {
+  [ -n "$LOCK" ] || return 0
+  # noclobber makes the creation atomic: whoever creates the file holds it.
+  until (set -o noclobber; echo "scripts/seed003_experiments.sh ($$)" >"$LOCK") 2>/dev/null; do sleep 10; done
+  held=1
+}
+step() {
+  local command=$1; shift
+  acquire
+  .venv/bin/python -m train.seed003 "$command" "$CORPUS" "$@" --max-minutes "$MINUTES"
+  release
+}
+mkdir -p "$RUNS/pretrain"
+for objective in gaussian bernoulli classification; do
+  step pretrain "$RUNS/pretrain/$objective.pt" --objective "$objective"
+done
+step attention "$RUNS/logmel" --representation logmel
+step attention "$RUNS/random" --representation embedding
+step attention "$RUNS/denoise-gaussian" --embedding "$RUNS/pretrain/gaussian.pt"
+step attention "$RUNS/denoise-bernoulli" --embedding "$RUNS/pretrain/bernoulli.pt"
+step attention "$RUNS/classification" --embedding "$RUNS/pretrain/classification.pt"
+.venv/bin/python -m train.seed003 report "$RUNS" --figures docs/figures | tee "$RUNS/seed003.md"
