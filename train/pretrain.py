@@ -189,7 +189,7 @@ def pretrain_embedding(options: PretrainOptions) -> dict:
     torch.manual_seed(options.fit.seed)
     encoder = new_embedding_cnn(frontend.n_mels)
     # Fixed input standardisation from the training patches, so corruptions and targets share one scale.
-    sample, _ = fixed_patches(train_clips, 1, window)
+    sample, _ = fixed_patches(train_clips, 3, window)
     sample_logmel = batched(logmel, torch.from_numpy(sample))
     encoder.standardise.fit_standard(sample_logmel.permute(0, 2, 1).reshape(-1, frontend.n_mels))
 
