@@ -16,7 +16,8 @@ MINUTES=${MINUTES:-3.5}
 LOCK=${LOCK:-}
 held=""
 release() { if [ -n "$held" ]; then rm -f "$LOCK"; held=""; fi; }
-trap release EXIT INT TERM
+trap release EXIT
+trap 'release; exit 130' INT TERM
 acquire() {
   [ -n "$LOCK" ] || return 0
   # noclobber makes the creation atomic: whoever creates the file holds it.

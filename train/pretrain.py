@@ -220,6 +220,7 @@ def pretrain_embedding(options: PretrainOptions) -> dict:
             return nn.functional.mse_loss(outputs, target)
         return nn.functional.cross_entropy(outputs, target)
 
+    @torch.no_grad()
     def validate() -> float:
         """fit() keeps the highest score: the validation F1, or minus the validation reconstruction error
         (the same corruption draw every epoch, so epochs compare)."""

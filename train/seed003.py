@@ -118,17 +118,16 @@ def plot_figures(results: list[dict], out: Path) -> list[Path]:
     floor = max(0.0, np.floor(lowest * 10) / 10 - 0.05)  # zoom in: the interesting part is near the top
     bars.set_ylim(floor, 1.0)
     bars.set_xticks(x, classes, rotation=45, ha="right", fontsize=8)
-    bars.set_ylabel("F1-macro (test)")
-    bars.set_title("per instrument", fontsize=10)
-    bars.legend(fontsize=7, ncol=len(results), loc="lower center")
+    bars.set_ylabel("F1-macro per instrument (test)", fontsize=9)
+    bars.legend(fontsize=7, ncol=len(results), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     data = [np.array(r["per_class"])[~np.isnan(r["per_class"])] for r in results]
-    plot = boxes.boxplot(data, patch_artist=True, widths=0.6)
+    plot = boxes.boxplot(data, patch_artist=True, widths=0.6, medianprops={"color": "black"})
     for patch, colour in zip(plot["boxes"], colours):
         patch.set_facecolor(colour)
     boxes.scatter(range(1, len(results) + 1), [r["test"]["f1_pos_neg"] for r in results], color="black", zorder=3, s=12)
     boxes.set_xticks(range(1, len(results) + 1), [r["row"].label for r in results], rotation=45, ha="right", fontsize=7)
     boxes.set_ylim(floor, 1.0)
-    boxes.set_title("over instruments (dot: mean)", fontsize=10)
+    boxes.set_title("over instruments (line: median, dot: mean)", fontsize=8)
     path = out / "seed003_f1_per_class.png"
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
