@@ -139,6 +139,10 @@ def cmd_train_audio(args: argparse.Namespace) -> int:
         specaugment=args.specaugment,
         resume=args.resume,
         workers=args.workers,
+        channels=args.channels,
+        embedding_dim=args.embedding_dim,
+        representation=args.representation,
+        embedding=Path(args.embedding) if args.embedding else None,
     )
     summary = train_audio(options)
     test = summary["test"]
@@ -490,6 +494,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="conv widths per block, e.g. 16,32,64,128 (default: the seed's sizes)",
     )
     a.add_argument("--embedding-dim", type=_positive_int, metavar="N", help="size of the penultimate features")
+    a.add_argument(
+        "--representation",
+        choices=("joint", "logmel", "embedding"),
+        default="joint",
+        help="attention (seed 003): what the head attends over: an embedding CNN trained with it (joint, "
+        "default), the log-mel frames themselves, or a frozen embedding CNN (random or --embedding)",
+    )
+    a.add_argument(
+        "--embedding",
+        metavar="FILE",
+        help="with --representation embedding: a checkpoint of `python -m train.seed003 pretrain` "
+        "(default: the embedding CNN stays randomly initialised)",
+    )
     a.add_argument("--data", required=True, metavar="DIR", help="dataset directory (labels.csv + clips)")
     a.add_argument("--out", required=True, metavar="BUNDLE", help="model bundle directory to write (created)")
     a.add_argument("--epochs", type=_positive_int, default=60, help="maximum epochs (default 60)")

@@ -169,3 +169,16 @@ def tiny_bundle(tiny_corpus: Path, tmp_path_factory) -> Path:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+@pytest.fixture
+def streamrec_cli():
+    """Runs `streamrec ARGS...` in this process and returns its exit code (the CLI always exits)."""
+    from streamrec.cli import main
+
+    def run(*args: str) -> int:
+        with pytest.raises(SystemExit) as exited:
+            main(list(args))
+        return exited.value.code
+
+    return run

@@ -1,5 +1,7 @@
 """Audio networks, their set-ups, the front end, and a tiny training run."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -101,3 +103,25 @@ def test_tiny_training_run_lowers_the_loss() -> None:
         model, LogMel(config), make_setup("han", frontend="realtime"), np.concatenate([example(1)] * 3)
     )
     assert probabilities.argmax() == 1 and probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_train_audio_cli_builds_the_network_it_is_asked_for(tiny_corpus: Path, tmp_path: Path, streamrec_cli) -> None:
+    """--channels and --embedding-dim reach the bundle; options that do not fit together are one-line errors."""
+    out = tmp_path / "narrow"
+    common = ("train", "audio", "--data", str(tiny_corpus), "--epochs", "1", "--workers", "1")
+    code = streamrec_cli(
+        *common, "--out", str(out), "--arch", "han", "--frontend", "realtime", "--channels", "8,8,16,16",
+        "--embedding-dim", "32",
+    )  # fmt: skip
+    assert code == 0
+    dims = Bundle.load(out).network("audio")["dims"]
+    assert (dims["channels"], dims["embedding_dim"]) == ([8, 8, 16, 16], 32)
+
+    assert streamrec_cli(*common, "--out", str(tmp_path / "a"), "--arch", "han", "--representation", "logmel") == 2
+    missing = str(tmp_path / "missing.pt")
+    assert streamrec_cli(*common, "--out", str(tmp_path / "b"), "--arch", "attention", "--embedding", missing) == 2
+    assert streamrec_cli(
+        *common, "--out", str(tmp_path / "c"), "--arch", "attention", "--representation", "embedding",
+        "--embedding", missing,
+    ) == 2  # fmt: skip
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()

@@ -1,13 +1,12 @@
 """Seed 003's comparison on a corpus: the attention model over several representations.
 
     python -m train.seed003 pretrain DATA OUT.pt --objective gaussian|bernoulli|classification
-    python -m train.seed003 attention DATA BUNDLE --representation logmel|embedding [--embedding OUT.pt]
+    streamrec train audio --arch attention --representation logmel|embedding [--embedding OUT.pt] ...
     python -m train.seed003 report RUNS --figures docs/figures
 
-`attention` is `streamrec train audio --arch attention` with the two representation options of
-AudioTrainOptions. `report` writes the Markdown table and the two figures of Taenzer et al.
-(Figures 2 and 3): F1 per class, one bar per representation, and a box plot over classes.
-scripts/seed003_experiments.sh runs the whole study.
+`pretrain` writes an embedding checkpoint for `streamrec train audio --embedding`. `report` writes
+the Markdown table and the two figures of Taenzer et al. (Figures 2 and 3): F1 per class, one bar
+per representation, and a box plot over classes. scripts/seed003_experiments.sh runs the whole study.
 """
 
 from __future__ import annotations
@@ -24,11 +23,8 @@ import numpy as np
 from streamrec.bundle import Bundle
 from streamrec.errors import UserError
 
-from .audio_setup import make_setup
 from .loop import FitOptions
-from .models.audio import REPRESENTATIONS
 from .pretrain import OBJECTIVES, PretrainOptions, pretrain_embedding
-from .train_audio import AudioTrainOptions, train_audio
 
 
 @dataclass(frozen=True)
@@ -157,28 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train.seed003", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser, epochs: int, patience: int, lr: float, batch_size: int) -> None:
-        p.add_argument("data", type=Path, help="dataset directory (labels.csv + clips)")
-        p.add_argument("--epochs", type=int, default=epochs, help=f"maximum epochs (default {epochs})")
-        p.add_argument("--patience", type=int, default=patience, help=f"early stopping (default {patience})")
-        p.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr:g})")
-        p.add_argument("--batch-size", type=int, default=batch_size, help=f"default {batch_size}")
-        p.add_argument("--max-minutes", type=float, help="stop after this much training time")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--workers", type=int, default=2, help="decoding processes")
-
     p = commands.add_parser("pretrain", help="pre-train the embedding CNN with one of seed 003's objectives")
-    common(p, epochs=50, patience=5, lr=1e-4, batch_size=64)
+    p.add_argument("data", type=Path, help="dataset directory (labels.csv + clips)")
+    p.add_argument("--epochs", type=int, default=50, help="maximum epochs (default 50)")
+    p.add_argument("--patience", type=int, default=5, help="early stopping (default 5, as the seed)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, as the seed)")
+    p.add_argument("--batch-size", type=int, default=64, help="default 64")
+    p.add_argument("--max-minutes", type=float, help="stop after this much training time")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="decoding processes")
     p.add_argument("out", type=Path, help="embedding checkpoint to write (.pt; a .json summary beside it)")
     p.add_argument("--objective", choices=OBJECTIVES, required=True)
-
-    a = commands.add_parser("attention", help="train the attention model over one representation")
-    # Seed 003 trains the head for 350 epochs and keeps the best on validation (no early stopping); the
-    # batch of 16 (not 128) gives the costlier log-mel row enough updates within a CPU budget of minutes.
-    common(a, epochs=350, patience=350, lr=1e-3, batch_size=16)
-    a.add_argument("out", type=Path, help="model bundle directory to write")
-    a.add_argument("--representation", choices=REPRESENTATIONS, default="embedding")
-    a.add_argument("--embedding", type=Path, help="pre-trained embedding checkpoint (default: random, frozen)")
 
     r = commands.add_parser("report", help="table (Markdown, stdout) and figures of the runs under RUNS")
     r.add_argument("runs", type=Path)
@@ -196,18 +181,6 @@ def main(argv: list[str] | None = None) -> int:
             )
             summary = pretrain_embedding(options)
             print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
-        elif args.command == "attention":
-            options = AudioTrainOptions(
-                args.data,
-                args.out,
-                make_setup("attention"),
-                _fit_options(args),
-                batch_size=args.batch_size,
-                workers=args.workers,
-                representation=args.representation,
-                embedding=args.embedding,
-            )
-            print(json.dumps(train_audio(options), indent=2))
         else:
             print(report(args.runs, args.figures))
     except UserError as error:

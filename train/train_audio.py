@@ -111,6 +111,12 @@ def background_report(
 def train_audio(options: AudioTrainOptions) -> dict:
     """Trains, picks the best epoch by validation F1, evaluates on test, and writes the bundle's audio network."""
     setup = options.setup
+    if options.representation != "joint" and setup.arch != "attention":
+        raise UserError(f"only the attention model takes a representation other than 'joint', not {setup.arch!r}")
+    if options.embedding is not None and options.representation != "embedding":
+        raise UserError("a pre-trained embedding needs the attention model with representation 'embedding'")
+    if options.embedding is not None and not options.embedding.is_file():
+        raise UserError(f"{options.embedding}: no such embedding checkpoint")
     sample_rate = setup.frontend.sample_rate
     train_clips, classes, skipped = audio_clips(options.data, "train", sample_rate, options.workers)
     val_clips, _, _ = audio_clips(options.data, "val", sample_rate, options.workers)
@@ -124,8 +130,6 @@ def train_audio(options: AudioTrainOptions) -> dict:
 
     n_outputs = len(classes) + (1 if setup.background else 0)
     dims = default_dims(setup.arch, n_outputs, setup.frontend.n_mels, options.representation)
-    if options.embedding is not None and dims.representation != "embedding":
-        raise UserError("a pre-trained embedding needs the attention model with representation 'embedding'")
     dims = replace(
         dims, channels=options.channels or dims.channels, embedding_dim=options.embedding_dim or dims.embedding_dim
     )
