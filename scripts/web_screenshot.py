@@ -27,8 +27,24 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    run = subprocess.Popen([sys.executable, "-m", "streamrec", "run", str(EXAMPLE_CLIP), "--realtime", "--no-view",
-                            "--duration", str(args.seconds + 5), "--explain", "--web", f"127.0.0.1:{port}", "--wait-clients", "1"])
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamrec",
+            "run",
+            str(EXAMPLE_CLIP),
+            "--realtime",
+            "--no-view",
+            "--duration",
+            str(args.seconds + 5),
+            "--explain",
+            "--web",
+            f"127.0.0.1:{port}",
+            "--wait-clients",
+            "1",
+        ]
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "chromium"
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1000,1000"):
