@@ -57,9 +57,12 @@ def _torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _time_round_robin(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+def time_round_robin(
+    calls: dict[str, Callable[[], object]], repeats: int, warmup: int = WARMUP
+) -> dict[str, list[float]]:
+    """Milliseconds per call, one call of each in turn, so a passing load hits every candidate alike."""
     for call in calls.values():
-        for _ in range(WARMUP):
+        for _ in range(warmup):
             call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
@@ -95,7 +98,7 @@ def compare_backends(bundle: Bundle | str | Path, batch_sizes: Sequence[int] = (
                 for batch in batch_sizes:
                     feed = {name: value[:batch] for name, value in inputs.items()}
                     calls = {variant: (lambda e=engine, f=feed: e.infer(f)) for variant, engine in engines.items()}
-                    times = _time_round_robin(calls, repeats)
+                    times = time_round_robin(calls, repeats)
                     reference = float(np.median(times[("torch", "fp32")]))
                     for (backend, precision), samples in times.items():
                         median = float(np.median(samples))
@@ -172,8 +175,8 @@ def compare_frontends(presets: Sequence[str] = ("realtime", "han"), batch_sizes:
                     expected = reference(x).numpy()
                     got = session.run(None, {"waveform": x.numpy()})[0]
                     feed = {"waveform": x.numpy()}
-                    times = _time_round_robin({"torch": lambda x=x, m=reference: m(x),
-                                               "onnx": lambda f=feed, s=session: s.run(None, f)}, repeats)
+                    times = time_round_robin({"torch": lambda x=x, m=reference: m(x),
+                                              "onnx": lambda f=feed, s=session: s.run(None, f)}, repeats)
                 rows.append(FrontendRow(preset, batch, float(np.median(times["torch"])),
                                         float(np.median(times["onnx"])), float(np.abs(got - expected).max())))
     return rows

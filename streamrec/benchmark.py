@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from engines.bench import time_round_robin
+
 from .bundle import Bundle
 from .errors import UserError
 from .features import preprocess_frame
@@ -337,20 +339,6 @@ def make_long_clip(out: Path, seconds: float) -> None:
 # --- stages ---------------------------------------------------------------------------------------
 
 
-def _round_robin(calls: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, list[float]]:
-    """Milliseconds per call, one call of each in turn, so a passing load hits every candidate alike."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
-
-
 def stage_latencies(networks: dict[str, Networks], clip: Path, repeats: int, hop_seconds: float) -> list[StageRow]:
     """Every stage of one update at batch 1, on windows and frames of a real clip: decode (per packet),
     front end, audio network, frame network, fusion, emission (smoothing, event, JSON)."""
@@ -369,7 +357,7 @@ def stage_latencies(networks: dict[str, Networks], clip: Path, repeats: int, hop
     image = images[:1] if images is not None else None
 
     def per_backend(stage: str, unit: str, make: Callable[[str, Networks], Callable[[], object]]) -> None:
-        times = _round_robin({name: make(name, n) for name, n in networks.items()}, repeats)
+        times = time_round_robin({name: make(name, n) for name, n in networks.items()}, repeats)
         rows.extend(StageRow(stage, name, unit, Percentiles.of(t)) for name, t in times.items())
 
     if window is not None:
@@ -408,7 +396,7 @@ def stage_latencies(networks: dict[str, Networks], clip: Path, repeats: int, hop
             prediction_event("s", 0, t, time.time(), info.classes, result, smoothed.active, 1.0), separators=(",", ":")
         )
 
-    emission = _round_robin({"emission": emit}, repeats)["emission"]
+    emission = time_round_robin({"emission": emit}, repeats)["emission"]
     rows.append(StageRow("emission", "-", "smoothing + event + JSON", Percentiles.of(emission)))
     return rows
 

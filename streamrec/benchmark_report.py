@@ -76,15 +76,7 @@ def tables(report: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
         out.append(
             (
                 "Concurrent real-time streams (identical, started together)",
-                [
-                    "streams",
-                    "kept real time",
-                    "skipped windows",
-                    "worst p95 ms",
-                    "CPU % of one core",
-                    "CPU % per stream",
-                    "peak RSS MB",
-                ],
+                STREAM_HEADER,
                 [
                     [
                         str(t.streams),
@@ -123,15 +115,7 @@ def tables(report: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
             (
                 f"Compute against the peak (one thread {c.peak_gmacs_one_thread:.1f}, "
                 f"{c.threads} threads {c.peak_gmacs_all_threads:.1f} G multiply-adds/s)",
-                [
-                    "network",
-                    "M mult-adds / call",
-                    "calls / s of media",
-                    "M mult-adds / s of media",
-                    "ms / call",
-                    "G mult-adds/s reached",
-                    "share of 1-thread peak",
-                ],
+                COMPUTE_HEADER,
                 [
                     [
                         r.network,
