@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from streamrec.benchmark import time_round_robin
 from streamrec.bundle import KINDS, Bundle
 from streamrec.features import LOG_OFFSET, LOGMEL_PRESETS, LogMel, LogMelConfig
 
@@ -30,8 +30,6 @@ from .loader import EngineOptions, load_engine
 from .tensorrt_engine import tensorrt_status
 
 log = logging.getLogger(__name__)
-
-WARMUP = 3  # untimed calls per engine first: allocations, lazy kernel selection
 
 
 @dataclass(frozen=True)
@@ -55,22 +53,6 @@ def _torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def time_round_robin(
-    calls: dict[str, Callable[[], object]], repeats: int, warmup: int = WARMUP
-) -> dict[str, list[float]]:
-    """Milliseconds per call, one call of each in turn, so a passing load hits every candidate alike."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def _variants() -> list[tuple[str, str]]:

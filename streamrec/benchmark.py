@@ -32,8 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from engines.bench import time_round_robin
-
 from .bundle import Bundle
 from .errors import UserError
 from .features import preprocess_frame
@@ -337,6 +335,21 @@ def make_long_clip(out: Path, seconds: float) -> None:
 
 
 # --- stages ---------------------------------------------------------------------------------------
+
+
+def time_round_robin(calls: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Milliseconds per call, one call of each in turn, so a passing load hits every candidate alike.
+    The first `warmup` calls of each are not timed (allocations, lazy kernel selection)."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def stage_latencies(networks: dict[str, Networks], clip: Path, repeats: int, hop_seconds: float) -> list[StageRow]:
