@@ -1,7 +1,7 @@
 """What every inference engine offers: named tensor specs in and out, and `infer` on numpy arrays.
 
 An engine runs one network of a model bundle (kind "audio", "video" or "fusion"); the graphs each kind
-exposes are described in engines.export. Backends: "torch" (the reference), "onnxruntime" (CPU),
+exposes are described in streamrec.engines.export. Backends: "torch" (the reference), "onnxruntime" (CPU),
 "tensorrt" (NVIDIA GPU).
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from streamrec.errors import UserError
+from streamrec.core.errors import UserError
+from streamrec.core.graphs import TensorSpec
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -22,25 +22,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 class EngineError(UserError):
     """An engine that cannot be had as asked: unknown or unavailable backend, unsupported precision."""
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One named input or output. `shape` has None where a dimension is dynamic (always the batch axis)."""
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str = "float32"  # numpy dtype name
-
-    def matches(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(self.shape) and all(d is None or d == n for d, n in zip(self.shape, shape))
-
-    def describe(self) -> str:
-        dims = ", ".join("?" if d is None else str(d) for d in self.shape)
-        return f"{self.name} ({dims}) {self.dtype}"
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
 @runtime_checkable

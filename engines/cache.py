@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streamrec.bundle import Bundle, sha256_of
+from streamrec.core.bundle import Bundle, sha256_of
 
 log = logging.getLogger(__name__)
 

@@ -8,16 +8,16 @@ Batch is the one dynamic axis. The audio graph's frames axis is fixed to the win
 (LogMelConfig.frames_per_window): with a symbolic frames axis the dynamo exporter translates the
 attention network's ceil division (`-(-frames // patch)`) as a truncating Div, dropping the last patch
 (measured: 10 patches instead of 11, embedding off by 0.17), and the TorchScript exporter does the same
-even without it. A caller zero-pads a window shorter than that, as train.audio_setup.take_windows does.
+even without it. A caller zero-pads a window shorter than that, as streamrec.core.audio_setup.take_windows does.
 Audio `scores` are logits except for the "attention" architecture, whose forward()
 already gives probabilities: `scores_are_probabilities` in the export metadata says which; with
 `background` true their last column is "no instrument" rather than a class of the taxonomy.
 
 Why the audio graph takes the log-mel and not the waveform. The alternative, a waveform input with the
 front end inside the graph (STFT as a conv1d with fixed Hann-windowed cos/sin kernels, then the
-torchaudio mel matrix; engines.bench.ConvLogMel), was built and measured against streamrec.features.LogMel
+torchaudio mel matrix; streamrec.bench.engines.ConvLogMel), was built and measured against streamrec.core.features.LogMel
 (torchaudio, FFT) on this 2-core CPU with a training job sharing it (medians of 20 runs, 1 thread;
-`python -m engines.bench --model DIR --frontends` reproduces them):
+`python -m streamrec.bench.engines --model DIR --frontends` reproduces them):
 
     front end latency          realtime preset (16 kHz, 1 s)    han preset (22.05 kHz, 1 s)
                                batch 1      batch 8             batch 1      batch 8
@@ -37,7 +37,7 @@ So the front end stays outside the graph: torchaudio's FFT is 1.2-2x faster at b
 at batch 8 (eval's crops, several streams), it is exactly the module the networks were trained with, and
 it stays FP32 whatever precision the network engine runs in (on a GPU, LogMel runs on CUDA tensors ahead
 of the TensorRT engine). The cost: a caller computes the log-mel itself, with
-LogMel(LogMelConfig(**engine.metadata["frontend"])); engines.networks.EngineNetworks does.
+LogMel(LogMelConfig(**engine.metadata["frontend"])); streamrec.engines.networks.EngineNetworks does.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamrec.bundle import Bundle
-from streamrec.features import LogMel, LogMelConfig
-
-from .base import TensorSpec
+from streamrec.core.bundle import Bundle
+from streamrec.core.features import LogMel, LogMelConfig
+from streamrec.core.graphs import GraphSpec, example_inputs, graph_metadata, graph_module, graph_spec
 
 log = logging.getLogger(__name__)
 
@@ -73,141 +71,11 @@ EXPORT_FORMAT = 1
 EXPORT_TOLERANCE = 1e-3
 
 
-@dataclass(frozen=True)
-class GraphSpec:
-    """The inputs and outputs of one kind's graph, and the nominal size of its dynamic non-batch axes."""
-
-    kind: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    nominal: dict[str, tuple[int, ...]]  # per input: a full shape without the batch axis (the usual window)
-    scores_are_probabilities: bool = False
-    frontend: dict | None = None  # audio: the LogMelConfig the caller applies before the engine
-    background: bool = False  # audio: the last score column is "no instrument", not a taxonomy class
-
-
-def graph_spec(bundle: Bundle, kind: str) -> GraphSpec:
-    """The graph a bundle's network of this kind is exported as, read from the manifest alone."""
-    entry = bundle.network(kind)
-    dims = entry["dims"]
-    if kind == "audio":
-        from train.audio_setup import AudioSetup
-        from train.models.audio import AudioDims, outputs_probabilities
-
-        setup = AudioSetup.from_dict(entry["setup"])
-        frontend = setup.frontend
-        audio_dims = AudioDims.from_dict(dims)
-        return GraphSpec(
-            kind,
-            (TensorSpec("logmel", (None, frontend.n_mels, frontend.frames_per_window)),),
-            (TensorSpec("scores", (None, audio_dims.n_classes)),
-             TensorSpec("embedding", (None, audio_dims.embedding_dim))),
-            {"logmel": (frontend.n_mels, frontend.frames_per_window)},
-            outputs_probabilities(audio_dims),
-            frontend.to_dict(),
-            setup.background,
-        )
-    if kind == "video":
-        from train.models.video import VideoDims
-
-        video_dims = VideoDims.from_dict(dims)
-        size = video_dims.input_size
-        return GraphSpec(
-            kind,
-            (TensorSpec("images", (None, 3, size, size)),),
-            (TensorSpec("logits", (None, video_dims.n_classes)),
-             TensorSpec("embedding", (None, video_dims.embedding_dim))),
-            {"images": (3, size, size)},
-        )
-    if kind == "fusion":
-        from train.models.fusion import FusionDims
-
-        f = FusionDims.from_dict(dims)
-        return GraphSpec(
-            kind,
-            (TensorSpec("audio", (None, f.audio_dim)), TensorSpec("frames", (None, f.k_frames, f.video_dim)),
-             TensorSpec("present", (None, 2))),
-            (TensorSpec("logits", (None, f.n_classes)),),
-            {"audio": (f.audio_dim,), "frames": (f.k_frames, f.video_dim), "present": (2,)},
-        )
-    raise ValueError(f"unknown network kind {kind!r}")
-
-
-def graph_metadata(bundle: Bundle, kind: str) -> dict[str, Any]:
-    """What a caller of any engine of this kind needs besides the tensors (every engine's `metadata`)."""
-    spec = graph_spec(bundle, kind)
-    return {
-        "kind": kind,
-        "arch": bundle.network(kind)["arch"],
-        "weights_sha256": bundle.network(kind)["sha256"],
-        "inputs": [s.to_dict() for s in spec.inputs],
-        "outputs": [s.to_dict() for s in spec.outputs],
-        "scores_are_probabilities": spec.scores_are_probabilities,
-        "frontend": spec.frontend,
-        "background": spec.background,
-    }
-
-
-class AudioGraph(nn.Module):
-    """logmel -> (scores, embedding). Non-attention networks reuse the embedding for the classifier."""
-
-    def __init__(self, net: nn.Module, probabilities: bool) -> None:
-        super().__init__()
-        self.net, self.probabilities = net, probabilities
-
-    def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.net.embed(logmel)
-        # The attention network's forward() is not classifier(embed()): it pools class activity over time.
-        scores = self.net(logmel) if self.probabilities else self.net.classifier(embedding)
-        return scores, embedding
-
-
-class VideoGraph(nn.Module):
-    """images -> (logits, embedding), running the trunk once."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.net.head.project(self.net.trunk(images))
-        return self.net.head.classifier(embedding), embedding
-
-
-def graph_module(bundle: Bundle, kind: str) -> nn.Module:
-    """The bundle's network of this kind wrapped to the graph's outputs, in eval mode on the CPU."""
-    from train.models import load_network
-
-    net = load_network(bundle, kind)
-    if kind == "audio":
-        return AudioGraph(net, graph_spec(bundle, kind).scores_are_probabilities).eval()
-    if kind == "video":
-        return VideoGraph(net).eval()
-    return net.eval()
-
-
 def _dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
     axes: dict[str, dict[int, str]] = {}
     for s in (*spec.inputs, *spec.outputs):
         axes[s.name] = {i: ("batch" if i == 0 else f"{s.name}_{i}") for i, d in enumerate(s.shape) if d is None}
     return axes
-
-
-def example_inputs(spec: GraphSpec, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs of the nominal shapes: log-mel-like levels for audio, [0, 1] images, 0/1 presence."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for s in spec.inputs:
-        shape = (batch, *spec.nominal[s.name])
-        if s.name == "logmel":
-            out[s.name] = rng.normal(-6.0, 3.0, shape).astype(np.float32)
-        elif s.name == "images":
-            out[s.name] = rng.random(shape, dtype=np.float32)
-        elif s.name == "present":
-            out[s.name] = rng.integers(0, 2, shape).astype(np.float32)
-        else:
-            out[s.name] = rng.standard_normal(shape).astype(np.float32)
-    return out
 
 
 def _torch_outputs(module: nn.Module, spec: GraphSpec, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -328,9 +196,9 @@ def synthetic_images(count: int, size: int, seed: int = 0) -> np.ndarray:
 
 def _dataset_media(bundle: Bundle, kind: str, data: Path, count: int) -> np.ndarray:
     """Up to `count` audio windows (n, samples) or frames (n, 3, size, size) from a dataset's train split."""
-    from streamrec.features import FrameConfig, frames_to_tensor
-    from train.audio_setup import AudioSetup
-    from train.dataset import DecodeSpec, load_dataset
+    from streamrec.core.audio_setup import AudioSetup
+    from streamrec.core.dataset import DecodeSpec, load_dataset
+    from streamrec.core.features import FrameConfig, frames_to_tensor
 
     if kind == "audio":
         config = AudioSetup.from_dict(bundle.network("audio")["setup"]).frontend

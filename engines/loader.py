@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from streamrec.engines.base import BACKENDS, PRECISIONS, Engine, EngineError
+from streamrec.engines.cache import CachedEngine, EngineCache, EngineKey
+from streamrec.engines.export import EXPORT_FORMAT, OPSET, export_onnx, representative_inputs
+from streamrec.engines.tensorrt_engine import DEFAULT_MAX_BATCH, DEFAULT_OPT_BATCH, tensorrt_status
 
-from streamrec.bundle import KINDS, Bundle
-
-from .base import BACKENDS, PRECISIONS, Engine, EngineError
-from .cache import CachedEngine, EngineCache, EngineKey
-from .export import EXPORT_FORMAT, OPSET, export_onnx, graph_metadata, graph_spec, representative_inputs
-from .tensorrt_engine import DEFAULT_MAX_BATCH, DEFAULT_OPT_BATCH, tensorrt_status
+from streamrec.core.bundle import KINDS, Bundle
+from streamrec.core.graphs import graph_metadata, graph_spec
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,14 @@ def choose_backend(requested: str = AUTO) -> str:
 class EngineOptions:
     """How engines are built and run; everything that changes a built artifact is part of its cache key."""
 
-    threads: int | None = None  # ONNX Runtime intra-op threads (None: engines.onnxruntime_engine.default_threads)
+    threads: int | None = None  # ONNX Runtime intra-op threads (None: streamrec.engines.onnxruntime_engine.default_threads)
     max_batch: int = DEFAULT_MAX_BATCH  # TensorRT profile: batch 1..max_batch
     opt_batch: int = DEFAULT_OPT_BATCH  # TensorRT profile: the batch kernels are tuned for
     calibration_data: Path | None = None  # INT8 calibration from this dataset's train split (else synthetic)
     calibration_examples: int = CALIBRATION_EXAMPLES
     device: str | None = None  # torch backend: "cpu" or "cuda" (None: cuda when available)
     rebuild: bool = False  # ignore what the cache holds
-    cache_dir: Path | None = None  # the engine cache (None: BUNDLE/engines, see engines.cache.cache_root)
+    cache_dir: Path | None = None  # the engine cache (None: BUNDLE/engines, see streamrec.engines.cache.cache_root)
 
 
 def _bundle(bundle: Bundle | str | Path) -> Bundle:
@@ -134,7 +134,7 @@ def compare_with_torch(engine: Engine, bundle: Bundle, kind: str, count: int | N
                        batch: int = 8) -> dict[str, float]:
     """How far a built engine is from the torch reference on representative inputs, fed `batch` at a time:
     the largest absolute difference of each output, and how often the top-1 class agrees."""
-    from .torch_engine import TorchEngine
+    from streamrec.engines.torch_engine import TorchEngine
 
     inputs = representative_inputs(bundle, kind, count or CHECK_EXAMPLES[kind], seed=11)
     reference = TorchEngine(bundle, kind, device="cpu")
@@ -175,7 +175,14 @@ def _load_or_rebuild(cache: EngineCache, key: EngineKey, ensure: Callable[[bool]
 
 def _onnxruntime(bundle: Bundle, kind: str, precision: str, options: EngineOptions, cache: EngineCache,
                  stage: Stage) -> Engine:
-    from .onnxruntime_engine import INT8_OP_TYPES, OnnxRuntimeEngine, check_precision, quantize_int8, runtime_version
+    from streamrec.engines.onnxruntime_engine import (
+        INT8_OP_TYPES,
+        INT8_REDUCE_RANGE,
+        OnnxRuntimeEngine,
+        check_precision,
+        quantize_int8,
+        runtime_version,
+    )
 
     precision = check_precision(precision)
 
@@ -191,7 +198,8 @@ def _onnxruntime(bundle: Bundle, kind: str, precision: str, options: EngineOptio
                                 open_engine, options.rebuild)
 
     key = EngineKey("onnxruntime", kind, precision, {
-        **export_key(bundle, kind).fields, "onnxruntime": runtime_version(), "int8_ops": ",".join(INT8_OP_TYPES)})
+        **export_key(bundle, kind).fields, "onnxruntime": runtime_version(), "int8_ops": ",".join(INT8_OP_TYPES),
+        "int8_reduce_range": INT8_REDUCE_RANGE})
 
     def ensure(again: bool) -> CachedEngine:
         source = ensure_onnx(bundle, kind, cache, options.rebuild, stage)
@@ -215,7 +223,13 @@ def _onnxruntime(bundle: Bundle, kind: str, precision: str, options: EngineOptio
 
 def _tensorrt(bundle: Bundle, kind: str, precision: str, options: EngineOptions, cache: EngineCache,
               stage: Stage) -> Engine:
-    from .tensorrt_engine import BuildOptions, TensorRTEngine, build_plan, calibration_batches, device_fingerprint
+    from streamrec.engines.tensorrt_engine import (
+        BuildOptions,
+        TensorRTEngine,
+        build_plan,
+        calibration_batches,
+        device_fingerprint,
+    )
 
     if precision not in PRECISIONS:
         raise EngineError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
@@ -273,7 +287,7 @@ def _load(bundle: Bundle, kind: str, backend: str, precision: str, options: Engi
     if precision not in PRECISIONS:
         raise EngineError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     if backend == "torch":
-        from .torch_engine import TorchEngine
+        from streamrec.engines.torch_engine import TorchEngine
 
         if precision != "fp32":
             log.warning("the torch backend runs FP32 only; using FP32 instead of %s", precision.upper())
@@ -288,7 +302,7 @@ def _load(bundle: Bundle, kind: str, backend: str, precision: str, options: Engi
 def load_engine(bundle: Bundle | str | Path, kind: str, backend: str = AUTO, precision: str = "fp32",
                 options: EngineOptions | None = None) -> Engine:
     """The engine of one network of a bundle (kind "audio", "video" or "fusion"), built into the bundle's
-    engine cache first when missing, stale or damaged. See engines.export for each kind's inputs and outputs."""
+    engine cache first when missing, stale or damaged. See streamrec.engines.export for each kind's inputs and outputs."""
     loaded = _bundle(bundle)
     return _load(loaded, kind, choose_backend(backend), precision, options or EngineOptions())
 

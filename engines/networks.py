@@ -1,7 +1,7 @@
-"""A bundle's three engines behind streamrec.recognizer's `Networks` protocol (numpy in, probabilities out),
+"""A bundle's three engines behind streamrec.core.networks' `Networks` protocol (numpy in, probabilities out),
 so the live runtime and evaluation run on ONNX Runtime or TensorRT exactly as on torch.
 
-The audio front end (log-mel) runs in torch before the audio engine, FP32 always: engines.export says why.
+The audio front end (log-mel) runs in torch before the audio engine, FP32 always: streamrec.engines.export says why.
 """
 
 from __future__ import annotations
@@ -11,19 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from streamrec.engines.base import Engine
+from streamrec.engines.loader import AUTO, EngineOptions, choose_backend, load_engine
 
-from streamrec.bundle import Bundle
-from streamrec.features import LogMel, LogMelConfig, frames_to_tensor, writable_array
-
-from .base import Engine
-from .loader import EngineOptions, choose_backend, load_engine
+from streamrec.core.bundle import Bundle
+from streamrec.core.features import LogMel, LogMelConfig, frames_to_tensor, writable_array
+from streamrec.core.networks import NetworkInfo, Networks, TorchNetworks
+from streamrec.core.scores import softmax
 
 log = logging.getLogger(__name__)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 class EngineNetworks:
@@ -31,8 +27,6 @@ class EngineNetworks:
 
     def __init__(self, bundle: Bundle | str | Path | None, backend: str = "auto", precision: str = "fp32",
                  options: EngineOptions | None = None) -> None:
-        from streamrec.recognizer import NetworkInfo
-
         loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.info = NetworkInfo.from_bundle(loaded)
         self.backend = choose_backend(backend)
@@ -93,3 +87,17 @@ class EngineNetworks:
     def close(self) -> None:
         for engine in self._engines.values():
             engine.close()
+
+
+def load_networks(bundle_path: str | Path | None = None, backend: str = AUTO, threads: int | None = None) -> Networks:
+    """The networks of a bundle (default: the bundled model) on one inference backend.
+
+    "auto" picks TensorRT with a CUDA GPU, else ONNX Runtime, else torch (streamrec.engines.loader says why);
+    engines are exported and cached beside the bundle on first use. threads: ONNX Runtime intra-op
+    threads per network (None: one per core, up to 4).
+    """
+    bundle = Bundle.load(bundle_path)
+    chosen = choose_backend(backend)  # an unknown or unusable backend: EngineError, a one-line UserError
+    if chosen == "torch":
+        return TorchNetworks(bundle)
+    return EngineNetworks(bundle, chosen, options=EngineOptions(threads=threads))

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .base import EngineBase, EngineError, TensorSpec, check_inputs, log_io
+from streamrec.engines.base import EngineBase, EngineError, TensorSpec, check_inputs, log_io
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def device_fingerprint() -> dict[str, str]:
 def profile_shapes(inputs: Sequence[TensorSpec], nominal: Mapping[str, Sequence[int]], max_batch: int,
                    opt_batch: int = DEFAULT_OPT_BATCH) -> dict[str, tuple[tuple[int, ...], ...]]:
     """(min, opt, max) shapes per input for one optimisation profile: batch 1..max_batch, tuned for opt_batch;
-    every other axis fixed to the graph's nominal shape (engines.export leaves only the batch dynamic)."""
+    every other axis fixed to the graph's nominal shape (streamrec.engines.export leaves only the batch dynamic)."""
     if max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     if not 1 <= opt_batch <= max_batch:

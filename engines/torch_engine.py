@@ -1,4 +1,4 @@
-"""The reference engine: the bundle's PyTorch networks, wrapped to exactly the graphs engines.export exports."""
+"""The reference engine: the bundle's PyTorch networks, wrapped to exactly the graphs streamrec.engines.export exports."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from streamrec.engines.base import EngineBase, check_inputs, log_io
 
-from streamrec.bundle import Bundle
-
-from .base import EngineBase, check_inputs, log_io
-from .export import graph_metadata, graph_module, graph_spec
+from streamrec.core.bundle import Bundle
+from streamrec.core.graphs import graph_metadata, graph_module, graph_spec
 
 log = logging.getLogger(__name__)
 

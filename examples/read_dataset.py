@@ -6,8 +6,8 @@
 import sys
 from collections import Counter
 
-from streamrec.features import LOGMEL_PRESETS, logmel
-from train.dataset import load_dataset
+from streamrec.core.dataset import load_dataset
+from streamrec.core.features import LOGMEL_PRESETS, logmel
 
 if __name__ == "__main__":  # load_dataset's worker processes re-import this file
     data = load_dataset(sys.argv[1] if len(sys.argv) > 1 else "corpus", workers=2)

@@ -10,9 +10,9 @@ and microphones (SourceSpec("microphone", "")); RuntimeOptions adds the websocke
 import sys
 from pathlib import Path
 
-from streamrec.pipeline import Runtime, RuntimeOptions
-from streamrec.sinks import CallbackSink
-from streamrec.sources import parse_source
+from streamrec.runtime.pipeline import Runtime, RuntimeOptions
+from streamrec.runtime.sinks import CallbackSink
+from streamrec.runtime.sources import parse_source
 
 
 def on_event(event: dict) -> None:

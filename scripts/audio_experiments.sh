@@ -24,4 +24,4 @@ run choi-uc --arch choi --crop uc
 run choi-cc --arch choi --crop cc --batch-size 16
 run xception-uc --arch xception --crop uc
 run attention --arch attention --batch-size 16
-.venv/bin/python -m train.report audio "$RUNS"
+.venv/bin/python -m streamrec.train.report audio "$RUNS"

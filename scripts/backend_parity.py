@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from streamrec.engines import load_networks
+from streamrec.train.evaluate import MODALITIES, clip_scores
+from streamrec.train.metrics import classification_report
 
-from streamrec.bundle import Bundle
-from streamrec.recognizer import load_networks
-from train.audio_setup import AudioSetup
-from train.dataset import DecodeSpec, encode_targets, load_dataset
-from train.evaluate import MODALITIES, clip_scores
-from train.metrics import classification_report
+from streamrec.core.audio_setup import AudioSetup
+from streamrec.core.bundle import Bundle
+from streamrec.core.dataset import DecodeSpec, encode_targets, load_dataset
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     if args.precision == "fp32":
         nets[args.backend] = load_networks(bundle.root, args.backend)
     else:
-        from engines.networks import EngineNetworks
+        from streamrec.engines.networks import EngineNetworks
 
         nets[args.backend] = EngineNetworks(bundle, args.backend, args.precision)
     info = nets[args.reference].info

@@ -30,7 +30,7 @@ locked() {
   release
 }
 pretrain() {
-  locked .venv/bin/python -m train.seed003 pretrain "$CORPUS" "$RUNS/pretrain/$1.pt" --objective "$1"
+  locked .venv/bin/python -m streamrec.train.seed003 pretrain "$CORPUS" "$RUNS/pretrain/$1.pt" --objective "$1"
 }
 # Seed 003 trains the head for 350 epochs and keeps the best on validation (no early stopping); the
 # batch of 16 (not 128) gives the costlier log-mel row enough updates within a CPU budget of minutes.
@@ -48,4 +48,4 @@ attention random --representation embedding
 attention denoise-gaussian --representation embedding --embedding "$RUNS/pretrain/gaussian.pt"
 attention denoise-bernoulli --representation embedding --embedding "$RUNS/pretrain/bernoulli.pt"
 attention classification --representation embedding --embedding "$RUNS/pretrain/classification.pt"
-.venv/bin/python -m train.seed003 report "$RUNS" --figures docs/figures | tee "$RUNS/seed003.md"
+.venv/bin/python -m streamrec.train.seed003 report "$RUNS" --figures docs/figures | tee "$RUNS/seed003.md"

@@ -16,7 +16,7 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from streamrec.pipeline import EXAMPLE_CLIP
+from streamrec.core.assets import EXAMPLE_CLIP
 
 
 def main() -> None:

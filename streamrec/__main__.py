@@ -1,3 +1,3 @@
-from .cli import main
+from streamrec.cli import main
 
 main()

@@ -17,16 +17,17 @@ import numpy as np
 import pytest
 import torch
 
-from streamrec.bundle import Bundle
-from streamrec.features import LOGMEL_PRESETS, FrameConfig, LogMel, frames_to_tensor, preprocess_frame
-from streamrec.media import decode_audio, decode_frames
-from streamrec.types import Frame
-from streamrec.windowing import WindowSpec, frames_for_update
-from train.audio_setup import AudioSetup, instrument_probabilities, window_probabilities
-from train.models import load_network
-from train.models.audio import AudioDims, build_audio_model
-from train.models.fusion import FusionDims, LateFusion, fusion_inputs
-from train.models.video import FrameNet, VideoDims
+from streamrec.core.audio_setup import AudioSetup, instrument_probabilities, window_probabilities
+from streamrec.core.bundle import Bundle
+from streamrec.core.features import LOGMEL_PRESETS, FrameConfig, LogMel, frames_to_tensor, preprocess_frame
+from streamrec.core.media import decode_audio, decode_frames
+from streamrec.core.models import load_network
+from streamrec.core.models.audio import AudioDims, build_audio_model
+from streamrec.core.models.fusion import FusionDims, LateFusion
+from streamrec.core.models.video import FrameNet, VideoDims
+from streamrec.core.scores import fusion_inputs
+from streamrec.runtime.types import Frame
+from streamrec.runtime.windowing import WindowSpec, frames_for_update
 
 from .conftest import _AAC, _H264, _sine, _video, ffmpeg, make_av_clip, truncate
 
@@ -100,7 +101,10 @@ def offline_windows(bundle_path: Path, clip: Path, hop_seconds: float = 0.5) -> 
             t = end / rate
             chosen = _chosen(frame_times, t, fusion.dims.k_frames, frame_config.fps)
             frames = frame_embeddings[chosen] if chosen else None
-            inputs = fusion_inputs(audio_net.embed(logmel(torch.from_numpy(window)))[0], frames, fusion.dims)
+            d = fusion.dims
+            audio_embedding = audio_net.embed(logmel(torch.from_numpy(window))).numpy()
+            frame_rows = frames.numpy() if frames is not None else None
+            inputs = [torch.from_numpy(x) for x in fusion_inputs(audio_embedding, frame_rows, d.k_frames, d.audio_dim, d.video_dim)]
             out.append(
                 {
                     "t": t,

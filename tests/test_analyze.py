@@ -11,10 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-from streamrec.explain import gradcam_grid, gradcam_maps
-from train.analyze import (
+from streamrec.train.analyze import (
     beyond_chance,
     block_means,
     class_importance,
@@ -24,8 +21,11 @@ from train.analyze import (
     spearman_matrix,
     top_features,
 )
-from train.models.fusion import FusionDims, LateFusion
-from train.train_fusion import ClipInputs
+from streamrec.train.train_fusion import ClipInputs
+from torch import nn
+
+from streamrec.core.gradcam import gradcam_grid, gradcam_maps
+from streamrec.core.models.fusion import FusionDims, LateFusion
 
 # --- importance and correlation -------------------------------------------------------------------
 
@@ -96,7 +96,7 @@ def test_beyond_chance_is_the_test_level_for_independent_features() -> None:
 
 def _features_with_planted_structure(rng: np.random.Generator, n: int = 60):
     """Two classes; within each, audio features 0-2 share one latent and visual 0-3 another, independent."""
-    from train.analyze import FusionFeatures
+    from streamrec.train.analyze import FusionFeatures
 
     audio_latent, visual_latent = rng.normal(size=(n, 1)), rng.normal(size=(n, 1))
     audio = np.concatenate([audio_latent + 0.05 * rng.normal(size=(n, 3)), rng.normal(size=(n, 5))], axis=1)
@@ -238,7 +238,7 @@ def test_gradcam_puts_its_mass_on_the_planted_pattern() -> None:
 
 
 def test_gradcam_grid_on_the_frame_network() -> None:
-    from train.models.video import FrameNet, VideoDims
+    from streamrec.core.models.video import FrameNet, VideoDims
 
     torch.manual_seed(0)
     network = FrameNet(VideoDims("efficientnet_lite0", n_classes=4), load_backbone=False).eval()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.benchmark import Percentiles, analyse_live, search_streams
+from streamrec.bench.run import Percentiles, analyse_live, search_streams
 
 from .runtime_support import runtime_bundle_fixture  # noqa: F401 (fixtures)
 

@@ -1,4 +1,4 @@
-"""Tests of train.dataset (labels.csv, decoding, the decode cache) and media.FrameSampler on real clips."""
+"""Tests of streamrec.core.dataset (labels.csv, decoding, the decode cache) and media.FrameSampler on real clips."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import train.dataset as ds
-from streamrec.errors import UserError
-from streamrec.features import FrameConfig
-from streamrec.media import FrameSampler, MediaError
-from train.dataset import (
+import streamrec.core.dataset as ds
+from streamrec.core.dataset import (
     ClipCache,
     ClipRecord,
     DatasetError,
@@ -23,6 +20,9 @@ from train.dataset import (
     load_dataset,
     read_labels,
 )
+from streamrec.core.errors import UserError
+from streamrec.core.features import FrameConfig
+from streamrec.core.media import FrameSampler, MediaError
 
 SR = 16000  # Hz, DecodeSpec's default
 CLIP_SECONDS = 3  # duration of the clips conftest.media_dir makes
@@ -55,7 +55,7 @@ def peak_frequency(audio: np.ndarray, sample_rate: int) -> float:
 
 
 def counting_decoder(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Wraps train.dataset.decode_clip; returns the list of rel_paths it gets called with."""
+    """Wraps streamrec.core.dataset.decode_clip; returns the list of rel_paths it gets called with."""
     calls: list[str] = []
     real = ds.decode_clip
 
@@ -166,7 +166,7 @@ def test_dataset_not_a_directory(tmp_path: Path) -> None:
 
 
 def test_load_dataset_skips_bad_rows_and_decodes_the_rest(dataset: Path, tmp_path: Path, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="train.dataset")
+    caplog.set_level(logging.INFO, logger="streamrec.core.dataset")
     loaded = load_dataset(dataset, cache=ClipCache(tmp_path / "cache"), progress=False)
     assert loaded.root == dataset.absolute()
     assert [c.record.rel_path for c in loaded.clips] == GOOD

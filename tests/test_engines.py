@@ -17,18 +17,19 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from streamrec.engines import Engine, EngineError, EngineOptions, TensorSpec, build_engines, choose_backend, load_engine
+from streamrec.engines.cache import EngineCache, EngineKey
+from streamrec.engines.export import representative_inputs
+from streamrec.engines.loader import export_key
+from streamrec.engines.tensorrt_engine import calibration_batches, calibration_profile, profile_shapes, tensorrt_status
+from streamrec.engines.torch_engine import TorchEngine
 
-from engines import Engine, EngineError, EngineOptions, TensorSpec, build_engines, choose_backend, load_engine
-from engines.cache import EngineCache, EngineKey
-from engines.export import example_inputs, graph_spec, representative_inputs
-from engines.loader import export_key
-from engines.tensorrt_engine import calibration_batches, calibration_profile, profile_shapes, tensorrt_status
-from engines.torch_engine import TorchEngine
-from streamrec.bundle import Bundle
-from train.audio_setup import make_setup
-from train.models.audio import AudioDims, build_audio_model
-from train.models.fusion import FusionDims, LateFusion
-from train.models.video import FrameNet, VideoDims
+from streamrec.core.audio_setup import make_setup
+from streamrec.core.bundle import Bundle
+from streamrec.core.graphs import example_inputs, graph_spec
+from streamrec.core.models.audio import AudioDims, build_audio_model
+from streamrec.core.models.fusion import FusionDims, LateFusion
+from streamrec.core.models.video import FrameNet, VideoDims
 
 CLASSES = ("a", "b", "c")
 AUDIO_DIMS = AudioDims("han", 3, 64, channels=(8, 8, 16, 16), embedding_dim=32)
@@ -158,7 +159,7 @@ def test_onnxruntime_matches_torch_at_batch_1_and_8(kind: str, bundle: Bundle, o
 
 def test_torch_engine_reproduces_the_networks_own_outputs(bundle: Bundle) -> None:
     """The export wrappers (scores and embedding from one graph) change nothing: checked against the modules."""
-    from train.models import load_network
+    from streamrec.core.models import load_network
 
     nets = {kind: load_network(bundle, kind) for kind in ("audio", "video", "fusion")}
     for kind, net in nets.items():
@@ -172,10 +173,11 @@ def test_torch_engine_reproduces_the_networks_own_outputs(bundle: Bundle) -> Non
 
 
 def test_engine_networks_match_the_runtimes_torch_networks(bundle: Bundle, ort_engines) -> None:
-    from engines.export import synthetic_images, synthetic_waveforms
-    from engines.networks import EngineNetworks
-    from streamrec.features import LogMelConfig
-    from streamrec.recognizer import TorchNetworks
+    from streamrec.engines.export import synthetic_images, synthetic_waveforms
+    from streamrec.engines.networks import EngineNetworks
+
+    from streamrec.core.features import LogMelConfig
+    from streamrec.core.networks import TorchNetworks
 
     engines, reference = EngineNetworks(bundle, "onnxruntime", options=EngineOptions(threads=1)), TorchNetworks(bundle)
     windows = synthetic_waveforms(3, LogMelConfig())
@@ -241,8 +243,8 @@ def test_fp16_on_onnxruntime_falls_back_to_fp32_with_a_warning(bundle, ort_engin
 
 
 def test_in_graph_front_end_is_close_to_torchaudio() -> None:
-    """The measured alternative to a log-mel input (engines.export's docstring): a conv1d STFT inside the graph."""
-    from engines.bench import compare_frontends
+    """The measured alternative to a log-mel input (streamrec.engines.export's docstring): a conv1d STFT inside the graph."""
+    from streamrec.bench.engines import compare_frontends
 
     (row,) = compare_frontends(presets=("realtime",), batch_sizes=(2,), repeats=1)
     assert row.max_abs_diff < 1e-3
@@ -354,7 +356,7 @@ def test_cache_treats_missing_or_unreadable_sidecars_as_damage(tmp_path: Path, c
 
 
 def test_cache_falls_back_to_the_user_cache_for_a_read_only_bundle(audio_bundle, tmp_path, monkeypatch) -> None:
-    from engines import cache as cache_module
+    from streamrec.engines import cache as cache_module
 
     monkeypatch.setattr(cache_module.os, "access", lambda path, mode: False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -374,19 +376,19 @@ def _fake_tensorrt(monkeypatch, gpu: bool) -> None:
 
 def test_auto_prefers_tensorrt_with_a_gpu(monkeypatch, caplog) -> None:
     _fake_tensorrt(monkeypatch, gpu=True)
-    with caplog.at_level(logging.INFO, logger="engines.loader"):
+    with caplog.at_level(logging.INFO, logger="streamrec.engines.loader"):
         assert choose_backend("auto") == "tensorrt"
     assert "TensorRT 10.9.0 on Fake GPU" in caplog.text
 
 
 def test_auto_falls_back_to_onnxruntime_and_says_why(monkeypatch, caplog) -> None:
     _fake_tensorrt(monkeypatch, gpu=False)
-    with caplog.at_level(logging.INFO, logger="engines.loader"):
+    with caplog.at_level(logging.INFO, logger="streamrec.engines.loader"):
         assert choose_backend("auto") == "onnxruntime"
     assert "no CUDA GPU" in caplog.text
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt raises ImportError
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="engines.loader"):
+    with caplog.at_level(logging.INFO, logger="streamrec.engines.loader"):
         assert choose_backend() == "onnxruntime"
     assert "TensorRT is not installed" in caplog.text
 
@@ -394,7 +396,7 @@ def test_auto_falls_back_to_onnxruntime_and_says_why(monkeypatch, caplog) -> Non
 def test_auto_falls_back_to_torch_without_either(monkeypatch, caplog) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with caplog.at_level(logging.INFO, logger="engines.loader"):
+    with caplog.at_level(logging.INFO, logger="streamrec.engines.loader"):
         assert choose_backend("auto") == "torch"
     assert "ONNX Runtime is not installed" in caplog.text
 
@@ -419,7 +421,7 @@ def test_build_engines_builds_every_network_and_reuses_the_cache(bundle: Bundle,
 
 
 def test_importing_engines_does_not_import_tensorrt_or_initialise_cuda() -> None:
-    code = ("import sys, engines, engines.tensorrt_engine, torch; "
+    code = ("import sys, engines, streamrec.engines.tensorrt_engine, torch; "
             "assert 'tensorrt' not in sys.modules; assert not torch.cuda.is_initialized()")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).parents[1])
@@ -577,11 +579,11 @@ class _FakeTensorRT:
 
 
 def test_build_plan_drives_the_tensorrt_builder(bundle: Bundle, tmp_path: Path, monkeypatch) -> None:
-    from engines.tensorrt_engine import BuildOptions, build_plan
+    from streamrec.engines.tensorrt_engine import BuildOptions, build_plan
 
     fake = _FakeTensorRT()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr("engines.tensorrt_engine.device_fingerprint",
+    monkeypatch.setattr("streamrec.engines.tensorrt_engine.device_fingerprint",
                         lambda: {"tensorrt": "10.9.0", "gpu": "Fake GPU", "compute_capability": "9.0"})
     source, plan, timing = tmp_path / "fusion.onnx", tmp_path / "fusion.plan", tmp_path / "timing.cache"
     source.write_bytes(b"onnx")
@@ -596,7 +598,7 @@ def test_build_plan_drives_the_tensorrt_builder(bundle: Bundle, tmp_path: Path, 
 
 
 def test_build_plan_logs_every_onnx_parser_error(bundle: Bundle, tmp_path: Path, monkeypatch, caplog) -> None:
-    from engines.tensorrt_engine import BuildOptions, build_plan
+    from streamrec.engines.tensorrt_engine import BuildOptions, build_plan
 
     monkeypatch.setitem(sys.modules, "tensorrt", _FakeTensorRT(parse_ok=False))
     source = tmp_path / "audio.onnx"

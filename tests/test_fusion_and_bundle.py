@@ -9,13 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from streamrec.bundle import Bundle, BundleError
-from train.models import load_network
-from train.models.fusion import FusionDims, LateFusion, fill_frame_slots, fusion_inputs
-from train.models.video import FrameNet, VideoDims
+from streamrec.core.bundle import Bundle, BundleError
+from streamrec.core.models import load_network
+from streamrec.core.models.fusion import FusionDims, LateFusion
+from streamrec.core.models.video import FrameNet, VideoDims
+from streamrec.core.scores import fusion_inputs, slot_indices, spread_indices
 
 
 @pytest.mark.parametrize("k", [1, 5, 10])
@@ -37,16 +39,21 @@ def test_missing_modality_is_masked_out() -> None:
         b = fusion(torch.randn(1, 8) * 100, frames, no_audio)  # whatever sits in the absent slot
     torch.testing.assert_close(a, b)
     # fusion_inputs builds the same masks from what a stream has
-    audio_in, frames_in, present = fusion_inputs(None, torch.randn(2, 6), dims)
+    audio_in, frames_in, present = fusion_inputs(None, np.random.randn(2, 6), 3, 8, 6)
     assert audio_in.shape == (1, 8) and frames_in.shape == (1, 3, 6) and present.tolist() == [[0.0, 1.0]]
-    _, frames_in, present = fusion_inputs(torch.randn(8), None, dims)
-    assert present.tolist() == [[1.0, 0.0]] and not frames_in.any()
+    assert not audio_in.any() and audio_in.dtype == frames_in.dtype == present.dtype == np.float32
+    _, frames_in, present = fusion_inputs(np.random.randn(4, 8), None, 3, 8, 6)
+    assert present.tolist() == [[1.0, 0.0]] * 4 and frames_in.shape == (4, 3, 6) and not frames_in.any()
+    # n audio windows share the frames: every row gets the same k slots
+    _, frames_in, _ = fusion_inputs(np.random.randn(2, 8), np.arange(12.0).reshape(2, 6), 3, 8, 6)
+    assert (frames_in[0] == frames_in[1]).all() and frames_in[0, :, 0].tolist() == [0.0, 6.0, 0.0]
 
 
 def test_frame_slots_keep_the_newest_and_repeat_when_short() -> None:
     embeddings = torch.arange(5.0).unsqueeze(1)
-    assert fill_frame_slots(embeddings, 3).flatten().tolist() == [2.0, 3.0, 4.0]
-    assert fill_frame_slots(embeddings[:2], 5).flatten().tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+    assert embeddings[slot_indices(5, 3)].flatten().tolist() == [2.0, 3.0, 4.0]
+    assert embeddings[:2][slot_indices(2, 5)].flatten().tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+    assert spread_indices(9, 3).tolist() == [0, 4, 8] and spread_indices(2, 5).tolist() == [0, 1]
 
 
 def test_bundle_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:

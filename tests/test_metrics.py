@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-
-from train.metrics import (
+from streamrec.train.metrics import (
     average_precision,
     classification_report,
     confusion_matrix,

@@ -8,13 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from streamrec.bundle import Bundle
-from train.audio_setup import make_setup
-from train.loop import FitOptions
-from train.models import load_network
-from train.models.audio import AttentionAIR, EmbeddingCNN, build_audio_model, default_dims
-from train.pretrain import (
+from streamrec.train.loop import FitOptions
+from streamrec.train.pretrain import (
     PATCH_FRAMES,
     Decoder,
     DenoisingAutoencoder,
@@ -24,7 +19,12 @@ from train.pretrain import (
     new_embedding_cnn,
     pretrain_embedding,
 )
-from train.seed003 import report
+from streamrec.train.seed003 import report
+
+from streamrec.core.audio_setup import make_setup
+from streamrec.core.bundle import Bundle
+from streamrec.core.models import load_network
+from streamrec.core.models.audio import AttentionAIR, EmbeddingCNN, build_audio_model, default_dims
 
 
 def test_gaussian_noise_adds_zero_mean_noise_of_the_given_std() -> None:

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from streamrec.broadcast import Broadcaster, BroadcastOptions, parse_address
+from streamrec.runtime.broadcast import Broadcaster, BroadcastOptions, parse_address
 
 pytestmark = pytest.mark.timeout(180)  # threads, sockets and child processes: never hang CI
 

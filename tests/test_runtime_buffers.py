@@ -7,10 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from streamrec.media import StreamingResampler, resample
-from streamrec.ringbuffer import AudioRing, FrameRing
-from streamrec.types import AudioChunk, Frame
-from streamrec.windowing import AudioWindower, FrameWindower, WindowSpec, frames_for_update
+from streamrec.core.media import StreamingResampler, resample
+from streamrec.runtime.ringbuffer import AudioRing, FrameRing
+from streamrec.runtime.types import AudioChunk, Frame
+from streamrec.runtime.windowing import AudioWindower, FrameWindower, WindowSpec, frames_for_update
 
 RATE = 1000  # Hz: small numbers keep the arithmetic readable
 

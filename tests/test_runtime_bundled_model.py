@@ -14,10 +14,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from streamrec.bundle import DEFAULT_BUNDLE
-from streamrec.pipeline import EXAMPLE_CLIP, Runtime, RuntimeOptions
-from streamrec.sinks import CallbackSink
-from streamrec.sources import SourceSpec
+from streamrec.core.assets import DEFAULT_BUNDLE, EXAMPLE_CLIP
+from streamrec.runtime.pipeline import Runtime, RuntimeOptions
+from streamrec.runtime.sinks import CallbackSink
+from streamrec.runtime.sources import SourceSpec
 
 from .conftest import ffmpeg
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrec.pipeline import Runtime, RuntimeOptions
-from streamrec.sinks import CallbackSink
-from streamrec.sources import SourceSpec
+from streamrec.runtime.pipeline import Runtime, RuntimeOptions
+from streamrec.runtime.sinks import CallbackSink
+from streamrec.runtime.sources import SourceSpec
 
 from .runtime_support import runtime_bundle_fixture  # noqa: F401 (fixtures)
 
@@ -81,11 +81,11 @@ MICROPHONE_SCRIPT = """
 import json, sys, threading, time
 from pathlib import Path
 import numpy as np
-from streamrec.pipeline import Runtime, RuntimeOptions
-from streamrec.sinks import CallbackSink
-from streamrec.sources import CaptureFormat, SourceSpec
-from streamrec.sources.microphone import MicrophoneSource
-from streamrec.types import AudioChunk
+from streamrec.runtime.pipeline import Runtime, RuntimeOptions
+from streamrec.runtime.sinks import CallbackSink
+from streamrec.runtime.sources import CaptureFormat, SourceSpec
+from streamrec.runtime.sources.microphone import MicrophoneSource
+from streamrec.runtime.types import AudioChunk
 
 # 1. the source alone: what reaches the ring is the tone played into the sink
 items, stop = [], threading.Event()
@@ -155,8 +155,7 @@ def test_microphone_path_through_a_pulseaudio_null_sink(
 
 def test_live_command_on_the_microphone_reports_the_right_class(pulse_env: dict[str, str], tmp_path: Path) -> None:
     """`streamrec live --mic` with the bundled model: a violin played into the virtual microphone."""
-    from streamrec.bundle import DEFAULT_BUNDLE
-    from streamrec.pipeline import EXAMPLE_CLIP
+    from streamrec.core.assets import DEFAULT_BUNDLE, EXAMPLE_CLIP
 
     from .conftest import ffmpeg
 

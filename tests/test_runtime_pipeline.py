@@ -21,11 +21,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from streamrec.pipeline import CustomSource, RunSummary, Runtime, RuntimeOptions
-from streamrec.ringbuffer import AudioRing
-from streamrec.sinks import CallbackSink
-from streamrec.sources import Emit, SourceSpec
-from streamrec.types import AudioChunk, SourceInfo, SourceItem, StateChange
+from streamrec.runtime.pipeline import CustomSource, RunSummary, Runtime, RuntimeOptions
+from streamrec.runtime.ringbuffer import AudioRing
+from streamrec.runtime.sinks import CallbackSink
+from streamrec.runtime.sources import Emit, SourceSpec
+from streamrec.runtime.types import AudioChunk, SourceInfo, SourceItem, StateChange
 
 from .runtime_support import (  # noqa: F401 (fixtures)
     CLASSES,
@@ -164,7 +164,7 @@ def test_duration_limits_each_source(runtime_bundle: Path, runtime_clips: Path):
 
 
 def test_missing_file_is_a_user_error_before_anything_starts(runtime_bundle: Path, tmp_path: Path):
-    from streamrec.errors import UserError
+    from streamrec.core.errors import UserError
 
     with pytest.raises(UserError, match="no such media file"):
         Runtime([SourceSpec("file", str(tmp_path / "nothing.mp4"))], RuntimeOptions(bundle=runtime_bundle)).run()
@@ -258,8 +258,8 @@ def test_a_fast_source_never_overwrites_windows_due_but_not_yet_read(runtime_bun
 RUN_SCRIPT = """
 import sys
 from pathlib import Path
-from streamrec.pipeline import run_streams
-from streamrec.sources import SourceSpec
+from streamrec.cli.run import run_streams
+from streamrec.runtime.sources import SourceSpec
 bundle, clip, jsonl, port = sys.argv[1:]
 code = run_streams([SourceSpec("file", clip, realtime=True)], Path(bundle), ws=("127.0.0.1", int(port)),
                    jsonl=Path(jsonl), view=False)

@@ -10,14 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from streamrec.engines import load_networks
 
-from streamrec.bundle import Bundle
-from streamrec.features import LogMel, frames_to_tensor
-from streamrec.recognizer import Recognizer, Request, TorchNetworks, energy_db, load_networks
-from streamrec.types import AudioWindow, Frame
-from train.audio_setup import AudioSetup, instrument_probabilities, window_probabilities
-from train.models import load_network
-from train.models.fusion import fusion_inputs
+from streamrec.core.audio_setup import AudioSetup, instrument_probabilities, window_probabilities
+from streamrec.core.bundle import Bundle
+from streamrec.core.features import LogMel, frames_to_tensor
+from streamrec.core.models import load_network
+from streamrec.core.networks import TorchNetworks
+from streamrec.core.scores import fusion_inputs
+from streamrec.runtime.recognizer import Recognizer, Request, energy_db
+from streamrec.runtime.types import AudioWindow, Frame
 
 from .runtime_support import CLASSES, K_FRAMES, runtime_bundle_fixture  # noqa: F401 (fixtures)
 
@@ -137,9 +139,10 @@ def test_equals_the_training_code_on_the_same_inputs(runtime_bundle: Path, netwo
     with torch.no_grad():
         probabilities = window_probabilities(audio_net, logmel, w.samples[None].copy())
         images = frames_to_tensor(np.stack([x.image for x in f]))
-        inputs = fusion_inputs(
-            audio_net.embed(logmel(torch.from_numpy(w.samples[None].copy())))[0], video_net.embed(images), fusion.dims
-        )
+        d = fusion.dims
+        audio_embedding = audio_net.embed(logmel(torch.from_numpy(w.samples[None].copy()))).numpy()
+        inputs = fusion_inputs(audio_embedding, video_net.embed(images).numpy(), d.k_frames, d.audio_dim, d.video_dim)
+        inputs = [torch.from_numpy(x) for x in inputs]
         fused = torch.softmax(fusion(*inputs), dim=1)[0].numpy()
         video = torch.softmax(video_net(images), dim=1).mean(dim=0).numpy()
     np.testing.assert_allclose(result.audio, instrument_probabilities(probabilities, setup)[0], atol=1e-5)
@@ -148,7 +151,7 @@ def test_equals_the_training_code_on_the_same_inputs(runtime_bundle: Path, netwo
 
 
 def test_unknown_backend_is_a_user_error(runtime_bundle: Path) -> None:
-    from streamrec.errors import UserError
+    from streamrec.core.errors import UserError
 
     with pytest.raises(UserError, match="backend"):
         load_networks(runtime_bundle, "nonsense")

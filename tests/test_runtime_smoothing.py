@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamrec.smoothing import Smoother, SmoothingOptions
+from streamrec.runtime.smoothing import Smoother, SmoothingOptions
 
 CLASSES = ("cello", "drums", "flute", "piano", "violin")
 HOP = 0.5  # seconds between updates

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrec.features import FrameConfig, preprocess_frame
-from streamrec.media import decode_audio, decode_frames
-from streamrec.sources import (
+from streamrec.core.features import FrameConfig, preprocess_frame
+from streamrec.core.media import decode_audio, decode_frames
+from streamrec.runtime.sources import (
     CaptureFormat,
     ReconnectPolicy,
     SourceError,
@@ -21,9 +21,9 @@ from streamrec.sources import (
     live_sources,
     parse_source,
 )
-from streamrec.sources.camera import CameraSource
-from streamrec.sources.file import FileSource, Interleaver, _Pending
-from streamrec.types import AudioChunk, Frame, SourceInfo, StateChange
+from streamrec.runtime.sources.camera import CameraSource
+from streamrec.runtime.sources.file import FileSource, Interleaver, _Pending
+from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
 
 from .runtime_support import runtime_clips_fixture  # noqa: F401 (fixtures)
 
@@ -153,7 +153,7 @@ def test_missing_camera_is_a_clear_error() -> None:
 
 
 def test_missing_microphone_is_a_clear_error() -> None:
-    from streamrec.sources.microphone import MicrophoneSource
+    from streamrec.runtime.sources.microphone import MicrophoneSource
 
     try:
         import sounddevice  # noqa: F401

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from streamrec.errors import UserError
-from streamrec.sinks import JsonlSink
-from streamrec.types import Recognition, hello_event, prediction_event, status_event
-from streamrec.view import TerminalView
+from streamrec.core.errors import UserError
+from streamrec.runtime.sinks import JsonlSink
+from streamrec.runtime.types import Recognition, hello_event, prediction_event, status_event
+from streamrec.runtime.view import TerminalView
 
 CLASSES = ("drums", "piano", "violin")
 

@@ -20,7 +20,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from streamrec.pipeline import EXAMPLE_CLIP
+from streamrec.core.assets import EXAMPLE_CLIP
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("STREAMREC_TEST_ARTIFACTS", REPO / "test-artifacts"))

@@ -5,16 +5,13 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from streamrec.train.analysis_types import AnalyzeOptions, BundleAnalysis
 
-from streamrec.explain import gradcam_maps, upsample_map
-from streamrec.features import frames_to_tensor
-
-if TYPE_CHECKING:
-    from .analyze import AnalyzeOptions, BundleAnalysis
+from streamrec.core.features import frames_to_tensor
+from streamrec.core.gradcam import gradcam_maps, upsample_map
 
 EXAMPLE_CLASS = "saxophone"  # seed 004's Figure 2 shows SaxophonePerformance
 BLOCK_LABELS = {

@@ -23,74 +23,31 @@ For every clip of the split that has both modalities (the seed analyses videos w
   features go with which clip's audio features, i.e. what |rho| looks like with no relation at all
   at this number of examples.
 - A t-SNE of the audio, visual and last-layer embeddings coloured by class (seed 000's poster).
-- Grad-CAM overlays of test frames (streamrec.explain).
+- Grad-CAM overlays of test frames (streamrec.core.gradcam).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from streamrec.train import analysis_figures as figures
+from streamrec.train.analysis_types import AnalyzeOptions, BundleAnalysis, ClassCorrelation, FusionFeatures
+from streamrec.train.train_fusion import ClipInputs, Extractors, clip_inputs
 
-from streamrec.bundle import Bundle
-from streamrec.errors import UserError
-from streamrec.features import FrameConfig
-
-from .dataset import Clip, DecodeSpec, load_dataset
-from .models import load_network
-from .models.fusion import LateFusion, fill_frame_slots
-from .train_fusion import ClipInputs, Extractors, clip_inputs
+from streamrec.core.bundle import Bundle
+from streamrec.core.dataset import DecodeSpec, load_dataset
+from streamrec.core.errors import UserError
+from streamrec.core.features import FrameConfig
+from streamrec.core.models import load_network
+from streamrec.core.models.fusion import LateFusion
+from streamrec.core.scores import slot_indices, spread_indices
 
 MIN_EXAMPLES_FOR_CORRELATION = 3  # a rank correlation over fewer examples is only ever +-1
-
-
-@dataclass(frozen=True)
-class AnalyzeOptions:
-    data: Path
-    out: Path
-    model: Path | None = None  # None: the bundled model
-    compare: tuple[Path, ...] = ()  # more bundles whose importance and correlations are set beside the model's
-    split: str = "test"
-    top_audio: int = 10  # seed 004: top-10 audio and top-20 visual features per class
-    top_visual: int = 20
-    frames_per_class: int = 2  # Grad-CAM overlays written per class
-    shuffles: int = 50  # repetitions of the shuffled-pairing baseline
-    workers: int = 2
-    seed: int = 0
-
-
-@dataclass
-class FusionFeatures:
-    """The fusion network's view of each analysed clip (rows), with the attributions for its predicted class."""
-
-    paths: list[str]
-    labels: np.ndarray  # (n,) true class index
-    predicted: np.ndarray  # (n,) fused prediction F(d)
-    probabilities: np.ndarray  # (n, classes) fused, clip level
-    audio: np.ndarray  # (n, audio_dim) mean window embedding
-    visual: np.ndarray  # (n, video_dim) mean of the k frame-slot embeddings
-    hidden: np.ndarray  # (n, hidden) the last layer's input, mean over windows
-    audio_contribution: np.ndarray  # (n, audio_dim) a_i^c x_i, c = predicted
-    visual_contribution: np.ndarray  # (n, video_dim)
-    hidden_contribution: np.ndarray  # (n, hidden) w_i^c h_i
-
-
-@dataclass
-class ClassCorrelation:
-    """Seed 004's per-class study: the top features by importance and their Spearman matrix."""
-
-    class_index: int
-    n: int
-    audio_features: list[int]
-    audio_importance: list[float]
-    visual_features: list[int]
-    visual_importance: list[float]
-    rho: np.ndarray  # (top_audio + top_visual) square; audio first
-    blocks: dict[str, float] = field(default_factory=dict)
 
 
 # --- the numbers -------------------------------------------------------------------------------
@@ -245,10 +202,8 @@ def summarise_blocks(studies: list[ClassCorrelation]) -> dict[str, float | int]:
 
 def frame_slot_embeddings(extractors: Extractors, trunk: np.ndarray, k: int) -> torch.Tensor:
     """(k, video_dim): k frames evenly spread over the clip, embedded, as `fused_probabilities` feeds them."""
-    frames = torch.from_numpy(trunk[:, 0])  # index 0: the unflipped view
-    if len(frames) > k:
-        frames = frames[np.linspace(0, len(frames) - 1, k).round().astype(int)]
-    return fill_frame_slots(extractors.embed_frames(frames), k)
+    embeddings = extractors.embed_frames(torch.from_numpy(trunk[spread_indices(len(trunk), k), 0]))  # 0: unflipped
+    return embeddings[slot_indices(len(embeddings), k)]
 
 
 def fusion_features(
@@ -304,17 +259,6 @@ def fusion_features(
 
 
 # --- one bundle ----------------------------------------------------------------------------------
-
-
-@dataclass
-class BundleAnalysis:
-    name: str  # for figures and tables
-    root: Path
-    scheme: str
-    features: FusionFeatures
-    studies: list[ClassCorrelation]
-    extractors: Extractors
-    clips: list[Clip]
 
 
 def load_bundle(path: Path | None) -> Bundle:
@@ -415,7 +359,6 @@ def _unique_names(roots: list[Path], schemes: list[str]) -> list[str]:
 def analyze(options: AnalyzeOptions) -> dict:
     """Runs the study on the model bundle (and on each --compare bundle), writes OUT/index.html, the
     figures and OUT/analysis.json; returns the JSON's content."""
-    from . import analysis_figures as figures
 
     if options.top_audio < 1 or options.top_visual < 1:
         raise UserError("--top-audio and --top-visual must be at least 1")

@@ -4,11 +4,10 @@ hears between pieces. Audio networks trained with a background class learn to sa
 from __future__ import annotations
 
 import numpy as np
+from streamrec.train.corpus import audio as A
+from streamrec.train.corpus.sources import cache_dir
 
-from streamrec.media import resample
-
-from .corpus import audio as A
-from .corpus.sources import cache_dir
+from streamrec.core.media import resample
 
 
 class BackgroundSource:

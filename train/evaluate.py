@@ -1,7 +1,7 @@
 """`streamrec eval DATASET`: audio-only, frame-only and fused metrics of a model bundle on any dataset
 in the CONTRACTS layout, as the eval JSON of CONTRACTS.md and one figure of confusion matrices.
 
-Inference goes through streamrec.recognizer's `Networks`, the interface the live runtime uses, so
+Inference goes through streamrec.runtime.recognizer's `Networks`, the interface the live runtime uses, so
 every backend (torch, ONNX Runtime, TensorRT) is evaluated by the same code.
 """
 
@@ -11,14 +11,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from streamrec.engines import load_networks
+from streamrec.train.metrics import classification_report, plot_confusions
 
-from streamrec.bundle import Bundle
-from streamrec.errors import UserError
-from streamrec.recognizer import Networks, load_networks
-
-from .audio_setup import AudioSetup, crop_starts, instrument_probabilities, take_windows
-from .dataset import Clip, DecodeSpec, encode_targets, load_dataset
-from .metrics import classification_report, plot_confusions
+from streamrec.core.audio_setup import AudioSetup, crop_starts, instrument_probabilities, take_windows
+from streamrec.core.bundle import Bundle
+from streamrec.core.dataset import Clip, DecodeSpec, encode_targets, load_dataset
+from streamrec.core.errors import UserError
+from streamrec.core.networks import Networks
+from streamrec.core.scores import fusion_inputs, spread_indices
 
 MODALITIES = ("audio", "video", "fusion")
 
@@ -28,7 +29,7 @@ def clip_scores(nets: Networks, setup: AudioSetup | None, clip: Clip) -> dict[st
     video = mean over its frames, fusion = every audio window with k evenly spread frames, averaged."""
     info = nets.info
     audio = video = None
-    audio_embeddings = frame_slots = None
+    audio_embeddings = frame_embeddings = None
     if clip.audio is not None and info.has_audio and setup is not None:
         n = info.window_samples
         windows = take_windows(clip.audio, crop_starts(len(clip.audio), n, setup), n)
@@ -37,16 +38,11 @@ def clip_scores(nets: Networks, setup: AudioSetup | None, clip: Clip) -> dict[st
     if clip.frames is not None and info.has_video:
         probabilities, embeddings = nets.frames(clip.frames)
         video = probabilities.mean(axis=0)
-        k = info.k_frames
-        picks = np.linspace(0, len(embeddings) - 1, min(k, len(embeddings))).round().astype(int)
-        frame_slots = embeddings[picks][np.arange(k) % len(picks)]
+        frame_embeddings = embeddings[spread_indices(len(embeddings), info.k_frames)]
     fusion = None
-    if info.has_fusion and (audio_embeddings is not None or frame_slots is not None):
-        n = len(audio_embeddings) if audio_embeddings is not None else 1
-        a = audio_embeddings if audio_embeddings is not None else np.zeros((1, info.audio_dim), np.float32)
-        v = frame_slots if frame_slots is not None else np.zeros((info.k_frames, info.video_dim), np.float32)
-        present = np.tile([[float(audio_embeddings is not None), float(frame_slots is not None)]], (n, 1))
-        fusion = nets.fuse(a, np.repeat(v[None], n, axis=0), present.astype(np.float32)).mean(axis=0)
+    if info.has_fusion and (audio_embeddings is not None or frame_embeddings is not None):
+        inputs = fusion_inputs(audio_embeddings, frame_embeddings, info.k_frames, info.audio_dim, info.video_dim)
+        fusion = nets.fuse(*inputs).mean(axis=0)
     return {"audio": audio, "video": video, "fusion": fusion}
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamrec.features import frames_to_tensor
-
-from .dataset import Clip, default_cache_dir
-from .models.video import FrameNet
+from streamrec.core.dataset import Clip, default_cache_dir
+from streamrec.core.features import frames_to_tensor
+from streamrec.core.models.video import FrameNet
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ The denoising decoder is the paper's: four transposed 1D convolutions that grow 
 96 frames of every mel band. The corruptions act on standardised log-mel (see EmbeddingCNN), and the
 decoder reconstructs the clean standardised patch.
 
-`python -m train.seed003` runs the study; `freeze_representation` is what `train_audio` calls for an
+`python -m streamrec.train.seed003` runs the study; `freeze_representation` is what `train_audio` calls for an
 attention model over "logmel" or "embedding".
 """
 
@@ -24,17 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from streamrec.train.audio_data import audio_clips, balanced_indices, random_windows
+from streamrec.train.loop import FitOptions, fit
+from streamrec.train.metrics import classification_report
 from torch import nn
 
-from streamrec.errors import UserError
-from streamrec.features import LOGMEL_PRESETS, LogMel, LogMelConfig
-
-from .audio_setup import AudioSetup, crop_starts, eval_window, take_windows
-from .dataset import Clip, encode_targets
-from .loop import FitOptions, fit
-from .metrics import classification_report
-from .models.audio import EMBEDDING_CHANNELS, EMBEDDING_FC_WIDTHS, AttentionAIR, EmbeddingCNN
-from .train_audio import audio_clips, balanced_indices, random_windows
+from streamrec.core.audio_setup import AudioSetup, crop_starts, eval_window, take_windows
+from streamrec.core.dataset import Clip, encode_targets
+from streamrec.core.errors import UserError
+from streamrec.core.features import LOGMEL_PRESETS, LogMel, LogMelConfig
+from streamrec.core.models.audio import EMBEDDING_CHANNELS, EMBEDDING_FC_WIDTHS, AttentionAIR, EmbeddingCNN
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +265,7 @@ def pretrain_embedding(options: PretrainOptions) -> dict:
 def load_embedding(path: Path, cnn: EmbeddingCNN) -> dict:
     """Loads a pre-trained checkpoint into `cnn` after checking the architectures match; returns its summary."""
     if not path.exists():
-        raise UserError(f"{path}: no such embedding checkpoint (made by `python -m train.seed003 pretrain`)")
+        raise UserError(f"{path}: no such embedding checkpoint (made by `python -m streamrec.train.seed003 pretrain`)")
     saved = torch.load(path, map_location="cpu", weights_only=False)
     expected = {k: list(v) if isinstance(v, tuple) else v for k, v in saved["architecture"].items()}
     conv_widths = [m.out_channels for m in cnn.convs if isinstance(m, nn.Conv2d)]

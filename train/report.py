@@ -1,4 +1,4 @@
-"""Results tables for docs/results.md, from trained bundles: `python -m train.report audio RUNS_DIR`."""
+"""Results tables for docs/results.md, from trained bundles: `python -m streamrec.train.report audio RUNS_DIR`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from streamrec.bundle import Bundle
-
-from .audio_setup import AudioSetup
-from .models.audio import AudioDims, build_audio_model
+from streamrec.core.audio_setup import AudioSetup
+from streamrec.core.bundle import Bundle
+from streamrec.core.models.audio import AudioDims, build_audio_model
 
 
 def multiply_adds(model: torch.nn.Module, *inputs: torch.Tensor) -> int:
@@ -113,13 +112,13 @@ def fusion_tables(data: Path, bundles: list[Path]) -> str:
     """Fusion per training scheme, and with a modality removed against that modality's own network,
     on the test clips that have both streams (the seed paper's Table 4 and its missing-modality remark)."""
     import numpy as np
+    from streamrec.train.metrics import classification_report
+    from streamrec.train.train_fusion import Extractors, clip_inputs, fused_probabilities
+    from streamrec.train.train_video import frame_probabilities
 
-    from .audio_setup import instrument_probabilities, window_probabilities
-    from .dataset import DecodeSpec, load_dataset
-    from .metrics import classification_report
-    from .models import load_network
-    from .train_fusion import Extractors, clip_inputs, fused_probabilities
-    from .train_video import frame_probabilities
+    from streamrec.core.audio_setup import instrument_probabilities, window_probabilities
+    from streamrec.core.dataset import DecodeSpec, load_dataset
+    from streamrec.core.models import load_network
 
     lines = [
         "| bundle | fusion scheme | clips | audio network F1 | frame network F1 | fusion F1 | fusion Hit@1 | "
@@ -170,7 +169,7 @@ def fusion_tables(data: Path, bundles: list[Path]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    usage = "usage: python -m train.report audio RUNS_DIR | video RUNS_DIR | fusion DATASET BUNDLE..."
+    usage = "usage: python -m streamrec.train.report audio RUNS_DIR | video RUNS_DIR | fusion DATASET BUNDLE..."
     if len(argv) >= 2 and argv[0] == "audio":
         print(audio_table(audio_rows(Path(argv[1]))))
     elif len(argv) >= 2 and argv[0] == "video":

@@ -1,8 +1,8 @@
 """Seed 003's comparison on a corpus: the attention model over several representations.
 
-    python -m train.seed003 pretrain DATA OUT.pt --objective gaussian|bernoulli|classification
+    python -m streamrec.train.seed003 pretrain DATA OUT.pt --objective gaussian|bernoulli|classification
     streamrec train audio --arch attention --representation logmel|embedding [--embedding OUT.pt] ...
-    python -m train.seed003 report RUNS --figures docs/figures
+    python -m streamrec.train.seed003 report RUNS --figures docs/figures
 
 `pretrain` writes an embedding checkpoint for `streamrec train audio --embedding`. `report` writes
 the Markdown table and the two figures of Taenzer et al. (Figures 2 and 3): F1 per class, one bar
@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from streamrec.train.loop import FitOptions
+from streamrec.train.pretrain import OBJECTIVES, PretrainOptions, pretrain_embedding
 
-from streamrec.bundle import Bundle
-from streamrec.errors import UserError
-
-from .loop import FitOptions
-from .pretrain import OBJECTIVES, PretrainOptions, pretrain_embedding
+from streamrec.core.bundle import Bundle
+from streamrec.core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,7 @@ def _fit_options(args: argparse.Namespace) -> FitOptions:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train.seed003", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m streamrec.train.seed003", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("pretrain", help="pre-train the embedding CNN with one of seed 003's objectives")

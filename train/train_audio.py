@@ -11,17 +11,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchaudio
+from streamrec.train.audio_data import audio_clips, balanced_indices, random_windows
+from streamrec.train.background import BackgroundSource
+from streamrec.train.loop import FitOptions, fit, plot_curves
+from streamrec.train.metrics import classification_report, multilabel_report, plot_confusions
 
-from streamrec.bundle import Bundle
-from streamrec.errors import UserError
-from streamrec.features import LogMel
-
-from .audio_setup import AudioSetup, clip_probabilities, crop_starts, eval_window, take_windows, window_probabilities
-from .background import BackgroundSource
-from .dataset import Clip, DecodeSpec, dataset_classes, encode_targets, load_dataset
-from .loop import FitOptions, fit, plot_curves
-from .metrics import classification_report, multilabel_report, plot_confusions
-from .models.audio import AudioNet, build_audio_model, default_dims, outputs_probabilities
+from streamrec.core.audio_setup import (
+    AudioSetup,
+    clip_probabilities,
+    crop_starts,
+    eval_window,
+    take_windows,
+    window_probabilities,
+)
+from streamrec.core.bundle import Bundle
+from streamrec.core.dataset import Clip, encode_targets
+from streamrec.core.errors import UserError
+from streamrec.core.features import LogMel
+from streamrec.core.models.audio import AudioNet, build_audio_model, default_dims, outputs_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -40,34 +47,9 @@ class AudioTrainOptions:
     channels: tuple[int, ...] | None = None  # override of the architecture's conv widths
     embedding_dim: int | None = None  # override of the penultimate size
     # Seed 003: what the attention model attends over ("joint", "logmel" or "embedding"; see
-    # models.audio.REPRESENTATIONS), and for "embedding" a checkpoint of train.pretrain (None: random).
+    # models.audio.REPRESENTATIONS), and for "embedding" a checkpoint of streamrec.train.pretrain (None: random).
     representation: str = "joint"
     embedding: Path | None = None
-
-
-def audio_clips(data: Path, splits: str, sample_rate: int, workers: int) -> tuple[list[Clip], tuple[str, ...], list]:
-    """The clips that have audio, decoded at the network's rate (frames are not decoded)."""
-    spec = DecodeSpec(sample_rate=sample_rate, video=False)
-    loaded = load_dataset(data, split=splits, spec=spec, classes=dataset_classes(data), workers=workers)
-    return [c for c in loaded.clips if c.audio is not None], loaded.classes, loaded.skipped
-
-
-def balanced_indices(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n clip indices drawn so that every class is equally likely (class-balanced sampling)."""
-    counts = np.bincount(labels)
-    weights = 1.0 / counts[labels]
-    return rng.choice(len(labels), size=n, p=weights / weights.sum())
-
-
-def random_windows(clips: list[Clip], indices: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
-    """(len(indices), window) float32: one random window from each chosen clip, zero-padded if short."""
-    out = np.zeros((len(indices), window), np.float32)
-    for row, i in enumerate(indices):
-        audio = clips[i].audio
-        start = int(rng.integers(0, max(1, len(audio) - window + 1)))
-        piece = audio[start : start + window]
-        out[row, : len(piece)] = piece
-    return out
 
 
 def evaluate_audio(
@@ -150,8 +132,8 @@ def train_audio(options: AudioTrainOptions) -> dict:
     if frozen:
         # Seed 003's second stage: the representation is fixed (random or pre-trained) and scaled to [0, 1]
         # on training clips, then computed once per clip (its central crop); only the head trains, on
-        # those. Imported here because train.pretrain builds on this module.
-        from .pretrain import AttentionHead, batched, freeze_representation, represent_clips
+        # those. Imported here because streamrec.train.pretrain builds on this module.
+        from streamrec.train.pretrain import AttentionHead, batched, freeze_representation, represent_clips
 
         if options.specaugment:
             raise UserError("SpecAugment needs the representation recomputed every epoch; not with a frozen one")

@@ -15,18 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from streamrec.train.frame_features import trunk_features
+from streamrec.train.loop import FitOptions, fit, plot_curves
+from streamrec.train.metrics import classification_report
 
-from streamrec.bundle import Bundle
-from streamrec.errors import UserError
-from streamrec.features import LogMel
-
-from .audio_setup import AudioSetup, crop_starts, take_windows
-from .dataset import Clip, DecodeSpec, encode_targets, load_dataset
-from .frame_features import trunk_features
-from .loop import FitOptions, fit, plot_curves
-from .metrics import classification_report
-from .models import load_network
-from .models.fusion import FusionDims, LateFusion, fill_frame_slots
+from streamrec.core.audio_setup import AudioSetup, crop_starts, take_windows
+from streamrec.core.bundle import Bundle
+from streamrec.core.dataset import Clip, DecodeSpec, encode_targets, load_dataset
+from streamrec.core.errors import UserError
+from streamrec.core.features import LogMel
+from streamrec.core.models import load_network
+from streamrec.core.models.fusion import FusionDims, LateFusion
+from streamrec.core.scores import fusion_inputs, spread_indices
 
 MODALITY_DROPOUT = 0.25  # chance, for a clip that has both, of hiding its audio (and, separately, its frames)
 
@@ -90,19 +90,13 @@ def fused_probabilities(
     """(classes,) clip-level fused probabilities: every audio window with the clip's frames, averaged."""
     k = fusion.dims.k_frames
     has_audio, has_video = use_audio and item.windows is not None, use_video and item.trunk is not None
-    if has_video:
-        frames = torch.from_numpy(item.trunk[:, 0])
-        if len(frames) > k:  # k frames evenly spread over the clip
-            frames = frames[np.linspace(0, len(frames) - 1, k).round().astype(int)]
-        frame_slots = fill_frame_slots(extractors.embed_frames(frames), k)
-    else:
-        frame_slots = torch.zeros(k, fusion.dims.video_dim)
-    audio = (
-        extractors.embed_audio(torch.from_numpy(item.windows)) if has_audio else torch.zeros(1, fusion.dims.audio_dim)
-    )
-    n = len(audio)
-    present = torch.tensor([[float(has_audio), float(has_video)]]).repeat(n, 1)
-    logits = fusion(audio, frame_slots.unsqueeze(0).repeat(n, 1, 1), present)
+    frames = None
+    if has_video:  # k frames evenly spread over the clip (index 0 of the trunk: the unflipped view)
+        trunk = torch.from_numpy(item.trunk[spread_indices(len(item.trunk), k), 0])
+        frames = extractors.embed_frames(trunk).numpy()
+    audio = extractors.embed_audio(torch.from_numpy(item.windows)).numpy() if has_audio else None
+    inputs = fusion_inputs(audio, frames, k, fusion.dims.audio_dim, fusion.dims.video_dim)
+    logits = fusion(*(torch.from_numpy(x) for x in inputs))
     return torch.softmax(logits, dim=1).mean(dim=0).numpy()
 
 

@@ -20,14 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from streamrec.train.corpus import audio as A
+from streamrec.train.corpus import images as I
+from streamrec.train.corpus.melodies import DrumPattern, Melody, drum_patterns, fit_to_range, load_melodies
+from streamrec.train.corpus.sources import (
+    GM_DRUM_KITS,
+    INSTRUMENTS,
+    LICENCES,
+    cache_dir,
+    check_sources,
+    hydrogen_kits,
+    soundfonts,
+)
 
-from streamrec.classes import DEFAULT_CLASSES
-from streamrec.errors import UserError
-
-from . import audio as A
-from . import images as I
-from .melodies import DrumPattern, Melody, drum_patterns, fit_to_range, load_melodies
-from .sources import GM_DRUM_KITS, INSTRUMENTS, LICENCES, cache_dir, check_sources, hydrogen_kits, soundfonts
+from streamrec.core.classes import DEFAULT_CLASSES
+from streamrec.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -434,7 +441,7 @@ def build(options: BuildOptions, console=None) -> list[ClipPlan]:
     write_labels(options.out, plans)
     write_readme(options, plans, bank, time.monotonic() - started)
     if options.preview:
-        from .preview import write_previews
+        from streamrec.train.corpus.preview import write_previews
 
         with console.status("writing preview sheets"):
             write_previews(options.out, plans)

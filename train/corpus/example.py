@@ -12,10 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
-from . import audio as A
-from .build import BuildOptions, gather_sources, plan_clips, render_media, write_clip
-from .sources import cache_dir
+from streamrec.train.corpus import audio as A
+from streamrec.train.corpus.build import BuildOptions, gather_sources, plan_clips, render_media, write_clip
+from streamrec.train.corpus.sources import cache_dir
 
 DEFAULT_SEQUENCE = ("violin", "piano", "drums", "trumpet")
 

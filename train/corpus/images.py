@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw
-
-from .sources import INSTRUMENTS, OPENCLIPART, emoji_dir, emoji_images
+from streamrec.train.corpus.sources import INSTRUMENTS, OPENCLIPART, emoji_dir, emoji_images
 
 FRAME_WIDTH, FRAME_HEIGHT = 320, 240  # pixels
 VIDEO_FPS = 10  # frames per second written to the clips (the models sample 1 fps from it)

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from streamrec.features import LOGMEL_PRESETS, logmel
-from streamrec.media import decode_audio, decode_frames
+from streamrec.core.features import LOGMEL_PRESETS, logmel
+from streamrec.core.media import decode_audio, decode_frames
 
 FRAMES_PER_CLASS = 6  # columns of the contact sheet
 

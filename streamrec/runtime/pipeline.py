@@ -12,28 +12,33 @@ everything within about a second: sources stop, files are flushed, clients get a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .broadcast import DEFAULT_HOST, DEFAULT_PORT, Broadcaster, BroadcastOptions
-from .bundle import DEFAULT_BUNDLE
-from .errors import UserError
-from .recognizer import NetworkInfo, Networks, Recognizer, Request, load_networks
-from .ringbuffer import AudioRing, FrameRing
-from .sinks import JsonlSink, Sink
-from .smoothing import Smoother, SmoothingOptions
-from .sources import CaptureFormat, Emit, Source, SourceError, SourceSpec, assign_stream_ids, open_source
-from .types import (
+from streamrec.core.networks import NetworkInfo, Networks
+from streamrec.engines import load_networks
+from streamrec.runtime.broadcast import DEFAULT_HOST, BroadcastOptions, WebsocketSink
+from streamrec.runtime.recognizer import Recognizer, Request
+from streamrec.runtime.sinks import JsonlSink, Sink
+from streamrec.runtime.smoothing import SmoothingOptions
+from streamrec.runtime.sources import (
+    CaptureFormat,
+    Emit,
+    Source,
+    SourceSpec,
+    assign_stream_ids,
+    open_source,
+)
+from streamrec.runtime.streams import RunSummary, StreamState, StreamSummary
+from streamrec.runtime.types import (
     TERMINAL_STATES,
     AudioChunk,
     Frame,
@@ -44,16 +49,14 @@ from .types import (
     prediction_event,
     status_event,
 )
-from .windowing import DEFAULT_HOP_SECONDS, AudioWindower, FrameWindower, WindowSpec, frames_for_update
+from streamrec.runtime.windowing import DEFAULT_HOP_SECONDS, frames_for_update
 
 if TYPE_CHECKING:
-    from .explain import LiveExplainer
-    from .view import TerminalView
+    from streamrec.runtime.explain import LiveExplainer
+    from streamrec.runtime.view import TerminalView
 
 log = logging.getLogger(__name__)
 
-EXAMPLE_CLIP = Path(__file__).parent / "assets" / "example.mp4"
-FRAME_SLACK = 8  # frames kept beyond the k the fusion network uses
 FRAME_LAG = 3  # frames a non-real-time stream without audio may run ahead of inference
 SOURCE_JOIN_SECONDS = 1.0  # how long shutdown waits for source threads (a blocked network read is abandoned)
 IDLE_WAIT = 0.05  # seconds the inference loop sleeps when nothing is due
@@ -97,129 +100,6 @@ class RuntimeOptions:
 
 
 @dataclass(frozen=True)
-class StreamSummary:
-    state: str  # final state: ended or error
-    detail: str
-    updates: int  # predictions emitted
-    skipped: int  # windows passed over to stay real time, or overwritten before inference
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    streams: dict[str, StreamSummary]
-    stopped_by: str | None = None  # "SIGINT", "SIGTERM", "stop()" when stopped before the end
-    exit_code: int = 0  # 0, 2 when a stream ended in error (bad input), 128 + signal number when stopped by one
-
-
-class _Stream:
-    """One stream's state: rings, schedulers, smoother and the bookkeeping of its sources."""
-
-    def __init__(
-        self, stream_id: str, sources: list[Source], realtime: bool, info: NetworkInfo, o: RuntimeOptions
-    ) -> None:
-        self.id = stream_id
-        self.sources = sources
-        self.description = " + ".join(s.description for s in sources)
-        self.realtime = realtime
-        self.spec = WindowSpec.from_seconds(info.sample_rate, info.window_samples / info.sample_rate, o.hop_seconds)
-        capacity = self.spec.size + round((o.lag_seconds + 2.0) * info.sample_rate)
-        self.audio = AudioRing(capacity, info.sample_rate)
-        self.frames = FrameRing(info.k_frames + FRAME_SLACK)
-        self.windower = AudioWindower(self.spec)
-        self.frame_windower = FrameWindower()
-        self.smoother = Smoother(info.classes, o.smoothing)
-        self.max_age = (info.k_frames + 1) / info.frames.fps  # seconds: older frames no longer describe the scene
-        self.infos: dict[int, SourceInfo] = {}
-        self.running = set(range(len(sources)))
-        self.ends: list[StateChange] = []  # terminal states of finished sources
-        self.driver: str | None = None  # "audio" or "video", once every source said what it has
-        self.finished = False
-        self.state = "waiting"
-        self.last_input = time.monotonic()
-        self.seq = 0
-        self.lost = 0  # windows overwritten before inference reached them
-        self.latencies: deque[float] = deque(maxlen=10000)
-        self.frames_done = 0
-        self.cond = threading.Condition()  # back-pressure: sources wait here for inference
-        self.stall_after = o.stall_seconds  # seconds without data before a real-time stream counts as stalled
-
-    @property
-    def oldest_needed(self) -> int:
-        """First sample of the next window not yet evaluated: what a non-real-time source must not overwrite."""
-        return self.windower.next_end - self.spec.size
-
-    def decide_driver(self, has_audio_network: bool) -> None:
-        if self.driver is None and len(self.infos) == len(self.sources):
-            audio = any(i.audio for i in self.infos.values()) and has_audio_network
-            self.driver = "audio" if audio else "video"
-
-    def final_state(self) -> StateChange:
-        errors = [e for e in self.ends if e.state == "error"]
-        if errors:
-            return StateChange("error", "; ".join(e.detail for e in errors))
-        return StateChange("ended", "; ".join(dict.fromkeys(e.detail for e in self.ends if e.detail)))
-
-
-class _WebsocketThread:
-    """The Broadcaster on its own event loop and thread; publish() from any thread."""
-
-    def __init__(self, options: BroadcastOptions, hello: Callable[[], dict[str, Any]]) -> None:
-        self.broadcaster = Broadcaster(options, hello)
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="websocket", daemon=True)
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self.broadcaster.start())
-        except BaseException as e:  # reported to start() in the caller's thread
-            self._error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.close()
-
-    def start(self) -> None:
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise UserError(str(self._error)) from self._error
-
-    @property
-    def port(self) -> int | None:
-        return self.broadcaster.port
-
-    @property
-    def web_port(self) -> int | None:
-        return self.broadcaster.web_port
-
-    def client_count(self) -> int:
-        return len(self.broadcaster.clients)
-
-    def publish(self, event: dict[str, Any]) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self.broadcaster.publish, event)
-        except RuntimeError:  # the loop closed at shutdown: nobody is listening any more
-            pass
-
-    def stop(self) -> None:
-        if self._error is not None or not self._thread.is_alive():
-            return
-        future = asyncio.run_coroutine_threadsafe(self.broadcaster.stop(), self._loop)
-        try:
-            future.result(timeout=self.broadcaster.options.close_timeout + 1.5)
-        except TimeoutError:
-            log.warning("the websocket server did not close in time")
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=1.0)
-
-
-@dataclass(frozen=True)
 class CustomSource:
     """An input the runtime does not open itself: any object following the sources.Source protocol
     (for example one that hands over audio an application already has). realtime: never wait for
@@ -260,9 +140,9 @@ class Runtime:
         self._frame_wake = threading.Event()  # new frames for the frame loop
         self._sink_lock = threading.Lock()
         self._sinks: list[Sink] = []
-        self._ws: _WebsocketThread | None = None
+        self._ws: WebsocketSink | None = None
         self._view: TerminalView | None = None
-        self._streams: list[_Stream] = []
+        self._streams: list[StreamState] = []
         self._turn = 0  # the stream _collect starts with
         self._failure: BaseException | None = None
         # Set by run(), from the networks:
@@ -286,7 +166,7 @@ class Runtime:
 
     # --- setup -------------------------------------------------------------------------------
 
-    def _build_streams(self, info: NetworkInfo) -> list[_Stream]:
+    def _build_streams(self, info: NetworkInfo) -> list[StreamState]:
         fmt = CaptureFormat(info.sample_rate, info.frames)
         specs = [s for s in self.specs if isinstance(s, SourceSpec)]
         ids = iter(assign_stream_ids(specs))
@@ -304,7 +184,16 @@ class Runtime:
             for source, _, _ in inputs:
                 source.prepare()  # a missing device or file fails here, before anything starts
             realtime = any(r for _, r, _ in inputs)
-            stream = _Stream(stream_id, [s for s, _, _ in inputs], realtime, info, self.options)
+            stream = StreamState(
+                stream_id,
+                [s for s, _, _ in inputs],
+                realtime,
+                info,
+                self.options.hop_seconds,
+                self.options.lag_seconds,
+                self.options.smoothing,
+                self.options.stall_seconds,
+            )
             stream.stall_after = max(self.options.stall_seconds, 2.5 * max(gap for _, _, gap in inputs))
             streams.append(stream)
         return streams
@@ -317,7 +206,7 @@ class Runtime:
         if o.jsonl is not None:
             self._sinks.append(JsonlSink(o.jsonl))
         if o.view:
-            from .view import TerminalView
+            from streamrec.runtime.view import TerminalView
 
             self._view = TerminalView([(s.id, s.description) for s in self._streams])
             self._sinks.append(self._view)
@@ -325,15 +214,14 @@ class Runtime:
         if o.ws is not None or o.web is not None:
             host, port = o.ws or (DEFAULT_HOST, None)
             ws_options = BroadcastOptions(host or DEFAULT_HOST, port, o.token, o.client_queue, web=o.web)
-            self._ws = _WebsocketThread(ws_options, self._hello)
+            self._ws = WebsocketSink(ws_options, self._hello)
             self._ws.start()
+            self._sinks.insert(0, self._ws)  # first to get each event, and first closed: clients hear the end
             self.ws_port, self.web_port = self._ws.port, self._ws.web_port
             if self._ws.broadcaster.web_url:
                 log.info("live view: %s", self._ws.broadcaster.web_url)
 
     def _close_sinks(self) -> None:
-        if self._ws is not None:
-            self._ws.stop()
         for sink in self._sinks:
             try:
                 sink.close()
@@ -348,12 +236,10 @@ class Runtime:
                 except Exception:
                     log.exception("%s failed on an event; it gets no more", type(sink).__name__)
                     self._sinks.remove(sink)
-            if self._ws is not None:
-                self._ws.publish(event)
 
     # --- sources ----------------------------------------------------------------------------
 
-    def _emitter(self, stream: _Stream, index: int) -> Emit:
+    def _emitter(self, stream: StreamState, index: int) -> Emit:
         has_audio_network = self._info.has_audio
 
         def emit(item: SourceItem) -> None:
@@ -380,7 +266,7 @@ class Runtime:
 
         return emit
 
-    def _backpressure_audio(self, stream: _Stream, n: int) -> None:
+    def _backpressure_audio(self, stream: StreamState, n: int) -> None:
         if stream.realtime:
             return  # live data never waits: the ring keeps the newest
         with stream.cond:
@@ -390,14 +276,14 @@ class Runtime:
                     return
                 stream.cond.wait(0.1)
 
-    def _backpressure_frames(self, stream: _Stream) -> None:
+    def _backpressure_frames(self, stream: StreamState) -> None:
         if stream.realtime or stream.driver != "video":
             return  # with audio, the audio's back-pressure and the source's ordering bound the frames
         with stream.cond:
             while not self._stop.is_set() and stream.frames.total_written - stream.frames_done >= FRAME_LAG:
                 stream.cond.wait(0.1)
 
-    def _source_state(self, stream: _Stream, index: int, change: StateChange) -> None:
+    def _source_state(self, stream: StreamState, index: int, change: StateChange) -> None:
         if change.state in TERMINAL_STATES:
             # Published by the inference loop once this stream's remaining windows are evaluated.
             stream.ends.append(change)
@@ -407,7 +293,7 @@ class Runtime:
         stream.state = change.state
         self._publish(status_event(stream.id, change.state, change.detail))
 
-    def _run_source(self, stream: _Stream, index: int) -> None:
+    def _run_source(self, stream: StreamState, index: int) -> None:
         source = stream.sources[index]
         try:
             source.run(self._emitter(stream, index), self._stop)
@@ -422,8 +308,8 @@ class Runtime:
 
     # --- inference --------------------------------------------------------------------------
 
-    def _collect(self) -> list[tuple[_Stream, Request]]:
-        due: list[tuple[_Stream, Request]] = []
+    def _collect(self) -> list[tuple[StreamState, Request]]:
+        due: list[tuple[StreamState, Request]] = []
         k = self._info.k_frames
         # Start with another stream each time, so that fast streams share the batch budget fairly.
         self._turn = (self._turn + 1) % len(self._streams)
@@ -461,7 +347,7 @@ class Runtime:
                 stream.frames_done = stream.frame_windower.done
         return due
 
-    def _evaluate(self, due: list[tuple[_Stream, Request]]) -> None:
+    def _evaluate(self, due: list[tuple[StreamState, Request]]) -> None:
         results = self._recognizer([request for _, request in due])
         for (stream, request), result in zip(due, results):
             if request.window is not None:
@@ -513,7 +399,7 @@ class Runtime:
                 self._publish(status_event(stream.id, final.state, final.detail))
         return all(s.finished for s in self._streams)
 
-    def _drained(self, stream: _Stream) -> bool:
+    def _drained(self, stream: StreamState) -> bool:
         """Nothing left to evaluate (asked once the stream's sources stopped writing)."""
         if stream.driver == "audio":
             total = stream.audio.total_written
@@ -566,7 +452,7 @@ class Runtime:
         self._classes = self._info.classes
         self._recognizer = Recognizer(networks)
         if self.options.explain and self._info.has_video:
-            from .explain import LiveExplainer
+            from streamrec.runtime.explain import LiveExplainer
 
             self._explainer = LiveExplainer.from_bundle(self.options.bundle)
         self._streams = self._build_streams(self._info)
@@ -637,113 +523,3 @@ class Runtime:
         if stopped in ("SIGINT", "SIGTERM"):
             code = 128 + int(getattr(signal, stopped))
         return RunSummary(streams, stopped, code)
-
-
-@dataclass
-class _SignalStop:
-    """Installs SIGINT/SIGTERM handlers that stop a runtime (main thread only), and restores them."""
-
-    runtime: Runtime
-    previous: dict[int, Any] = field(default_factory=dict)
-
-    def __enter__(self) -> _SignalStop:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        log.info("%s: stopping", name)
-        self.runtime.stop(name)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def run_streams(
-    sources: Sequence[SourceSpec],
-    bundle_path: Path | None = None,
-    backend: str = "torch",
-    ws: tuple[str, int] | None = None,
-    token: str | None = None,
-    jsonl: Path | None = None,
-    view: bool = True,
-    realtime: bool | None = None,
-    web: tuple[str, int] | None = None,
-    wait_clients: int = 0,
-    explain: bool = False,
-    duration: float | None = None,
-    hop: float = DEFAULT_HOP_SECONDS,
-) -> int:
-    """The entry point of `streamrec run`, `live` and `demo`: runs until the sources end or Ctrl-C /
-    SIGTERM, and returns the exit code (0; 2 when a stream ended in error; 128 + signal number).
-
-    realtime: True paces every source in real time, False runs every source as fast as possible
-    (devices are real time anyway), None keeps each source's default (files fast, URLs real time).
-    Raises UserError (SourceError, BundleError) for a missing file, device, bundle or a busy port.
-    """
-    specs = [
-        spec if realtime is None or spec.kind in ("camera", "microphone") else _with_realtime(spec, realtime)
-        for spec in sources
-    ]
-    options = RuntimeOptions(
-        bundle=bundle_path,
-        backend=backend,
-        hop_seconds=hop,
-        ws=ws,
-        web=web,
-        wait_clients=wait_clients,
-        explain=explain,
-        token=token,
-        jsonl=jsonl,
-        view=view,
-        duration=duration,
-    )
-    runtime = Runtime(specs, options)
-    with _SignalStop(runtime):
-        summary = runtime.run()
-    for stream_id, s in summary.streams.items():
-        latency = f", latency p50 {s.latency_p50_ms:.0f} ms p95 {s.latency_p95_ms:.0f} ms" if s.latency_p50_ms else ""
-        log.info("%s: %s %s; %d updates, %d skipped%s", stream_id, s.state, s.detail, s.updates, s.skipped, latency)
-    return summary.exit_code
-
-
-def _with_realtime(spec: SourceSpec, realtime: bool) -> SourceSpec:
-    return SourceSpec(spec.kind, spec.target, spec.stream_id, realtime, spec.fps)
-
-
-def demo_sources(clip: Path = EXAMPLE_CLIP) -> list[SourceSpec]:
-    """The demo's input: the bundled example clip, one stream called "demo"."""
-    if not clip.is_file():
-        raise SourceError(f"the example clip {clip} is missing; reinstall streamrec or use `streamrec run FILE`")
-    return [SourceSpec("file", str(clip), "demo")]
-
-
-def run_demo(
-    fast: bool = False,
-    duration: float | None = None,
-    ws: tuple[str, int] | None = (DEFAULT_HOST, DEFAULT_PORT),
-    view: bool = True,
-    jsonl: Path | None = None,
-    token: str | None = None,
-    web: tuple[str, int] | None = None,
-    explain: bool = False,
-) -> int:
-    """`streamrec demo`: the bundled model on the bundled example clip, through the live runtime."""
-    if not (DEFAULT_BUNDLE / "manifest.json").is_file():
-        raise UserError(f"the bundled model is missing from {DEFAULT_BUNDLE}; reinstall streamrec")
-    return run_streams(
-        demo_sources(),
-        None,
-        "torch",
-        ws,
-        token,
-        jsonl,
-        view,
-        realtime=not fast,
-        duration=duration,
-        web=web,
-        explain=explain,
-    )

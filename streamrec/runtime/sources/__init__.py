@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import CaptureFormat, Emit, Pacer, ReconnectPolicy, Source, SourceError
-from .file import is_url
+from streamrec.runtime.sources.base import CaptureFormat, Emit, Pacer, ReconnectPolicy, Source, SourceError
+from streamrec.runtime.sources.file import is_url
 
 KINDS = ("file", "url", "camera", "microphone")
 _STREAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -128,13 +128,13 @@ def assign_stream_ids(specs: list[SourceSpec]) -> list[str]:
 def open_source(spec: SourceSpec, fmt: CaptureFormat, duration: float | None = None) -> Source:
     """The Source object for a spec (not started; call prepare() then run())."""
     if spec.kind in ("file", "url"):
-        from .file import FileSource
+        from streamrec.runtime.sources.file import FileSource
 
         return FileSource(spec.target, fmt, realtime=spec.is_realtime, duration=duration)
     if spec.kind == "camera":
-        from .camera import CameraSource
+        from streamrec.runtime.sources.camera import CameraSource
 
         return CameraSource(spec.target, fmt, fps=spec.fps, realtime=spec.is_realtime, duration=duration)
-    from .microphone import MicrophoneSource
+    from streamrec.runtime.sources.microphone import MicrophoneSource
 
     return MicrophoneSource(spec.target or None, fmt, duration=duration)

@@ -4,7 +4,7 @@ with ReLU and batch normalisation, and a softmax classifier.
 
 Missing modalities are part of the design: a presence mask zeroes the absent slots and is given
 to the network as two extra inputs, and training drops modalities at random, so a stream without
-audio or without frames still gets a fused prediction.
+audio or without frames still gets a fused prediction. streamrec.core.scores.fusion_inputs builds the inputs (numpy) for every caller.
 """
 
 from __future__ import annotations
@@ -66,28 +66,3 @@ class LateFusion(nn.Module):
     def forward(self, audio: torch.Tensor, frames: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         stacked = self.stack(audio, frames, present)
         return self.classifier(self.body(torch.cat([stacked.flatten(1), present], dim=1)))
-
-
-def fill_frame_slots(embeddings: torch.Tensor, k: int) -> torch.Tensor:
-    """(n, dim) frame embeddings -> (k, dim): the last k, repeated cyclically when fewer than k (zeros if none)."""
-    if len(embeddings) == 0:
-        return torch.zeros(k, embeddings.shape[-1])
-    index = (
-        torch.arange(k) % len(embeddings) if len(embeddings) < k else torch.arange(len(embeddings) - k, len(embeddings))
-    )
-    return embeddings[index]
-
-
-def fusion_inputs(
-    audio: torch.Tensor | None, frames: torch.Tensor | None, dims: FusionDims
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One example's inputs with a batch axis: (1, audio_dim), (1, k, video_dim), (1, 2) presence mask.
-
-    audio: (audio_dim,) embedding of one window or None; frames: (n, video_dim) embeddings (the
-    newest last) or None. The runtime and the evaluation both build fusion inputs here.
-    """
-    has_audio, has_video = audio is not None, frames is not None and len(frames) > 0
-    a = audio if has_audio else torch.zeros(dims.audio_dim)
-    v = fill_frame_slots(frames, dims.k_frames) if has_video else torch.zeros(dims.k_frames, dims.video_dim)
-    present = torch.tensor([[float(has_audio), float(has_video)]])
-    return a.reshape(1, -1), v.unsqueeze(0), present

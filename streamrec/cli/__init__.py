@@ -16,9 +16,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.logging import RichHandler
 
-from . import __version__
-from .classes import DEFAULT_CLASSES, parse_class_list
-from .errors import UserError
+from streamrec import __version__
+from streamrec.core.classes import DEFAULT_CLASSES, parse_class_list
+from streamrec.core.errors import UserError
 
 log = logging.getLogger("streamrec")
 
@@ -54,7 +54,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    from train.corpus.build import BuildOptions, build
+    from streamrec.train.corpus.build import BuildOptions, build
 
     try:
         classes = parse_class_list(args.classes) if args.classes else DEFAULT_CLASSES
@@ -81,7 +81,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
 
 def cmd_data_example(args: argparse.Namespace) -> int:
-    from train.corpus.example import build_example
+    from streamrec.train.corpus.example import build_example
 
     try:
         sequence = tuple(c.strip() for c in args.classes.split(",") if c.strip())
@@ -98,7 +98,7 @@ def cmd_data_example(args: argparse.Namespace) -> int:
 
 
 def cmd_data_sources(args: argparse.Namespace) -> int:
-    from train.corpus import sources
+    from streamrec.train.corpus import sources
 
     if args.fetch:
         with console.status("fetching emoji artwork from the npm registry"):
@@ -114,9 +114,9 @@ def cmd_data_sources(args: argparse.Namespace) -> int:
 
 
 def cmd_train_audio(args: argparse.Namespace) -> int:
-    from train.audio_setup import make_setup
-    from train.loop import FitOptions
-    from train.train_audio import AudioTrainOptions, train_audio
+    from streamrec.core.audio_setup import make_setup
+    from streamrec.train.loop import FitOptions
+    from streamrec.train.train_audio import AudioTrainOptions, train_audio
 
     try:
         setup = make_setup(args.arch, args.crop, args.frontend, args.window, background=args.background)
@@ -154,7 +154,7 @@ def cmd_train_audio(args: argparse.Namespace) -> int:
 
 
 def _fit_options(args: argparse.Namespace, patience: int | None = None):
-    from train.loop import FitOptions
+    from streamrec.train.loop import FitOptions
 
     return FitOptions(
         max_epochs=args.epochs,
@@ -166,7 +166,7 @@ def _fit_options(args: argparse.Namespace, patience: int | None = None):
 
 
 def cmd_train_video(args: argparse.Namespace) -> int:
-    from train.train_video import VideoTrainOptions, train_video
+    from streamrec.train.train_video import VideoTrainOptions, train_video
 
     options = VideoTrainOptions(
         data=Path(args.data),
@@ -184,7 +184,7 @@ def cmd_train_video(args: argparse.Namespace) -> int:
 
 
 def cmd_train_fusion(args: argparse.Namespace) -> int:
-    from train.train_fusion import FusionTrainOptions, train_fusion
+    from streamrec.train.train_fusion import FusionTrainOptions, train_fusion
 
     options = FusionTrainOptions(
         bundle=Path(args.out),
@@ -201,10 +201,10 @@ def cmd_train_fusion(args: argparse.Namespace) -> int:
 
 def cmd_train_all(args: argparse.Namespace) -> int:
     """The default bundle's recipe: real-time audio network, EfficientNet-Lite0 frames, joint late fusion."""
-    from train.audio_setup import make_setup
-    from train.train_audio import AudioTrainOptions, train_audio
-    from train.train_fusion import FusionTrainOptions, train_fusion
-    from train.train_video import VideoTrainOptions, train_video
+    from streamrec.core.audio_setup import make_setup
+    from streamrec.train.train_audio import AudioTrainOptions, train_audio
+    from streamrec.train.train_fusion import FusionTrainOptions, train_fusion
+    from streamrec.train.train_video import VideoTrainOptions, train_video
 
     data, out = Path(args.data), Path(args.out)
     audio = AudioTrainOptions(
@@ -240,7 +240,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from train.evaluate import evaluate
+    from streamrec.train.evaluate import evaluate
 
     json_path = Path(args.json) if args.json else None
     plot = Path(args.plot) if args.plot else (json_path.with_suffix(".png") if json_path else None)
@@ -271,7 +271,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from train.analyze import AnalyzeOptions, analyze
+    from streamrec.train.analyze import AnalyzeOptions, analyze
 
     options = AnalyzeOptions(
         data=Path(args.data),
@@ -298,7 +298,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _address(text: str) -> tuple[str, int]:
-    from .broadcast import parse_address
+    from streamrec.runtime.broadcast import parse_address
 
     try:
         return parse_address(text)
@@ -315,8 +315,8 @@ def _outputs(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import run_streams
-    from .sources import SourceSpec, parse_source
+    from streamrec.cli.run import run_streams
+    from streamrec.runtime.sources import SourceSpec, parse_source
 
     specs = [parse_source(s) for s in args.sources] + [SourceSpec("camera", str(n), fps=args.fps)
                                                        for n in args.camera or []]
@@ -330,8 +330,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_live(args: argparse.Namespace) -> int:
-    from .pipeline import run_streams
-    from .sources import live_sources
+    from streamrec.cli.run import run_streams
+    from streamrec.runtime.sources import live_sources
 
     camera, mic = args.camera, args.mic
     if camera is None and mic is None:
@@ -342,8 +342,8 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .broadcast import DEFAULT_HOST, DEFAULT_PORT
-    from .pipeline import run_demo
+    from streamrec.cli.run import run_demo
+    from streamrec.runtime.broadcast import DEFAULT_HOST, DEFAULT_PORT
 
     outputs = _outputs(args)
     return run_demo(args.fast, args.duration, outputs["ws"] or (DEFAULT_HOST, DEFAULT_PORT), outputs["view"],
@@ -351,7 +351,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_engines_build(args: argparse.Namespace) -> int:
-    from engines import EngineOptions, build_engines
+    from streamrec.engines import EngineOptions, build_engines
 
     options = EngineOptions(max_batch=args.max_batch, rebuild=args.rebuild,
                             calibration_data=Path(args.calibration_data) if args.calibration_data else None)
@@ -366,8 +366,8 @@ def cmd_engines_build(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from .benchmark import BenchOptions, run_bench
-    from .benchmark_report import latency_series, markdown, plot_latency, print_report
+    from streamrec.bench.report import latency_series, markdown, plot_latency, print_report
+    from streamrec.bench.run import BenchOptions, run_bench
 
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     unknown = [b for b in backends if b not in ("torch", "onnxruntime", "tensorrt")]
@@ -504,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--embedding",
         metavar="FILE",
-        help="with --representation embedding: a checkpoint of `python -m train.seed003 pretrain` "
+        help="with --representation embedding: a checkpoint of `python -m streamrec.train.seed003 pretrain` "
         "(default: the embedding CNN stays randomly initialised)",
     )
     a.add_argument("--data", required=True, metavar="DIR", help="dataset directory (labels.csv + clips)")

@@ -15,7 +15,7 @@ from torch import nn
 ARCHITECTURES = ("han", "choi", "xception", "attention")
 # What the attention model attends over (seed 003): "joint", a small patch CNN trained with the head;
 # "logmel", the log-mel frames themselves; "embedding", seed 003's VGGish-like embedding CNN per
-# ~1 s patch, frozen (random, or pre-trained by train.pretrain).
+# ~1 s patch, frozen (random, or pre-trained by streamrec.train.pretrain).
 REPRESENTATIONS = ("joint", "logmel", "embedding")
 # Seed 003's VGGish at a quarter of its widths (64..512 conv, 4096 FC) so it trains on a CPU; the
 # 128-dimensional output is kept.

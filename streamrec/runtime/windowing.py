@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .media import FrameSampler
-from .types import Frame
+from streamrec.core.media import FrameSampler
+from streamrec.runtime.types import Frame
 
 DEFAULT_HOP_SECONDS = 0.5  # seconds between audio updates: two per 1 s window
 FRAME_TOLERANCE = 1e-3  # seconds: a frame stamped 1.0 belongs with a window ending at 1.0

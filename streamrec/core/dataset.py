@@ -3,7 +3,7 @@
     DATASET/labels.csv    path,label,split[,labels][,any other column]
     DATASET/clips/...     media files; a clip may lack its audio or its video stream
 
-Decoding goes through streamrec.media and streamrec.features, the code the live runtime uses, so a
+Decoding goes through streamrec.core.media and streamrec.core.features, the code the live runtime uses, so a
 clip is seen the same way in training, evaluation and at run time. A row that cannot be used (file
 missing or undecodable, label outside the taxonomy) is reported with a reason and skipped; the rest
 of the dataset still loads.
@@ -27,10 +27,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from streamrec.classes import DEFAULT_CLASSES
-from streamrec.errors import UserError
-from streamrec.features import FrameConfig, preprocess_frame
-from streamrec.media import MediaError, decode_audio, decode_frames, probe
+from streamrec.core.classes import DEFAULT_CLASSES
+from streamrec.core.errors import UserError
+from streamrec.core.features import FrameConfig, preprocess_frame
+from streamrec.core.media import MediaError, decode_audio, decode_frames, probe
 
 log = logging.getLogger(__name__)
 

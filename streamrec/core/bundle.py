@@ -23,15 +23,15 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .errors import UserError
+from streamrec import __version__
+from streamrec.core.assets import DEFAULT_BUNDLE
+from streamrec.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 KINDS = ("audio", "video", "fusion")
-DEFAULT_BUNDLE = Path(__file__).parent / "assets" / "model"
 
 
 class BundleError(UserError):

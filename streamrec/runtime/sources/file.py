@@ -20,10 +20,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..features import preprocess_frame
-from ..media import FrameSampler, MediaError, StreamingResampler, _check_complete, _stream_duration
-from ..types import AudioChunk, Frame, SourceInfo, StateChange
-from .base import CaptureFormat, Emit, Pacer, ReconnectPolicy, SourceError
+from streamrec.core.features import preprocess_frame
+from streamrec.core.media import FrameSampler, MediaError, StreamingResampler, _check_complete, _stream_duration
+from streamrec.runtime.sources.base import CaptureFormat, Emit, Pacer, ReconnectPolicy, SourceError
+from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..media import StreamingResampler
-from ..types import AudioChunk, SourceInfo, StateChange
-from .base import CaptureFormat, Emit, SourceError
+from streamrec.core.media import StreamingResampler
+from streamrec.runtime.sources.base import CaptureFormat, Emit, SourceError
+from streamrec.runtime.types import AudioChunk, SourceInfo, StateChange
 
 log = logging.getLogger(__name__)
 

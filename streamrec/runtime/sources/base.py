@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import UserError
-from ..features import FrameConfig
-from ..types import SourceItem
+from streamrec.core.errors import UserError
+from streamrec.core.features import FrameConfig
+from streamrec.runtime.types import SourceItem
 
 # Called by a source for every item; may block (back-pressure for sources not paced in real time).
 Emit = Callable[[SourceItem], None]

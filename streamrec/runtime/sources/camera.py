@@ -13,10 +13,10 @@ from pathlib import Path
 
 import cv2
 
-from ..features import preprocess_frame
-from ..media import FrameSampler
-from ..types import Frame, SourceInfo, StateChange
-from .base import CaptureFormat, Emit, Pacer, SourceError
+from streamrec.core.features import preprocess_frame
+from streamrec.core.media import FrameSampler
+from streamrec.runtime.sources.base import CaptureFormat, Emit, Pacer, SourceError
+from streamrec.runtime.types import Frame, SourceInfo, StateChange
 
 log = logging.getLogger(__name__)
 

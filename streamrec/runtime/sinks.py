@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import UserError
+from streamrec.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

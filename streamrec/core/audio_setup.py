@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from streamrec.features import LOGMEL_PRESETS, LogMel, LogMelConfig
-
-from .models.audio import AudioNet, outputs_probabilities
+from streamrec.core.features import LOGMEL_PRESETS, LogMel, LogMelConfig
+from streamrec.core.models.audio import AudioNet, outputs_probabilities
+from streamrec.core.scores import split_background
 
 N_UNIFORM_CROPS = 10  # seed paper: 10 segments uniformly distributed over the clip, predictions averaged
 
@@ -108,10 +108,7 @@ def window_probabilities(model: AudioNet, logmel: LogMel, windows: np.ndarray) -
 
 def instrument_probabilities(probabilities: np.ndarray, setup: AudioSetup) -> np.ndarray:
     """Drops a background column and renormalises: the distribution over the taxonomy's classes."""
-    if not setup.background:
-        return probabilities
-    instruments = probabilities[..., :-1]
-    return instruments / np.clip(instruments.sum(axis=-1, keepdims=True), 1e-9, None)
+    return split_background(probabilities, setup.background)[0]
 
 
 def clip_probabilities(model: AudioNet, logmel: LogMel, setup: AudioSetup, audio: np.ndarray) -> np.ndarray:

@@ -17,10 +17,10 @@ import asyncio
 import hmac
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,11 +28,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from streamrec.core.assets import WEB_ROOT
+from streamrec.core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"  # loopback unless asked: predictions can reveal what a camera sees
 DEFAULT_PORT = 8765
-WEB_ROOT = Path(__file__).parent / "web"
 WEB_FILES = {  # URL path -> (file under WEB_ROOT, content type): all the page is
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -235,3 +237,61 @@ class Broadcaster:
 def _address(connection: ServerConnection) -> str:
     remote = connection.remote_address
     return f"{remote[0]}:{remote[1]}" if remote else "?"
+
+
+class WebsocketSink:
+    """The Broadcaster on its own event loop and thread, as a sink: send() from any thread; close() stops the
+    server (clients get a close frame). start() binds the ports and raises UserError when it cannot."""
+
+    def __init__(self, options: BroadcastOptions, hello: Callable[[], dict[str, Any]]) -> None:
+        self.broadcaster = Broadcaster(options, hello)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="websocket", daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.broadcaster.start())
+        except BaseException as e:  # reported to start() in the caller's thread
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise UserError(str(self._error)) from self._error
+
+    @property
+    def port(self) -> int | None:
+        return self.broadcaster.port
+
+    @property
+    def web_port(self) -> int | None:
+        return self.broadcaster.web_port
+
+    def client_count(self) -> int:
+        return len(self.broadcaster.clients)
+
+    def send(self, event: dict[str, Any]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.broadcaster.publish, event)
+        except RuntimeError:  # the loop closed at shutdown: nobody is listening any more
+            pass
+
+    def close(self) -> None:
+        if self._error is not None or not self._thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(self.broadcaster.stop(), self._loop)
+        try:
+            future.result(timeout=self.broadcaster.options.close_timeout + 1.5)
+        except TimeoutError:
+            log.warning("the websocket server did not close in time")
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=1.0)

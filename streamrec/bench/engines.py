@@ -1,7 +1,7 @@
 """Micro-benchmarks: each network of a bundle on torch eager vs ONNX Runtime FP32 vs ONNX Runtime INT8
 (and TensorRT where usable), side by side, plus the audio front end in torch vs inside an ONNX graph.
 
-    python -m engines.bench --model DIR [--batch 1,8] [--repeats 30] [--threads 1] [--frontends]
+    python -m streamrec.bench.engines --model DIR [--batch 1,8] [--repeats 30] [--threads 1] [--frontends]
 
 Engines are timed round-robin (one call of each in turn, `repeats` times), so a load that comes and goes
 on a shared machine hits them alike; the medians and 95th percentiles still carry that noise.
@@ -20,14 +20,13 @@ import numpy as np
 import torch
 import torchaudio
 
-from streamrec.benchmark import time_round_robin
-from streamrec.bundle import KINDS, Bundle
-from streamrec.features import LOG_OFFSET, LOGMEL_PRESETS, LogMel, LogMelConfig
-
-from .base import Engine
-from .export import quiet_exporter, representative_inputs, synthetic_waveforms
-from .loader import EngineOptions, load_engine
-from .tensorrt_engine import tensorrt_status
+from streamrec.bench.run import time_round_robin
+from streamrec.core.bundle import KINDS, Bundle
+from streamrec.core.features import LOG_OFFSET, LOGMEL_PRESETS, LogMel, LogMelConfig
+from streamrec.engines.base import Engine
+from streamrec.engines.export import quiet_exporter, representative_inputs, synthetic_waveforms
+from streamrec.engines.loader import EngineOptions, load_engine
+from streamrec.engines.tensorrt_engine import tensorrt_status
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def compare_backends(bundle: Bundle | str | Path, batch_sizes: Sequence[int] = (
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The audio front end inside an ONNX graph: the alternative engines.export measured and did not take.
+# The audio front end inside an ONNX graph: the alternative streamrec.engines.export measured and did not take.
 
 
 class ConvLogMel(torch.nn.Module):
@@ -137,7 +136,7 @@ def compare_frontends(presets: Sequence[str] = ("realtime", "han"), batch_sizes:
 
     import onnxruntime as ort
 
-    from .onnxruntime_engine import session_options
+    from streamrec.engines.onnxruntime_engine import session_options
 
     rows = []
     with _torch_threads(1), tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -187,7 +186,7 @@ def _print_tables(rows: list[BenchRow], frontend_rows: list[FrontendRow]) -> Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m engines.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m streamrec.bench.engines", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, metavar="DIR", help="model bundle")
     parser.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per engine and batch (default 30)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .benchmark import BenchReport, Percentiles
+from streamrec.bench.run import BenchReport, Percentiles
 
 STREAM_HEADER = [
     "streams",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .types import AudioChunk, AudioWindow, Frame
+from streamrec.runtime.types import AudioChunk, AudioWindow, Frame
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from streamrec.bundle import Bundle, BundleError
-
-from .audio import AudioDims, build_audio_model
-from .fusion import FusionDims, LateFusion
-from .video import FrameNet, VideoDims
+from streamrec.core.bundle import Bundle, BundleError
+from streamrec.core.models.audio import AudioDims, build_audio_model
+from streamrec.core.models.fusion import FusionDims, LateFusion
+from streamrec.core.models.video import FrameNet, VideoDims
 
 
 def build_network(kind: str, dims: dict, pretrained_backbone: bool = False) -> torch.nn.Module:

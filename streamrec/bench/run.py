@@ -32,18 +32,22 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import Bundle
-from .errors import UserError
-from .features import preprocess_frame
-from .media import decode_audio, decode_frames
-from .pipeline import EXAMPLE_CLIP, Runtime, RuntimeOptions
-from .recognizer import NetworkInfo, Networks, Recognizer, Request, load_networks
-from .sinks import CallbackSink
-from .smoothing import Smoother
-from .sources import CaptureFormat, SourceSpec
-from .sources.file import decode_costs
-from .types import AudioWindow, Frame, prediction_event
-from .windowing import DEFAULT_HOP_SECONDS
+from streamrec.core.assets import EXAMPLE_CLIP, EXAMPLE_SEGMENTS
+from streamrec.core.bundle import Bundle
+from streamrec.core.errors import UserError
+from streamrec.core.features import preprocess_frame
+from streamrec.core.media import decode_audio, decode_frames
+from streamrec.core.networks import NetworkInfo, Networks
+from streamrec.core.scores import fusion_inputs
+from streamrec.engines import load_networks
+from streamrec.runtime.pipeline import Runtime, RuntimeOptions
+from streamrec.runtime.recognizer import Recognizer, Request
+from streamrec.runtime.sinks import CallbackSink
+from streamrec.runtime.smoothing import Smoother
+from streamrec.runtime.sources import CaptureFormat, SourceSpec
+from streamrec.runtime.sources.file import decode_costs
+from streamrec.runtime.types import AudioWindow, Frame, prediction_event
+from streamrec.runtime.windowing import DEFAULT_HOP_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,6 @@ TARGETS = {
     "realtime_streams": 40,
     "offline_x_realtime": 100.0,
 }
-EXAMPLE_SEGMENTS = EXAMPLE_CLIP.with_suffix(".json")
 # Order of the example clip's four instruments in the switch clip: every neighbour pair differs and
 # every instrument follows every other at least once.
 SWITCH_ORDER = (0, 1, 2, 3, 1, 0, 3, 2, 0, 2, 1, 3)
@@ -426,18 +429,10 @@ def _fusion_request(info: NetworkInfo, window: np.ndarray | None, images: np.nda
 
 def _fusion_inputs(networks: Networks, request: Request) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The fusion network's inputs for one update, built as the Recognizer builds them."""
-    import torch
-
-    from train.models.fusion import FusionDims, fusion_inputs
-
     info = networks.info
-    audio = torch.from_numpy(networks.audio(request.window.samples[None])[1]) if request.window is not None else None
-    frames = (
-        torch.from_numpy(networks.frames(np.stack([f.image for f in request.frames]))[1]) if request.frames else None
-    )
-    dims = FusionDims(len(info.classes), info.audio_dim or 1, info.video_dim or 1, k_frames=info.k_frames)
-    audio_in, frames_in, present = fusion_inputs(audio, frames, dims)
-    return audio_in.numpy(), frames_in.numpy(), present.numpy()
+    audio = networks.audio(request.window.samples[None])[1] if request.window is not None else None
+    frames = networks.frames(np.stack([f.image for f in request.frames]))[1] if request.frames else None
+    return fusion_inputs(audio, frames, info.k_frames, info.audio_dim or 1, info.video_dim or 1)
 
 
 # --- live -----------------------------------------------------------------------------------------
@@ -650,9 +645,9 @@ def compute_budget(bundle: Bundle, stages: list[StageRow], backend: str, hop_sec
     counted), per second of media at the runtime's rates, and the rate reached against the peak."""
     import torch
 
-    from train.audio_setup import AudioSetup
-    from train.models import load_network
-    from train.report import multiply_adds
+    from streamrec.core.audio_setup import AudioSetup
+    from streamrec.core.models import load_network
+    from streamrec.train.report import multiply_adds
 
     info = NetworkInfo.from_bundle(bundle)
     rows = []

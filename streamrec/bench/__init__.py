@@ -1,0 +1,1 @@
+"""streamrec bench: the runtime's own code paths timed, reported as tables and figures."""

@@ -1,0 +1,1 @@
+"""The live runtime: sources, ring buffers, windowing, recognition, smoothing, sinks and broadcast."""
