@@ -5,7 +5,8 @@
     outputs = audio.infer({"logmel": logmel})   # {"scores": ..., "embedding": ...}
 
 load_networks(bundle, backend) gives a bundle's three networks behind streamrec.core.networks' Networks
-protocol (streamrec.engines.networks.EngineNetworks, or torch). TensorRT and CUDA are imported only when a TensorRT engine is built or loaded.
+protocol (streamrec.engines.networks.EngineNetworks, or torch). TensorRT and CUDA are imported only
+when a TensorRT engine is built or loaded.
 """
 
 from streamrec.engines.base import BACKENDS, PRECISIONS, Engine, EngineError, TensorSpec

@@ -63,11 +63,23 @@ def check_inputs(kind: str, spec: tuple[TensorSpec, ...], inputs: Mapping[str, n
         raise ValueError(f"{kind} engine inputs disagree on the batch size: {sorted(batches)}")
 
 
-def log_io(logger: logging.Logger, backend: str, kind: str, inputs: tuple[TensorSpec, ...],
-           outputs: tuple[TensorSpec, ...], detail: str = "") -> None:
+def log_io(
+    logger: logging.Logger,
+    backend: str,
+    kind: str,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    detail: str = "",
+) -> None:
     """The one line every engine logs when loaded, so a run's log shows what each network expects."""
-    logger.info("%s %s engine%s: in %s; out %s", backend, kind, f" ({detail})" if detail else "",
-                ", ".join(s.describe() for s in inputs), ", ".join(s.describe() for s in outputs))
+    logger.info(
+        "%s %s engine%s: in %s; out %s",
+        backend,
+        kind,
+        f" ({detail})" if detail else "",
+        ", ".join(s.describe() for s in inputs),
+        ", ".join(s.describe() for s in outputs),
+    )
 
 
 class EngineBase:

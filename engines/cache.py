@@ -50,8 +50,10 @@ class EngineKey:
 
     @property
     def digest(self) -> str:
-        blob = json.dumps({"backend": self.backend, "kind": self.kind, "precision": self.precision,
-                           **dict(self.fields)}, sort_keys=True)
+        blob = json.dumps(
+            {"backend": self.backend, "kind": self.kind, "precision": self.precision, **dict(self.fields)},
+            sort_keys=True,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
@@ -133,13 +135,23 @@ class EngineCache:
                 self._remove_stem(folder, stem)
                 continue
             if fields.get("weights_sha256") != key.fields.get("weights_sha256"):
-                log.warning("removing stale %s %s engine %s: built from weights %.12s, the bundle now has %.12s",
-                            key.backend, key.kind, folder / stem, fields.get("weights_sha256"),
-                            key.fields.get("weights_sha256"))
+                log.warning(
+                    "removing stale %s %s engine %s: built from weights %.12s, the bundle now has %.12s",
+                    key.backend,
+                    key.kind,
+                    folder / stem,
+                    fields.get("weights_sha256"),
+                    key.fields.get("weights_sha256"),
+                )
                 self._remove_stem(folder, stem)
             else:
-                log.warning("not using %s %s engine %s built for %s; building one for this machine",
-                            key.backend, key.kind, folder / stem, _describe_difference(fields, key.fields))
+                log.warning(
+                    "not using %s %s engine %s built for %s; building one for this machine",
+                    key.backend,
+                    key.kind,
+                    folder / stem,
+                    _describe_difference(fields, key.fields),
+                )
 
     def store(self, key: EngineKey, built: Path, suffix: str, metadata: Mapping[str, Any]) -> CachedEngine:
         """Moves the freshly built file `built` into place, then writes its sidecar (atomically, last)."""

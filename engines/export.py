@@ -15,8 +15,8 @@ already gives probabilities: `scores_are_probabilities` in the export metadata s
 
 Why the audio graph takes the log-mel and not the waveform. The alternative, a waveform input with the
 front end inside the graph (STFT as a conv1d with fixed Hann-windowed cos/sin kernels, then the
-torchaudio mel matrix; streamrec.bench.engines.ConvLogMel), was built and measured against streamrec.core.features.LogMel
-(torchaudio, FFT) on this 2-core CPU with a training job sharing it (medians of 20 runs, 1 thread;
+torchaudio mel matrix; streamrec.bench.engines.ConvLogMel), was built and measured against
+streamrec.core.features.LogMel (torchaudio, FFT) on this 2-core CPU with a training job sharing it (medians of 20 runs, 1 thread;
 `python -m streamrec.bench.engines --model DIR --frontends` reproduces them):
 
     front end latency          realtime preset (16 kHz, 1 s)    han preset (22.05 kHz, 1 s)
@@ -131,9 +131,16 @@ def export_onnx(bundle: Bundle, kind: str, path: Path, opset: int = OPSET) -> di
         try:
             with quiet_exporter():
                 torch.onnx.export(
-                    module, args, str(path), input_names=[s.name for s in spec.inputs],
-                    output_names=[s.name for s in spec.outputs], dynamic_axes=_dynamic_axes(spec),
-                    opset_version=opset, dynamo=dynamo, external_data=False, verbose=False,
+                    module,
+                    args,
+                    str(path),
+                    input_names=[s.name for s in spec.inputs],
+                    output_names=[s.name for s in spec.outputs],
+                    dynamic_axes=_dynamic_axes(spec),
+                    opset_version=opset,
+                    dynamo=dynamo,
+                    external_data=False,
+                    verbose=False,
                 )
             diff = _relative_diff(path, spec, check_inputs, expected)
         except Exception as e:  # any exporter failure: try the other one, then report both
@@ -144,8 +151,12 @@ def export_onnx(bundle: Bundle, kind: str, path: Path, opset: int = OPSET) -> di
             failures.append(f"{exporter}: outputs differ from torch by {diff:.2g}")
             log.warning("%s export of the %s network differs from torch by %.2g", exporter, kind, diff)
             continue
-        log.info("exported the %s network with the %s exporter (max diff vs torch %.2g of the largest output)",
-                 kind, exporter, diff)
+        log.info(
+            "exported the %s network with the %s exporter (max diff vs torch %.2g of the largest output)",
+            kind,
+            exporter,
+            diff,
+        )
         return {**graph_metadata(bundle, kind), "exporter": exporter, "opset": opset, "export_relative_diff": diff}
     path.unlink(missing_ok=True)
     raise RuntimeError(f"cannot export the {kind} network of {bundle.root} to ONNX: {'; '.join(failures)}")
@@ -171,8 +182,11 @@ def synthetic_waveforms(count: int, config: LogMelConfig, seed: int = 0) -> np.n
             continue
         f0 = rng.uniform(60, 1200)
         harmonics = rng.uniform(0, 1, 8) / np.arange(1, 9) ** rng.uniform(0.5, 2)
-        tone = sum(h * np.sin(2 * np.pi * f0 * (j + 1) * t + rng.uniform(0, 2 * np.pi))
-                   for j, h in enumerate(harmonics) if f0 * (j + 1) < config.sample_rate / 2)
+        tone = sum(
+            h * np.sin(2 * np.pi * f0 * (j + 1) * t + rng.uniform(0, 2 * np.pi))
+            for j, h in enumerate(harmonics)
+            if f0 * (j + 1) < config.sample_rate / 2
+        )
         envelope = np.exp(-t * rng.uniform(0, 4))
         signal = tone * envelope / max(1e-6, float(np.abs(tone).max())) + 0.01 * rng.standard_normal(n)
         out[i] = np.clip(level * signal, -1, 1)
@@ -202,14 +216,15 @@ def _dataset_media(bundle: Bundle, kind: str, data: Path, count: int) -> np.ndar
 
     if kind == "audio":
         config = AudioSetup.from_dict(bundle.network("audio")["setup"]).frontend
-        loaded = load_dataset(data, "train", DecodeSpec(sample_rate=config.sample_rate, video=False),
-                              bundle.classes, progress=False)
+        loaded = load_dataset(
+            data, "train", DecodeSpec(sample_rate=config.sample_rate, video=False), bundle.classes, progress=False
+        )
         n, windows = config.window_samples, []
         for clip in loaded.clips:
             if clip.audio is not None:
                 for start in range(0, max(1, len(clip.audio) - n + 1), n):
                     piece = np.zeros(n, np.float32)
-                    chunk = clip.audio[start:start + n]
+                    chunk = clip.audio[start : start + n]
                     piece[: len(chunk)] = chunk
                     windows.append(piece)
         return np.stack(windows[:count]) if windows else np.zeros((0, n), np.float32)
@@ -219,8 +234,9 @@ def _dataset_media(bundle: Bundle, kind: str, data: Path, count: int) -> np.ndar
     return frames_to_tensor(np.stack(frames)).numpy() if frames else np.zeros((0, 3, 1, 1), np.float32)
 
 
-def representative_inputs(bundle: Bundle, kind: str, count: int, seed: int = 0,
-                          data: Path | None = None) -> dict[str, np.ndarray]:
+def representative_inputs(
+    bundle: Bundle, kind: str, count: int, seed: int = 0, data: Path | None = None
+) -> dict[str, np.ndarray]:
     """`count` examples of the graph's inputs (batch axis first) that look like what the engine will see.
 
     audio: log-mel of tones, noise and silence through the bundle's own front end; video: synthetic
@@ -261,8 +277,9 @@ def _reference_module(root: Path, kind: str, sha256: str) -> nn.Module:
     return graph_module(Bundle.load(root), kind)
 
 
-def _embeddings(bundle: Bundle, kind: str, count: int, seed: int, data: Path | None, dim: int,
-                rng: np.random.Generator) -> np.ndarray:
+def _embeddings(
+    bundle: Bundle, kind: str, count: int, seed: int, data: Path | None, dim: int, rng: np.random.Generator
+) -> np.ndarray:
     """(count, dim) embeddings of representative inputs through the bundle's network of `kind`; ReLU-like
     random features when the bundle lacks that network."""
     if not bundle.has(kind):
@@ -272,6 +289,6 @@ def _embeddings(bundle: Bundle, kind: str, count: int, seed: int, data: Path | N
     spec = graph_spec(bundle, kind)
     chunks = []
     for start in range(0, count, 16):  # bounded memory for video trunks
-        batch = {name: value[start:start + 16] for name, value in inputs.items()}
+        batch = {name: value[start : start + 16] for name, value in inputs.items()}
         chunks.append(_torch_outputs(module, spec, batch)[-1])
     return np.concatenate(chunks).astype(np.float32)

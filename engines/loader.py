@@ -80,7 +80,9 @@ def choose_backend(requested: str = AUTO) -> str:
 class EngineOptions:
     """How engines are built and run; everything that changes a built artifact is part of its cache key."""
 
-    threads: int | None = None  # ONNX Runtime intra-op threads (None: streamrec.engines.onnxruntime_engine.default_threads)
+    threads: int | None = (
+        None  # ONNX Runtime intra-op threads (None: streamrec.engines.onnxruntime_engine.default_threads)
+    )
     max_batch: int = DEFAULT_MAX_BATCH  # TensorRT profile: batch 1..max_batch
     opt_batch: int = DEFAULT_OPT_BATCH  # TensorRT profile: the batch kernels are tuned for
     calibration_data: Path | None = None  # INT8 calibration from this dataset's train split (else synthetic)
@@ -96,16 +98,22 @@ def _bundle(bundle: Bundle | str | Path) -> Bundle:
 
 def export_key(bundle: Bundle, kind: str) -> EngineKey:
     """The exported ONNX graph depends on the weights, our export code and the exporter (torch)."""
-    return EngineKey("onnx", kind, "fp32", {
-        "weights_sha256": bundle.network(kind)["sha256"],
-        "export_format": str(EXPORT_FORMAT),
-        "opset": str(OPSET),
-        "torch": torch.__version__,
-    })
+    return EngineKey(
+        "onnx",
+        kind,
+        "fp32",
+        {
+            "weights_sha256": bundle.network(kind)["sha256"],
+            "export_format": str(EXPORT_FORMAT),
+            "opset": str(OPSET),
+            "torch": torch.__version__,
+        },
+    )
 
 
-def _ensure(cache: EngineCache, key: EngineKey, suffix: str, build: Callable[[Path], dict[str, Any]],
-            rebuild: bool) -> CachedEngine:
+def _ensure(
+    cache: EngineCache, key: EngineKey, suffix: str, build: Callable[[Path], dict[str, Any]], rebuild: bool
+) -> CachedEngine:
     """The cached artifact for key, built into a scratch file and stored when missing (or when asked)."""
     with cache.lock(key):
         if rebuild:
@@ -121,8 +129,9 @@ def _ensure(cache: EngineCache, key: EngineKey, suffix: str, build: Callable[[Pa
             scratch.unlink(missing_ok=True)
 
 
-def ensure_onnx(bundle: Bundle, kind: str, cache: EngineCache, rebuild: bool = False,
-                stage: Stage = lambda s: None) -> CachedEngine:
+def ensure_onnx(
+    bundle: Bundle, kind: str, cache: EngineCache, rebuild: bool = False, stage: Stage = lambda s: None
+) -> CachedEngine:
     def build(path: Path) -> dict[str, Any]:
         stage("exporting ONNX")
         return {**export_onnx(bundle, kind, path), "precision": "fp32"}
@@ -130,8 +139,9 @@ def ensure_onnx(bundle: Bundle, kind: str, cache: EngineCache, rebuild: bool = F
     return _ensure(cache, export_key(bundle, kind), ".onnx", build, rebuild)
 
 
-def compare_with_torch(engine: Engine, bundle: Bundle, kind: str, count: int | None = None,
-                       batch: int = 8) -> dict[str, float]:
+def compare_with_torch(
+    engine: Engine, bundle: Bundle, kind: str, count: int | None = None, batch: int = 8
+) -> dict[str, float]:
     """How far a built engine is from the torch reference on representative inputs, fed `batch` at a time:
     the largest absolute difference of each output, and how often the top-1 class agrees."""
     from streamrec.engines.torch_engine import TorchEngine
@@ -151,7 +161,7 @@ def compare_with_torch(engine: Engine, bundle: Bundle, kind: str, count: int | N
 
 def _infer_in_batches(engine: Engine, inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
     count = len(next(iter(inputs.values())))
-    parts = [engine.infer({k: v[i:i + batch] for k, v in inputs.items()}) for i in range(0, count, batch)]
+    parts = [engine.infer({k: v[i : i + batch] for k, v in inputs.items()}) for i in range(0, count, batch)]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
@@ -161,8 +171,13 @@ def _metadata(bundle: Bundle, kind: str, cached: CachedEngine, **extra: Any) -> 
     return {**cached.metadata, **graph_metadata(bundle, kind), "path": str(cached.path), **extra}
 
 
-def _load_or_rebuild(cache: EngineCache, key: EngineKey, ensure: Callable[[bool], CachedEngine],
-                     open_engine: Callable[[CachedEngine], Engine], rebuild: bool) -> Engine:
+def _load_or_rebuild(
+    cache: EngineCache,
+    key: EngineKey,
+    ensure: Callable[[bool], CachedEngine],
+    open_engine: Callable[[CachedEngine], Engine],
+    rebuild: bool,
+) -> Engine:
     """Opens the cached artifact; one that passes its hash check yet fails to load is removed and rebuilt once."""
     cached = ensure(rebuild)
     try:
@@ -173,8 +188,9 @@ def _load_or_rebuild(cache: EngineCache, key: EngineKey, ensure: Callable[[bool]
         return open_engine(ensure(True))
 
 
-def _onnxruntime(bundle: Bundle, kind: str, precision: str, options: EngineOptions, cache: EngineCache,
-                 stage: Stage) -> Engine:
+def _onnxruntime(
+    bundle: Bundle, kind: str, precision: str, options: EngineOptions, cache: EngineCache, stage: Stage
+) -> Engine:
     from streamrec.engines.onnxruntime_engine import (
         INT8_OP_TYPES,
         INT8_REDUCE_RANGE,
@@ -194,12 +210,21 @@ def _onnxruntime(bundle: Bundle, kind: str, precision: str, options: EngineOptio
 
     if precision == "fp32":  # the exported graph itself
         key = export_key(bundle, kind)
-        return _load_or_rebuild(cache, key, lambda again: ensure_onnx(bundle, kind, cache, again, stage),
-                                open_engine, options.rebuild)
+        return _load_or_rebuild(
+            cache, key, lambda again: ensure_onnx(bundle, kind, cache, again, stage), open_engine, options.rebuild
+        )
 
-    key = EngineKey("onnxruntime", kind, precision, {
-        **export_key(bundle, kind).fields, "onnxruntime": runtime_version(), "int8_ops": ",".join(INT8_OP_TYPES),
-        "int8_reduce_range": INT8_REDUCE_RANGE})
+    key = EngineKey(
+        "onnxruntime",
+        kind,
+        precision,
+        {
+            **export_key(bundle, kind).fields,
+            "onnxruntime": runtime_version(),
+            "int8_ops": ",".join(INT8_OP_TYPES),
+            "int8_reduce_range": INT8_REDUCE_RANGE,
+        },
+    )
 
     def ensure(again: bool) -> CachedEngine:
         source = ensure_onnx(bundle, kind, cache, options.rebuild, stage)
@@ -221,8 +246,9 @@ def _onnxruntime(bundle: Bundle, kind: str, precision: str, options: EngineOptio
     return _load_or_rebuild(cache, key, ensure, open_engine, options.rebuild)
 
 
-def _tensorrt(bundle: Bundle, kind: str, precision: str, options: EngineOptions, cache: EngineCache,
-              stage: Stage) -> Engine:
+def _tensorrt(
+    bundle: Bundle, kind: str, precision: str, options: EngineOptions, cache: EngineCache, stage: Stage
+) -> Engine:
     from streamrec.engines.tensorrt_engine import (
         BuildOptions,
         TensorRTEngine,
@@ -234,8 +260,12 @@ def _tensorrt(bundle: Bundle, kind: str, precision: str, options: EngineOptions,
     if precision not in PRECISIONS:
         raise EngineError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     fingerprint = device_fingerprint()
-    fields = {**export_key(bundle, kind).fields, **fingerprint,
-              "max_batch": str(options.max_batch), "opt_batch": str(options.opt_batch)}
+    fields = {
+        **export_key(bundle, kind).fields,
+        **fingerprint,
+        "max_batch": str(options.max_batch),
+        "opt_batch": str(options.opt_batch),
+    }
     if precision == "int8":
         data = options.calibration_data
         fields["calibration"] = f"{data.resolve() if data else 'synthetic'}:{options.calibration_examples}"
@@ -255,12 +285,22 @@ def _tensorrt(bundle: Bundle, kind: str, precision: str, options: EngineOptions,
             batches = None
             if precision == "int8":
                 stage("preparing calibration batches")
-                batches = calibration_batches(representative_inputs(
-                    bundle, kind, options.calibration_examples, seed=5, data=options.calibration_data))
+                batches = calibration_batches(
+                    representative_inputs(
+                        bundle, kind, options.calibration_examples, seed=5, data=options.calibration_data
+                    )
+                )
             stage(f"building TensorRT {precision} engine")
-            built = build_plan(source.path, path, spec.inputs, spec.nominal,
-                               BuildOptions(precision, options.max_batch, options.opt_batch), batches,
-                               timing_cache, cache.path(key, ".calib"))
+            built = build_plan(
+                source.path,
+                path,
+                spec.inputs,
+                spec.nominal,
+                BuildOptions(precision, options.max_batch, options.opt_batch),
+                batches,
+                timing_cache,
+                cache.path(key, ".calib"),
+            )
             stage("checking against torch")
             check = TensorRTEngine(path, kind, {"precision": precision})
             try:
@@ -279,8 +319,9 @@ def _format_report(report: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3g}" for k, v in report.items())
 
 
-def _load(bundle: Bundle, kind: str, backend: str, precision: str, options: EngineOptions,
-          stage: Stage = lambda s: None) -> Engine:
+def _load(
+    bundle: Bundle, kind: str, backend: str, precision: str, options: EngineOptions, stage: Stage = lambda s: None
+) -> Engine:
     if kind not in KINDS:
         raise EngineError(f"unknown network kind {kind!r}; choose {', '.join(KINDS)}")
     bundle.network(kind)  # BundleError (a UserError) when the bundle lacks it
@@ -299,10 +340,15 @@ def _load(bundle: Bundle, kind: str, backend: str, precision: str, options: Engi
     return _tensorrt(bundle, kind, precision, options, cache, stage)
 
 
-def load_engine(bundle: Bundle | str | Path, kind: str, backend: str = AUTO, precision: str = "fp32",
-                options: EngineOptions | None = None) -> Engine:
+def load_engine(
+    bundle: Bundle | str | Path,
+    kind: str,
+    backend: str = AUTO,
+    precision: str = "fp32",
+    options: EngineOptions | None = None,
+) -> Engine:
     """The engine of one network of a bundle (kind "audio", "video" or "fusion"), built into the bundle's
-    engine cache first when missing, stale or damaged. See streamrec.engines.export for each kind's inputs and outputs."""
+    engine cache first when missing, stale or damaged. streamrec.core.graphs gives each kind's inputs and outputs."""
     loaded = _bundle(bundle)
     return _load(loaded, kind, choose_backend(backend), precision, options or EngineOptions())
 
@@ -319,15 +365,22 @@ class BuiltEngine:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def build_engines(bundle: Bundle | str | Path, backend: str = AUTO, precision: str = "fp32", progress: bool = True,
-                  kinds: Sequence[str] | None = None, options: EngineOptions | None = None) -> list[BuiltEngine]:
+def build_engines(
+    bundle: Bundle | str | Path,
+    backend: str = AUTO,
+    precision: str = "fp32",
+    progress: bool = True,
+    kinds: Sequence[str] | None = None,
+    options: EngineOptions | None = None,
+) -> list[BuiltEngine]:
     """Exports and builds the engines of every network in the bundle (or of `kinds`) for one backend and
     precision into the bundle's engine cache, with a progress display; cached engines are checked and reused."""
     loaded = _bundle(bundle)
     chosen = choose_backend(backend)
     if chosen == "torch":
-        raise EngineError("the torch backend runs the bundle as it is and has no engines to build; "
-                          "choose onnxruntime or tensorrt")
+        raise EngineError(
+            "the torch backend runs the bundle as it is and has no engines to build; choose onnxruntime or tensorrt"
+        )
     wanted = [k for k in KINDS if loaded.has(k)] if kinds is None else list(kinds)
     if not wanted:
         raise EngineError(f"bundle {loaded.root} has no networks to build engines for")
@@ -336,12 +389,21 @@ def build_engines(bundle: Bundle | str | Path, backend: str = AUTO, precision: s
     with _progress(progress, len(wanted)) as (describe, advance):
         for kind in wanted:
             start = time.perf_counter()
-            engine = _load(loaded, kind, chosen, precision, options,
-                           lambda stage, kind=kind: describe(f"{kind}: {stage}"))
+            engine = _load(
+                loaded, kind, chosen, precision, options, lambda stage, kind=kind: describe(f"{kind}: {stage}")
+            )
             seconds = time.perf_counter() - start
             path = engine.metadata.get("path")
-            built.append(BuiltEngine(kind, chosen, engine.metadata.get("precision", precision),
-                                     Path(path) if path else None, seconds, dict(engine.metadata)))
+            built.append(
+                BuiltEngine(
+                    kind,
+                    chosen,
+                    engine.metadata.get("precision", precision),
+                    Path(path) if path else None,
+                    seconds,
+                    dict(engine.metadata),
+                )
+            )
             engine.close()
             advance()
     return built
@@ -355,8 +417,13 @@ def _progress(enabled: bool, total: int) -> Iterator[tuple[Callable[[str], None]
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("engines", total=total)
         yield (lambda text: bar.update(task, description=text)), (lambda: bar.advance(task))

@@ -25,8 +25,13 @@ log = logging.getLogger(__name__)
 class EngineNetworks:
     """audio(windows), frames(images), fuse(audio, frames, present) of a bundle on one backend and precision."""
 
-    def __init__(self, bundle: Bundle | str | Path | None, backend: str = "auto", precision: str = "fp32",
-                 options: EngineOptions | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle | str | Path | None,
+        backend: str = "auto",
+        precision: str = "fp32",
+        options: EngineOptions | None = None,
+    ) -> None:
         loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.info = NetworkInfo.from_bundle(loaded)
         self.backend = choose_backend(backend)
@@ -35,7 +40,9 @@ class EngineNetworks:
         self._chunk = options.max_batch if self.backend == "tensorrt" else None
         self._engines: dict[str, Engine] = {
             kind: load_engine(loaded, kind, self.backend, precision, options)
-            for kind in ("audio", "video", "fusion") if loaded.has(kind)}
+            for kind in ("audio", "video", "fusion")
+            if loaded.has(kind)
+        }
         self._logmel: LogMel | None = None
         if "audio" in self._engines:
             meta = self._engines["audio"].metadata
@@ -48,7 +55,7 @@ class EngineNetworks:
             raise RuntimeError(f"this bundle has no {kind} network")
         count = len(next(iter(inputs.values())))
         step = self._chunk or max(count, 1)
-        parts = [engine.infer({k: v[i:i + step] for k, v in inputs.items()}) for i in range(0, count, step)]
+        parts = [engine.infer({k: v[i : i + step] for k, v in inputs.items()}) for i in range(0, count, step)]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     def audio(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

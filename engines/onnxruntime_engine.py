@@ -78,8 +78,7 @@ class OnnxRuntimeEngine(EngineBase):
 
     backend = "onnxruntime"
 
-    def __init__(self, path: Path, kind: str, threads: int | None = None, spin: bool = False,
-                 detail: str = "") -> None:
+    def __init__(self, path: Path, kind: str, threads: int | None = None, spin: bool = False, detail: str = "") -> None:
         import onnxruntime as ort
 
         self.kind, self.path = kind, Path(path)
@@ -92,8 +91,14 @@ class OnnxRuntimeEngine(EngineBase):
         self._inputs = tuple(_spec(n) for n in self._session.get_inputs())
         self._outputs = tuple(_spec(n) for n in self._session.get_outputs())
         self._names = [s.name for s in self._outputs]
-        log_io(log, self.backend, kind, self._inputs, self._outputs,
-               f"{options.intra_op_num_threads} threads" + (f", {detail}" if detail else ""))
+        log_io(
+            log,
+            self.backend,
+            kind,
+            self._inputs,
+            self._outputs,
+            f"{options.intra_op_num_threads} threads" + (f", {detail}" if detail else ""),
+        )
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_inputs(self.kind, self._inputs, inputs)
@@ -114,8 +119,13 @@ def quantize_int8(source: Path, target: Path) -> None:
         with _quiet_quantizer():
             # Shape inference and constant folding first, as ORT's quantization guide asks: it finds more to quantize.
             quant_pre_process(str(source), str(prepared))
-            quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8,
-                             op_types_to_quantize=list(INT8_OP_TYPES), reduce_range=INT8_REDUCE_RANGE)
+            quantize_dynamic(
+                str(prepared),
+                str(target),
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=list(INT8_OP_TYPES),
+                reduce_range=INT8_REDUCE_RANGE,
+            )
     finally:
         prepared.unlink(missing_ok=True)
 

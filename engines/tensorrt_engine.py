@@ -57,8 +57,12 @@ def device_fingerprint() -> dict[str, str]:
 # Pure logic: optimisation profile shapes and calibration batches.
 
 
-def profile_shapes(inputs: Sequence[TensorSpec], nominal: Mapping[str, Sequence[int]], max_batch: int,
-                   opt_batch: int = DEFAULT_OPT_BATCH) -> dict[str, tuple[tuple[int, ...], ...]]:
+def profile_shapes(
+    inputs: Sequence[TensorSpec],
+    nominal: Mapping[str, Sequence[int]],
+    max_batch: int,
+    opt_batch: int = DEFAULT_OPT_BATCH,
+) -> dict[str, tuple[tuple[int, ...], ...]]:
     """(min, opt, max) shapes per input for one optimisation profile: batch 1..max_batch, tuned for opt_batch;
     every other axis fixed to the graph's nominal shape (streamrec.engines.export leaves only the batch dynamic)."""
     if max_batch < 1:
@@ -77,8 +81,9 @@ def profile_shapes(inputs: Sequence[TensorSpec], nominal: Mapping[str, Sequence[
     return shapes
 
 
-def calibration_batches(inputs: Mapping[str, np.ndarray], batch_size: int = CALIBRATION_BATCH,
-                        max_batches: int | None = None) -> list[dict[str, np.ndarray]]:
+def calibration_batches(
+    inputs: Mapping[str, np.ndarray], batch_size: int = CALIBRATION_BATCH, max_batches: int | None = None
+) -> list[dict[str, np.ndarray]]:
     """Splits representative inputs (batch axis first) into full batches of `batch_size`, contiguous float32.
 
     The remainder is dropped: an INT8 calibrator feeds one fixed shape (the calibration profile's). Raises
@@ -93,8 +98,13 @@ def calibration_batches(inputs: Mapping[str, np.ndarray], batch_size: int = CALI
     n_batches = count // batch_size if max_batches is None else min(count // batch_size, max_batches)
     if n_batches < 1:
         raise ValueError(f"{count} calibration examples do not fill one batch of {batch_size}")
-    return [{name: np.ascontiguousarray(value[i * batch_size:(i + 1) * batch_size], dtype=np.float32)
-             for name, value in inputs.items()} for i in range(n_batches)]
+    return [
+        {
+            name: np.ascontiguousarray(value[i * batch_size : (i + 1) * batch_size], dtype=np.float32)
+            for name, value in inputs.items()
+        }
+        for i in range(n_batches)
+    ]
 
 
 def calibration_profile(batch: Mapping[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -123,14 +133,19 @@ def _logger():
 
     global _TRT_LOGGER
     if _TRT_LOGGER is None:
+
         class _Forward(trt.ILogger):
             def __init__(self) -> None:
                 trt.ILogger.__init__(self)
 
             def log(self, severity, msg: str) -> None:
                 S = trt.ILogger.Severity
-                level = {S.INTERNAL_ERROR: logging.ERROR, S.ERROR: logging.ERROR, S.WARNING: logging.WARNING,
-                         S.INFO: logging.DEBUG}.get(severity, logging.NOTSET)
+                level = {
+                    S.INTERNAL_ERROR: logging.ERROR,
+                    S.ERROR: logging.ERROR,
+                    S.WARNING: logging.WARNING,
+                    S.INFO: logging.DEBUG,
+                }.get(severity, logging.NOTSET)
                 if level:
                     log.log(level, "TensorRT: %s", msg)
 
@@ -171,19 +186,26 @@ def _make_calibrator(trt, batches: list[dict[str, np.ndarray]], cache_path: Path
     return EntropyCalibrator()
 
 
-def _strongly_typed_source(trt, onnx_path: Path, precision: str, batches: list[dict[str, np.ndarray]] | None,
-                           scratch: Path) -> Path:
+def _strongly_typed_source(
+    trt, onnx_path: Path, precision: str, batches: list[dict[str, np.ndarray]] | None, scratch: Path
+) -> Path:
     """TensorRT 11+: the ONNX that carries the precision itself (FP16 by ModelOpt AutoCast, INT8 as QDQ)."""
     if precision == "fp16":
         try:
             import modelopt.onnx.autocast as autocast
         except ImportError as e:
-            raise EngineError(f"TensorRT {trt.__version__} builds FP16 only from an FP16 ONNX graph; install "
-                              "nvidia-modelopt (ModelOpt AutoCast makes it) or use --precision fp32") from e
+            raise EngineError(
+                f"TensorRT {trt.__version__} builds FP16 only from an FP16 ONNX graph; install "
+                "nvidia-modelopt (ModelOpt AutoCast makes it) or use --precision fp32"
+            ) from e
         import onnx
 
-        onnx.save(autocast.convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16",
-                                                      keep_io_types=True), str(scratch))
+        onnx.save(
+            autocast.convert_to_mixed_precision(
+                onnx_path=str(onnx_path), low_precision_type="fp16", keep_io_types=True
+            ),
+            str(scratch),
+        )
         return scratch
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -195,16 +217,29 @@ def _strongly_typed_source(trt, onnx_path: Path, precision: str, batches: list[d
             return next(self._batches, None)
 
     # Symmetric QDQ is what TensorRT's explicit quantization accepts.
-    quantize_static(str(onnx_path), str(scratch), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    quantize_static(
+        str(onnx_path),
+        str(scratch),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
     return scratch
 
 
-def build_plan(onnx_path: Path, plan_path: Path, inputs: Sequence[TensorSpec],
-               nominal: Mapping[str, Sequence[int]], options: BuildOptions,
-               calibration: list[dict[str, np.ndarray]] | None = None,
-               timing_cache: Path | None = None, calibration_cache: Path | None = None) -> dict[str, Any]:
+def build_plan(
+    onnx_path: Path,
+    plan_path: Path,
+    inputs: Sequence[TensorSpec],
+    nominal: Mapping[str, Sequence[int]],
+    options: BuildOptions,
+    calibration: list[dict[str, np.ndarray]] | None = None,
+    timing_cache: Path | None = None,
+    calibration_cache: Path | None = None,
+) -> dict[str, Any]:
     """Builds a serialized engine from an ONNX graph into `plan_path`; returns what the sidecar records.
 
     Every ONNX parser error is logged; the build fails with the first one. INT8 needs `calibration`
@@ -218,8 +253,13 @@ def build_plan(onnx_path: Path, plan_path: Path, inputs: Sequence[TensorSpec],
         raise ValueError("an INT8 TensorRT build needs calibration batches")
     source = onnx_path
     if not weak and options.precision != "fp32":
-        source = _strongly_typed_source(trt, onnx_path, options.precision, calibration,
-                                        plan_path.with_name(plan_path.name + f".{options.precision}.onnx"))
+        source = _strongly_typed_source(
+            trt,
+            onnx_path,
+            options.precision,
+            calibration,
+            plan_path.with_name(plan_path.name + f".{options.precision}.onnx"),
+        )
     builder = trt.Builder(logger)
     flags = 0
     if int(trt.__version__.split(".")[0]) < 10:  # TensorRT 8.x still needs explicit batch asked for
@@ -263,8 +303,13 @@ def build_plan(onnx_path: Path, plan_path: Path, inputs: Sequence[TensorSpec],
             log.warning("TensorRT refused the timing cache %s; timing from scratch", timing_cache)
             config.set_timing_cache(config.create_timing_cache(b""), False)
 
-    log.info("building TensorRT %s engine from %s (batch 1..%d, opt %d)", options.precision, onnx_path.name,
-             options.max_batch, options.opt_batch)
+    log.info(
+        "building TensorRT %s engine from %s (batch 1..%d, opt %d)",
+        options.precision,
+        onnx_path.name,
+        options.max_batch,
+        options.opt_batch,
+    )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (its errors are in the log above)")
@@ -273,9 +318,13 @@ def build_plan(onnx_path: Path, plan_path: Path, inputs: Sequence[TensorSpec],
         tmp = timing_cache.with_name(f".{timing_cache.name}.{os.getpid()}.tmp")
         tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
         os.replace(tmp, timing_cache)
-    return {**device_fingerprint(), "precision": options.precision, "typing": "weak" if weak else "strong",
-            "profile": {name: [list(s) for s in shape] for name, shape in shapes.items()},
-            "calibration_batches": len(calibration or [])}
+    return {
+        **device_fingerprint(),
+        "precision": options.precision,
+        "typing": "weak" if weak else "strong",
+        "profile": {name: [list(s) for s in shape] for name, shape in shapes.items()},
+        "calibration_batches": len(calibration or []),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -312,8 +361,14 @@ class TensorRTEngine(EngineBase):
             else:
                 outputs.append(TensorSpec(name, shape, dtype))
         self._inputs, self._outputs = tuple(inputs), tuple(outputs)
-        log_io(log, self.backend, kind, self._inputs, self._outputs,
-               f"{self.metadata.get('precision', '?')}, batch up to {self._max_batch}, {torch.cuda.get_device_name()}")
+        log_io(
+            log,
+            self.backend,
+            kind,
+            self._inputs,
+            self._outputs,
+            f"{self.metadata.get('precision', '?')}, batch up to {self._max_batch}, {torch.cuda.get_device_name()}",
+        )
 
     def infer_tensors(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """CUDA tensors in, CUDA tensors out (no host copies: chain a GPU front end or another engine)."""
@@ -349,4 +404,3 @@ class TensorRTEngine(EngineBase):
     def close(self) -> None:
         self._context = None
         self._engine = None
-

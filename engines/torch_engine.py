@@ -1,4 +1,4 @@
-"""The reference engine: the bundle's PyTorch networks, wrapped to exactly the graphs streamrec.engines.export exports."""
+"""The reference engine: the bundle's PyTorch networks, wrapped to exactly the graphs of streamrec.core.graphs."""
 
 from __future__ import annotations
 

@@ -104,7 +104,10 @@ def offline_windows(bundle_path: Path, clip: Path, hop_seconds: float = 0.5) -> 
             d = fusion.dims
             audio_embedding = audio_net.embed(logmel(torch.from_numpy(window))).numpy()
             frame_rows = frames.numpy() if frames is not None else None
-            inputs = [torch.from_numpy(x) for x in fusion_inputs(audio_embedding, frame_rows, d.k_frames, d.audio_dim, d.video_dim)]
+            inputs = [
+                torch.from_numpy(x)
+                for x in fusion_inputs(audio_embedding, frame_rows, d.k_frames, d.audio_dim, d.video_dim)
+            ]
             out.append(
                 {
                     "t": t,

@@ -17,8 +17,13 @@ from .runtime_support import runtime_bundle_fixture  # noqa: F401 (fixtures)
 
 def prediction(t: float, active: list[str], latency_ms: float, offset: float) -> dict:
     """An event of an update whose media time t was released by the source at wall time offset + t."""
-    return {"type": "prediction", "t": t, "wall": offset + t + latency_ms / 1e3, "active": active,
-            "latency_ms": latency_ms}
+    return {
+        "type": "prediction",
+        "t": t,
+        "wall": offset + t + latency_ms / 1e3,
+        "active": active,
+        "latency_ms": latency_ms,
+    }
 
 
 def test_switch_times_are_measured_from_the_wall_time_of_each_change() -> None:
@@ -70,9 +75,22 @@ def test_percentiles_are_ordered_and_empty_is_nan() -> None:
 def test_streamrec_bench_quick_writes_tables_json_and_a_histogram(runtime_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "docs" / "benchmarks.md"
     done = subprocess.run(
-        [sys.executable, "-m", "streamrec", "bench", "--quick", "--model", str(runtime_bundle),
-         "--json", str(tmp_path / "bench.json"), "--markdown", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "streamrec",
+            "bench",
+            "--quick",
+            "--model",
+            str(runtime_bundle),
+            "--json",
+            str(tmp_path / "bench.json"),
+            "--markdown",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "bench.json").read_text())
@@ -98,7 +116,11 @@ def test_streamrec_bench_quick_writes_tables_json_and_a_histogram(runtime_bundle
 
 
 def test_streamrec_bench_refuses_an_unknown_backend_in_one_line() -> None:
-    done = subprocess.run([sys.executable, "-m", "streamrec", "bench", "--backends", "torch,cuda"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "streamrec", "bench", "--backends", "torch,cuda"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "unknown cuda" in done.stderr and len(done.stderr.strip().splitlines()) == 1

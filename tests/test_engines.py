@@ -95,8 +95,10 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
 @pytest.fixture(scope="module")
 def ort_engines(bundle: Bundle) -> dict[str, Engine]:
     """The ONNX Runtime FP32 engine of every kind, built once into the bundle's cache."""
-    engines = {kind: load_engine(bundle, kind, "onnxruntime", options=EngineOptions(threads=1))
-               for kind in ("audio", "video", "fusion")}
+    engines = {
+        kind: load_engine(bundle, kind, "onnxruntime", options=EngineOptions(threads=1))
+        for kind in ("audio", "video", "fusion")
+    }
     yield engines
     for engine in engines.values():
         engine.close()
@@ -182,8 +184,10 @@ def test_engine_networks_match_the_runtimes_torch_networks(bundle: Bundle, ort_e
     engines, reference = EngineNetworks(bundle, "onnxruntime", options=EngineOptions(threads=1)), TorchNetworks(bundle)
     windows = synthetic_waveforms(3, LogMelConfig())
     images = (synthetic_images(2, 224).transpose(0, 2, 3, 1) * 255).astype(np.uint8)
-    for got, expected in ((engines.audio(windows), reference.audio(windows)),
-                          (engines.frames(images), reference.frames(images))):
+    for got, expected in (
+        (engines.audio(windows), reference.audio(windows)),
+        (engines.frames(images), reference.frames(images)),
+    ):
         _assert_close(dict(zip("pe", got)), dict(zip("pe", expected)), FP32_TOLERANCE)
     fusion = representative_inputs(bundle, "fusion", 3)
     _assert_close({"p": engines.fuse(*fusion.values())}, {"p": reference.fuse(*fusion.values())}, FP32_TOLERANCE)
@@ -205,8 +209,9 @@ def test_wrong_inputs_are_refused_with_the_input_named(ort_engines: dict) -> Non
     with pytest.raises(ValueError, match="logmel"):
         engine.infer({"logmel": np.zeros((1, 64, 50), np.float32)})
     with pytest.raises(ValueError, match="needs inputs present"):
-        ort_engines["fusion"].infer({"audio": np.zeros((1, 32), np.float32),
-                                     "frames": np.zeros((1, 2, 16), np.float32)})
+        ort_engines["fusion"].infer(
+            {"audio": np.zeros((1, 32), np.float32), "frames": np.zeros((1, 2, 16), np.float32)}
+        )
 
 
 def test_attention_audio_graph_outputs_probabilities(tmp_path: Path) -> None:
@@ -243,7 +248,7 @@ def test_fp16_on_onnxruntime_falls_back_to_fp32_with_a_warning(bundle, ort_engin
 
 
 def test_in_graph_front_end_is_close_to_torchaudio() -> None:
-    """The measured alternative to a log-mel input (streamrec.engines.export's docstring): a conv1d STFT inside the graph."""
+    """The measured alternative to a log-mel input (streamrec.engines.export's docstring): an in-graph conv1d STFT."""
     from streamrec.bench.engines import compare_frontends
 
     (row,) = compare_frontends(presets=("realtime",), batch_sizes=(2,), repeats=1)
@@ -421,10 +426,13 @@ def test_build_engines_builds_every_network_and_reuses_the_cache(bundle: Bundle,
 
 
 def test_importing_engines_does_not_import_tensorrt_or_initialise_cuda() -> None:
-    code = ("import sys, engines, streamrec.engines.tensorrt_engine, torch; "
-            "assert 'tensorrt' not in sys.modules; assert not torch.cuda.is_initialized()")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).parents[1])
+    code = (
+        "import sys, engines, streamrec.engines.tensorrt_engine, torch; "
+        "assert 'tensorrt' not in sys.modules; assert not torch.cuda.is_initialized()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1]
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -451,8 +459,9 @@ def test_calibration_batches_are_full_fixed_size_float32_batches() -> None:
     inputs = {"audio": np.arange(20 * 3, dtype=np.float64).reshape(20, 3), "present": np.ones((20, 2), np.int64)}
     batches = calibration_batches(inputs, batch_size=8)
     assert len(batches) == 2  # the 4 left over are dropped: calibration runs at one fixed shape
-    assert all(b["audio"].shape == (8, 3) and b["audio"].dtype == np.float32 and b["audio"].flags.c_contiguous
-               for b in batches)
+    assert all(
+        b["audio"].shape == (8, 3) and b["audio"].dtype == np.float32 and b["audio"].flags.c_contiguous for b in batches
+    )
     np.testing.assert_array_equal(batches[1]["audio"], inputs["audio"][8:16])
     assert len(calibration_batches(inputs, batch_size=4, max_batches=3)) == 3
     assert calibration_profile(batches[0])["present"] == ((8, 2), (8, 2), (8, 2))
@@ -583,8 +592,10 @@ def test_build_plan_drives_the_tensorrt_builder(bundle: Bundle, tmp_path: Path, 
 
     fake = _FakeTensorRT()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr("streamrec.engines.tensorrt_engine.device_fingerprint",
-                        lambda: {"tensorrt": "10.9.0", "gpu": "Fake GPU", "compute_capability": "9.0"})
+    monkeypatch.setattr(
+        "streamrec.engines.tensorrt_engine.device_fingerprint",
+        lambda: {"tensorrt": "10.9.0", "gpu": "Fake GPU", "compute_capability": "9.0"},
+    )
     source, plan, timing = tmp_path / "fusion.onnx", tmp_path / "fusion.plan", tmp_path / "timing.cache"
     source.write_bytes(b"onnx")
     timing.write_bytes(b"cache")

@@ -36,8 +36,21 @@ def segments(tmp_path_factory) -> dict[str, Path]:
     paths = {}
     for segment in SEGMENTS:
         path = out / f"{segment['class']}.mp4"
-        ffmpeg("-ss", str(segment["start"]), "-t", str(segment["end"] - segment["start"]), "-i", str(EXAMPLE_CLIP),
-               "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(path))
+        ffmpeg(
+            "-ss",
+            str(segment["start"]),
+            "-t",
+            str(segment["end"] - segment["start"]),
+            "-i",
+            str(EXAMPLE_CLIP),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            str(path),
+        )
         paths[segment["class"]] = path
     paths["silence"] = out / "silence.wav"
     ffmpeg("-f", "lavfi", "-i", "anullsrc=r=22050:cl=mono", "-t", "6", str(paths["silence"]))
@@ -57,8 +70,10 @@ def active_sets(events: list[dict], stream: str) -> list[list[str]]:
 
 
 def test_the_class_becomes_active_and_stays_without_flicker_over_a_real_websocket(segments) -> None:
-    runtime = Runtime([SourceSpec("file", str(segments["violin"]), "violin", realtime=True)],
-                      RuntimeOptions(ws=("127.0.0.1", 0), wait_clients=1))
+    runtime = Runtime(
+        [SourceSpec("file", str(segments["violin"]), "violin", realtime=True)],
+        RuntimeOptions(ws=("127.0.0.1", 0), wait_clients=1),
+    )
     thread = threading.Thread(target=runtime.run)
     thread.start()
     messages = []
@@ -95,8 +110,12 @@ def test_silence_and_pink_noise_turn_nothing_on(segments, name: str) -> None:
 
 
 def test_demo_fast_prints_recognised_labels() -> None:
-    done = subprocess.run([sys.executable, "-m", "streamrec", "demo", "--fast", "--duration", "5", "--no-view",
-                           "--jsonl", "/dev/stdout"], capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-m", "streamrec", "demo", "--fast", "--duration", "5", "--no-view", "--jsonl", "/dev/stdout"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     predictions = [json.loads(line) for line in done.stdout.splitlines() if '"prediction"' in line]
     assert predictions and any("violin" in p["active"] for p in predictions)  # the clip opens with a violin

@@ -142,8 +142,7 @@ def test_several_streams_at_once_and_a_truncated_file_ends_only_its_stream(runti
 def test_explain_adds_a_grad_cam_grid_and_overlay_to_predictions_with_frames(runtime_bundle: Path, runtime_clips):
     _, plain = run_collecting([SourceSpec("file", str(runtime_clips / "av.mp4"))], bundle=runtime_bundle)
     assert all("explain" not in e for e in plain)  # the contract's event, unless asked
-    _, events = run_collecting([SourceSpec("file", str(runtime_clips / "av.mp4"))], bundle=runtime_bundle,
-                               explain=True)
+    _, events = run_collecting([SourceSpec("file", str(runtime_clips / "av.mp4"))], bundle=runtime_bundle, explain=True)
     predictions = of_stream(events, "av", "prediction")
     assert predictions and all("explain" in p for p in predictions)
     for p in predictions:
@@ -151,8 +150,9 @@ def test_explain_adds_a_grad_cam_grid_and_overlay_to_predictions_with_frames(run
         assert grid.shape == (7, 7) and grid.min() >= 0 and grid.max() <= 1
         assert p["explain"]["class"] == p["labels"][0]["name"]  # explains the top fused class
         assert p["explain"]["overlay"].startswith("data:image/jpeg;base64,")
-    _, audio_only = run_collecting([SourceSpec("file", str(runtime_clips / "tone.wav"))], bundle=runtime_bundle,
-                                   explain=True)
+    _, audio_only = run_collecting(
+        [SourceSpec("file", str(runtime_clips / "tone.wav"))], bundle=runtime_bundle, explain=True
+    )
     assert all("explain" not in e for e in audio_only)  # no frame, nothing to explain
 
 

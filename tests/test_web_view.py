@@ -29,8 +29,10 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 pytestmark = [
     pytest.mark.timeout(300),
-    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium and chromium-driver are not installed "
-                       "(scripts/install.sh installs them)"),
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER),
+        reason="chromium and chromium-driver are not installed (scripts/install.sh installs them)",
+    ),
 ]
 
 
@@ -42,9 +44,26 @@ def free_port() -> int:
 
 def start_run(port: int, duration: float, *extra: str) -> subprocess.Popen:
     """The bundled model on the example clip in real time, waiting for one client before it starts."""
-    command = [sys.executable, "-m", "streamrec", "run", str(EXAMPLE_CLIP), "--realtime", "--duration", str(duration),
-               "--backend", "torch", "--no-view", "--web", f"127.0.0.1:{port}", "--token", "s3cret",
-               "--wait-clients", "1", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "streamrec",
+        "run",
+        str(EXAMPLE_CLIP),
+        "--realtime",
+        "--duration",
+        str(duration),
+        "--backend",
+        "torch",
+        "--no-view",
+        "--web",
+        f"127.0.0.1:{port}",
+        "--token",
+        "s3cret",
+        "--wait-clients",
+        "1",
+        *extra,
+    ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -68,8 +87,15 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--no-first-run", "--window-size=1100,900"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--window-size=1100,900",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -113,11 +139,15 @@ def test_the_page_shows_the_active_class_then_ended_and_reconnects_to_a_restarte
         # --explain: the Grad-CAM overlay of the newest frame, for the top class
         explain = card.find_element(By.CSS_SELECTOR, "figure.explain")
         assert explain.is_displayed() and explain.get_attribute("data-class") == "violin"
-        assert card.find_element(By.CSS_SELECTOR, "figure.explain img").get_attribute("src").startswith(
-            "data:image/jpeg;base64,")
+        assert (
+            card.find_element(By.CSS_SELECTOR, "figure.explain img")
+            .get_attribute("src")
+            .startswith("data:image/jpeg;base64,")
+        )
 
-        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "section.stream .status").get_attribute("data-state")
-                   == "ended")
+        wait.until(
+            lambda d: d.find_element(By.CSS_SELECTOR, "section.stream .status").get_attribute("data-state") == "ended"
+        )
         browser.save_screenshot(str(ARTIFACTS / "web_view_ended.png"))
         assert run.wait(timeout=30) == 0
     finally:
@@ -131,8 +161,9 @@ def test_the_page_shows_the_active_class_then_ended_and_reconnects_to_a_restarte
     again = start_run(port, duration=3.0)
     try:
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-hellos") == "2")
-        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "section.stream .status").get_attribute("data-state")
-                   == "ended")
+        wait.until(
+            lambda d: d.find_element(By.CSS_SELECTOR, "section.stream .status").get_attribute("data-state") == "ended"
+        )
         assert again.wait(timeout=30) == 0
     finally:
         if again.poll() is None:

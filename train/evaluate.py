@@ -46,8 +46,15 @@ def clip_scores(nets: Networks, setup: AudioSetup | None, clip: Clip) -> dict[st
     return {"audio": audio, "video": video, "fusion": fusion}
 
 
-def evaluate(data: Path, model: Path | None = None, split: str = "test", modalities: tuple[str, ...] = MODALITIES,
-             backend: str = "torch", workers: int = 2, plot: Path | None = None) -> dict:
+def evaluate(
+    data: Path,
+    model: Path | None = None,
+    split: str = "test",
+    modalities: tuple[str, ...] = MODALITIES,
+    backend: str = "torch",
+    workers: int = 2,
+    plot: Path | None = None,
+) -> dict:
     """The eval JSON (CONTRACTS.md). `n` counts the clips that have that modality; fusion covers every clip."""
     unknown = set(modalities) - set(MODALITIES)
     if unknown or not modalities:
@@ -62,8 +69,14 @@ def evaluate(data: Path, model: Path | None = None, split: str = "test", modalit
     spec = DecodeSpec(sample_rate=nets.info.sample_rate, frames=nets.info.frames)
     loaded = load_dataset(data, split=split, spec=spec, classes=bundle.classes, workers=workers)
     classes = bundle.classes
-    result: dict = {"classes": list(classes), "dataset": str(data), "split": split, "model": str(bundle.root),
-                    "backend": backend, "skipped": [asdict(s) for s in loaded.skipped]}
+    result: dict = {
+        "classes": list(classes),
+        "dataset": str(data),
+        "split": split,
+        "model": str(bundle.root),
+        "backend": backend,
+        "skipped": [asdict(s) for s in loaded.skipped],
+    }
     targets, _ = encode_targets([c.record for c in loaded.clips], classes)
     scores = [clip_scores(nets, setup, clip) for clip in loaded.clips]
     for modality in modalities:
@@ -71,6 +84,10 @@ def evaluate(data: Path, model: Path | None = None, split: str = "test", modalit
         matrix = np.stack([r[0] for r in rows]) if rows else np.zeros((0, len(classes)))
         result[modality] = classification_report(matrix, np.array([r[1] for r in rows], dtype=np.int64), classes)
     if plot is not None:
-        plot_confusions({m: np.array(result[m]["confusion"]) for m in modalities}, classes, plot,
-                        title=f"{bundle.root.name} on {Path(data).name} ({split}, {backend})")
+        plot_confusions(
+            {m: np.array(result[m]["confusion"]) for m in modalities},
+            classes,
+            plot,
+            title=f"{bundle.root.name} on {Path(data).name} ({split}, {backend})",
+        )
     return result

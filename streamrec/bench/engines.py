@@ -61,9 +61,14 @@ def _variants() -> list[tuple[str, str]]:
     return variants
 
 
-def compare_backends(bundle: Bundle | str | Path, batch_sizes: Sequence[int] = (1, 8), repeats: int = 30,
-                     threads: int = 1, kinds: Sequence[str] | None = None,
-                     cache_dir: Path | None = None) -> list[BenchRow]:
+def compare_backends(
+    bundle: Bundle | str | Path,
+    batch_sizes: Sequence[int] = (1, 8),
+    repeats: int = 30,
+    threads: int = 1,
+    kinds: Sequence[str] | None = None,
+    cache_dir: Path | None = None,
+) -> list[BenchRow]:
     """Per network and batch size: torch eager FP32, ONNX Runtime FP32 and INT8 (TensorRT FP32/FP16/INT8 too
     when usable), on representative inputs, all with `threads` CPU threads. Engines are built into the
     bundle's cache (or `cache_dir`) first when missing."""
@@ -73,7 +78,8 @@ def compare_backends(bundle: Bundle | str | Path, batch_sizes: Sequence[int] = (
     with _torch_threads(threads):
         for kind in kinds or [k for k in KINDS if loaded.has(k)]:
             engines: dict[tuple[str, str], Engine] = {
-                variant: load_engine(loaded, kind, variant[0], variant[1], options) for variant in _variants()}
+                variant: load_engine(loaded, kind, variant[0], variant[1], options) for variant in _variants()
+            }
             inputs = representative_inputs(loaded, kind, max(batch_sizes), seed=21)
             try:
                 for batch in batch_sizes:
@@ -83,8 +89,17 @@ def compare_backends(bundle: Bundle | str | Path, batch_sizes: Sequence[int] = (
                     reference = float(np.median(times[("torch", "fp32")]))
                     for (backend, precision), samples in times.items():
                         median = float(np.median(samples))
-                        rows.append(BenchRow(kind, batch, backend, precision, median,
-                                             float(np.percentile(samples, 95)), reference / median))
+                        rows.append(
+                            BenchRow(
+                                kind,
+                                batch,
+                                backend,
+                                precision,
+                                median,
+                                float(np.percentile(samples, 95)),
+                                reference / median,
+                            )
+                        )
             finally:
                 for engine in engines.values():
                     engine.close()
@@ -108,15 +123,16 @@ class ConvLogMel(torch.nn.Module):
         kernel = torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window])
         self.register_buffer("kernel", kernel[:, None, :].float())
         f_max = config.f_max if config.f_max is not None else config.sample_rate / 2
-        mel = torchaudio.functional.melscale_fbanks(self.n_freqs, config.f_min, f_max, config.n_mels,
-                                                    config.sample_rate, norm=None, mel_scale="htk")
+        mel = torchaudio.functional.melscale_fbanks(
+            self.n_freqs, config.f_min, f_max, config.n_mels, config.sample_rate, norm=None, mel_scale="htk"
+        )
         self.register_buffer("mel", mel.T.contiguous())  # (n_mels, n_freqs)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         # Reflect padding of n_fft // 2 on both sides: torch.stft's center=True, as LogMel uses.
         x = torch.nn.functional.pad(waveform.unsqueeze(1), (self.pad, self.pad), mode="reflect")
         spectrum = torch.nn.functional.conv1d(x, self.kernel, stride=self.hop)
-        real, imag = spectrum[:, : self.n_freqs], spectrum[:, self.n_freqs:]
+        real, imag = spectrum[:, : self.n_freqs], spectrum[:, self.n_freqs :]
         return torch.log(torch.matmul(self.mel, real * real + imag * imag) + LOG_OFFSET)
 
 
@@ -129,8 +145,12 @@ class FrontendRow:
     max_abs_diff: float  # conv front end in ONNX Runtime vs torchaudio, on log-mel
 
 
-def compare_frontends(presets: Sequence[str] = ("realtime", "han"), batch_sizes: Sequence[int] = (1, 8),
-                      repeats: int = 30, workdir: Path | None = None) -> list[FrontendRow]:
+def compare_frontends(
+    presets: Sequence[str] = ("realtime", "han"),
+    batch_sizes: Sequence[int] = (1, 8),
+    repeats: int = 30,
+    workdir: Path | None = None,
+) -> list[FrontendRow]:
     """torchaudio's LogMel vs the conv1d front end exported to ONNX and run by ONNX Runtime (1 thread)."""
     import tempfile
 
@@ -146,9 +166,16 @@ def compare_frontends(presets: Sequence[str] = ("realtime", "han"), batch_sizes:
             waves = torch.from_numpy(synthetic_waveforms(max(batch_sizes), config, seed=3))
             path = Path(tmp) / f"{preset}.onnx"
             with quiet_exporter():
-                torch.onnx.export(conv, (waves[:2],), str(path), input_names=["waveform"], output_names=["logmel"],
-                                  dynamic_axes={"waveform": {0: "batch"}, "logmel": {0: "batch"}}, dynamo=False,
-                                  opset_version=18)
+                torch.onnx.export(
+                    conv,
+                    (waves[:2],),
+                    str(path),
+                    input_names=["waveform"],
+                    output_names=["logmel"],
+                    dynamic_axes={"waveform": {0: "batch"}, "logmel": {0: "batch"}},
+                    dynamo=False,
+                    opset_version=18,
+                )
             session = ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
             for batch in batch_sizes:
                 x = waves[:batch].contiguous()
@@ -156,10 +183,19 @@ def compare_frontends(presets: Sequence[str] = ("realtime", "han"), batch_sizes:
                     expected = reference(x).numpy()
                     got = session.run(None, {"waveform": x.numpy()})[0]
                     feed = {"waveform": x.numpy()}
-                    times = time_round_robin({"torch": lambda x=x, m=reference: m(x),
-                                              "onnx": lambda f=feed, s=session: s.run(None, f)}, repeats)
-                rows.append(FrontendRow(preset, batch, float(np.median(times["torch"])),
-                                        float(np.median(times["onnx"])), float(np.abs(got - expected).max())))
+                    times = time_round_robin(
+                        {"torch": lambda x=x, m=reference: m(x), "onnx": lambda f=feed, s=session: s.run(None, f)},
+                        repeats,
+                    )
+                rows.append(
+                    FrontendRow(
+                        preset,
+                        batch,
+                        float(np.median(times["torch"])),
+                        float(np.median(times["onnx"])),
+                        float(np.abs(got - expected).max()),
+                    )
+                )
     return rows
 
 
@@ -171,8 +207,9 @@ def _print_tables(rows: list[BenchRow], frontend_rows: list[FrontendRow]) -> Non
     for column in ("network", "batch", "backend", "precision", "median", "p95", "speedup"):
         table.add_column(column, justify="left" if column in ("network", "backend", "precision") else "right")
     for r in rows:
-        table.add_row(r.kind, str(r.batch), r.backend, r.precision, f"{r.median_ms:.2f}", f"{r.p95_ms:.2f}",
-                      f"{r.speedup:.2f}x")
+        table.add_row(
+            r.kind, str(r.batch), r.backend, r.precision, f"{r.median_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.speedup:.2f}x"
+        )
     console = Console()
     console.print(table)
     if frontend_rows:
@@ -180,8 +217,9 @@ def _print_tables(rows: list[BenchRow], frontend_rows: list[FrontendRow]) -> Non
         for column in ("preset", "batch", "torchaudio", "ONNX graph", "max |diff| log-mel"):
             table.add_column(column, justify="left" if column == "preset" else "right")
         for f in frontend_rows:
-            table.add_row(f.preset, str(f.batch), f"{f.torchaudio_ms:.3f}", f"{f.onnx_graph_ms:.3f}",
-                          f"{f.max_abs_diff:.2g}")
+            table.add_row(
+                f.preset, str(f.batch), f"{f.torchaudio_ms:.3f}", f"{f.onnx_graph_ms:.3f}", f"{f.max_abs_diff:.2g}"
+            )
         console.print(table)
 
 
@@ -197,15 +235,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     batches = tuple(int(b) for b in args.batch.split(","))
-    rows = compare_backends(args.model, batches, args.repeats, args.threads,
-                            cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    rows = compare_backends(
+        args.model, batches, args.repeats, args.threads, cache_dir=Path(args.cache_dir) if args.cache_dir else None
+    )
     frontend_rows = compare_frontends(batch_sizes=batches, repeats=args.repeats) if args.frontends else []
     _print_tables(rows, frontend_rows)
     if args.json:
         import json
 
-        Path(args.json).write_text(json.dumps({"backends": [asdict(r) for r in rows],
-                                               "frontends": [asdict(f) for f in frontend_rows]}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {"backends": [asdict(r) for r in rows], "frontends": [asdict(f) for f in frontend_rows]}, indent=2
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -310,23 +310,38 @@ def _outputs(args: argparse.Namespace) -> dict:
     """The output options shared by run, live and demo."""
     if args.token and not (args.ws or args.web):
         raise UserError("--token needs --ws or --web: the token guards the websocket server")
-    return {"ws": args.ws, "web": args.web, "token": args.token, "jsonl": Path(args.jsonl) if args.jsonl else None,
-            "view": not args.no_view, "explain": args.explain}
+    return {
+        "ws": args.ws,
+        "web": args.web,
+        "token": args.token,
+        "jsonl": Path(args.jsonl) if args.jsonl else None,
+        "view": not args.no_view,
+        "explain": args.explain,
+    }
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from streamrec.cli.run import run_streams
     from streamrec.runtime.sources import SourceSpec, parse_source
 
-    specs = [parse_source(s) for s in args.sources] + [SourceSpec("camera", str(n), fps=args.fps)
-                                                       for n in args.camera or []]
+    specs = [parse_source(s) for s in args.sources] + [
+        SourceSpec("camera", str(n), fps=args.fps) for n in args.camera or []
+    ]
     if not specs:
         raise UserError("give at least one SOURCE (file, URL, camera:N, mic:[DEVICE]) or --camera N")
     realtime = True if args.realtime else False if args.fast else None
     if args.wait_clients and not (args.ws or args.web):
         raise UserError("--wait-clients needs --ws or --web: clients connect to those")
-    return run_streams(specs, Path(args.model) if args.model else None, args.backend, realtime=realtime,
-                       duration=args.duration, hop=args.hop, wait_clients=args.wait_clients or 0, **_outputs(args))
+    return run_streams(
+        specs,
+        Path(args.model) if args.model else None,
+        args.backend,
+        realtime=realtime,
+        duration=args.duration,
+        hop=args.hop,
+        wait_clients=args.wait_clients or 0,
+        **_outputs(args),
+    )
 
 
 def cmd_live(args: argparse.Namespace) -> int:
@@ -337,8 +352,15 @@ def cmd_live(args: argparse.Namespace) -> int:
     if camera is None and mic is None:
         camera, mic = 0, ""
     specs = live_sources(camera, mic, fps=args.fps)
-    return run_streams(specs, Path(args.model) if args.model else None, args.backend, realtime=True,
-                       duration=args.duration, hop=args.hop, **_outputs(args))
+    return run_streams(
+        specs,
+        Path(args.model) if args.model else None,
+        args.backend,
+        realtime=True,
+        duration=args.duration,
+        hop=args.hop,
+        **_outputs(args),
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -346,20 +368,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from streamrec.runtime.broadcast import DEFAULT_HOST, DEFAULT_PORT
 
     outputs = _outputs(args)
-    return run_demo(args.fast, args.duration, outputs["ws"] or (DEFAULT_HOST, DEFAULT_PORT), outputs["view"],
-                    outputs["jsonl"], outputs["token"], outputs["web"], outputs["explain"])
+    return run_demo(
+        args.fast,
+        args.duration,
+        outputs["ws"] or (DEFAULT_HOST, DEFAULT_PORT),
+        outputs["view"],
+        outputs["jsonl"],
+        outputs["token"],
+        outputs["web"],
+        outputs["explain"],
+    )
 
 
 def cmd_engines_build(args: argparse.Namespace) -> int:
     from streamrec.engines import EngineOptions, build_engines
 
-    options = EngineOptions(max_batch=args.max_batch, rebuild=args.rebuild,
-                            calibration_data=Path(args.calibration_data) if args.calibration_data else None)
-    built = build_engines(Path(args.model) if args.model else None, args.backend, args.precision, progress=True,
-                          options=options)
+    options = EngineOptions(
+        max_batch=args.max_batch,
+        rebuild=args.rebuild,
+        calibration_data=Path(args.calibration_data) if args.calibration_data else None,
+    )
+    built = build_engines(
+        Path(args.model) if args.model else None, args.backend, args.precision, progress=True, options=options
+    )
     for engine in built:
-        console.print(f"{engine.kind:>6}: {engine.backend} {engine.precision} -> {engine.path} "
-                      f"({engine.seconds:.1f} s)", highlight=False)
+        console.print(
+            f"{engine.kind:>6}: {engine.backend} {engine.precision} -> {engine.path} ({engine.seconds:.1f} s)",
+            highlight=False,
+        )
     return 0
 
 
@@ -580,8 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
         "network into one bundle, with progress; this is how the bundled default model is made.",
     )
     common(t, epochs=30, patience=10)
-    t.add_argument("--scheme", choices=("frozen", "joint"), default="joint",
-                   help="fusion training scheme (default joint: it keeps each modality alone within 2 F1 points)")
+    t.add_argument(
+        "--scheme",
+        choices=("frozen", "joint"),
+        default="joint",
+        help="fusion training scheme (default joint: it keeps each modality alone within 2 F1 points)",
+    )
     t.set_defaults(func=cmd_train_all)
 
     e = commands.add_parser(
@@ -597,8 +637,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--modality", default="audio,video,fusion", help="comma-separated: audio, video, fusion (default all)"
     )
-    e.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
-                   help="inference backend (default torch, the reference)")
+    e.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime", "tensorrt"),
+        help="inference backend (default torch, the reference)",
+    )
     e.add_argument("--json", metavar="FILE", help="write the eval JSON here (and FILE.png with the confusion matrices)")
     e.add_argument("--plot", metavar="FILE", help="write the confusion matrices here (PNG)")
     e.add_argument("--workers", type=_positive_int, default=max(1, os.cpu_count() or 1), help="decoding processes")
@@ -617,63 +661,109 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled model)")
     an.add_argument("--data", required=True, metavar="DIR", help="dataset directory (labels.csv + clips)")
     an.add_argument("--out", required=True, metavar="DIR", help="report directory to write (created)")
-    an.add_argument("--compare", action="append", metavar="DIR",
-                    help="another bundle with the same classes to set beside the model (repeatable)")
+    an.add_argument(
+        "--compare",
+        action="append",
+        metavar="DIR",
+        help="another bundle with the same classes to set beside the model (repeatable)",
+    )
     an.add_argument("--split", default="test", help="split(s) to analyse, comma-separated (default test)")
-    an.add_argument("--top-audio", type=_positive_int, default=10, metavar="N",
-                    help="audio features per class (default 10, as seed 004)")
-    an.add_argument("--top-visual", type=_positive_int, default=20, metavar="N",
-                    help="visual features per class (default 20, as seed 004)")
-    an.add_argument("--frames-per-class", type=_positive_int, default=2, metavar="N",
-                    help="Grad-CAM overlays written per class (default 2)")
+    an.add_argument(
+        "--top-audio",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="audio features per class (default 10, as seed 004)",
+    )
+    an.add_argument(
+        "--top-visual",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="visual features per class (default 20, as seed 004)",
+    )
+    an.add_argument(
+        "--frames-per-class",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="Grad-CAM overlays written per class (default 2)",
+    )
     an.add_argument("--workers", type=_positive_int, default=max(1, os.cpu_count() or 1), help="decoding processes")
     an.set_defaults(func=cmd_analyze)
 
     def outputs(p: argparse.ArgumentParser, ws_default: str = "off") -> None:
-        p.add_argument("--ws", type=_address, metavar="HOST:PORT",
-                       help=f"serve prediction events over websockets (default {ws_default}; binds 127.0.0.1 "
-                            "unless a host is given)")
-        p.add_argument("--web", type=_address, metavar="[HOST:]PORT",
-                       help="serve the browser live view at http://HOST:PORT/ (binds 127.0.0.1 unless a host is "
-                            "given; port 0 = any free port, printed at start)")
-        p.add_argument("--token", help="clients must send this token (?token=... or an Authorization: Bearer header); "
-                                       "the web view takes it from its own URL")
-        p.add_argument("--explain", action="store_true",
-                       help="add Grad-CAM of the newest frame for the top class to each prediction (a 7x7 grid and "
-                            "a small overlay image, shown by the web view); runs the frame network's trunk again "
-                            "in torch once per frame")
+        p.add_argument(
+            "--ws",
+            type=_address,
+            metavar="HOST:PORT",
+            help=f"serve prediction events over websockets (default {ws_default}; binds 127.0.0.1 "
+            "unless a host is given)",
+        )
+        p.add_argument(
+            "--web",
+            type=_address,
+            metavar="[HOST:]PORT",
+            help="serve the browser live view at http://HOST:PORT/ (binds 127.0.0.1 unless a host is "
+            "given; port 0 = any free port, printed at start)",
+        )
+        p.add_argument(
+            "--token",
+            help="clients must send this token (?token=... or an Authorization: Bearer header); "
+            "the web view takes it from its own URL",
+        )
+        p.add_argument(
+            "--explain",
+            action="store_true",
+            help="add Grad-CAM of the newest frame for the top class to each prediction (a 7x7 grid and "
+            "a small overlay image, shown by the web view); runs the frame network's trunk again "
+            "in torch once per frame",
+        )
         p.add_argument("--jsonl", metavar="FILE", help="also write every event to FILE, one JSON object per line")
         p.add_argument("--no-view", action="store_true", help="no terminal live view")
         p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
 
     def model(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled model)")
-        p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"),
-                       help="inference backend; auto = TensorRT with a CUDA GPU, else ONNX Runtime (default auto)")
-        p.add_argument("--hop", type=_positive_float, default=0.5, metavar="S",
-                       help="seconds between audio windows (default 0.5)")
+        p.add_argument(
+            "--backend",
+            default="auto",
+            choices=("auto", "torch", "onnxruntime", "tensorrt"),
+            help="inference backend; auto = TensorRT with a CUDA GPU, else ONNX Runtime (default auto)",
+        )
+        p.add_argument(
+            "--hop", type=_positive_float, default=0.5, metavar="S", help="seconds between audio windows (default 0.5)"
+        )
 
     r = commands.add_parser(
-        "run", help="recognise instruments in files, RTSP/HTTP streams or devices",
+        "run",
+        help="recognise instruments in files, RTSP/HTTP streams or devices",
         description="Runs recognition on one or more sources at once, each its own stream: media files, "
-                    "rtsp:// or http(s):// URLs (HLS included), camera:N, mic:[DEVICE]. Files run as fast as "
-                    "possible by default, URLs and devices in real time.")
+        "rtsp:// or http(s):// URLs (HLS included), camera:N, mic:[DEVICE]. Files run as fast as "
+        "possible by default, URLs and devices in real time.",
+    )
     r.add_argument("sources", nargs="*", metavar="SOURCE")
     pace = r.add_mutually_exclusive_group()
     pace.add_argument("--realtime", action="store_true", help="pace files in real time (default for URLs/devices)")
     pace.add_argument("--fast", action="store_true", help="as fast as possible (default for files)")
     r.add_argument("--camera", type=int, action="append", metavar="N", help="add camera N as a stream (repeatable)")
     r.add_argument("--fps", type=_positive_float, help="frames per second taken from cameras (default 1)")
-    r.add_argument("--wait-clients", type=_positive_int, metavar="N",
-                   help="start the sources only once N websocket or web-view clients are connected")
+    r.add_argument(
+        "--wait-clients",
+        type=_positive_int,
+        metavar="N",
+        help="start the sources only once N websocket or web-view clients are connected",
+    )
     model(r)
     outputs(r)
     r.set_defaults(func=cmd_run)
 
     li = commands.add_parser(
-        "live", help="live recognition from a webcam (1 fps frames) and a microphone",
+        "live",
+        help="live recognition from a webcam (1 fps frames) and a microphone",
         description="Live camera + microphone recognition. Without --camera or --mic both defaults are used; "
-                    "with one of them, only that one.")
+        "with one of them, only that one.",
+    )
     li.add_argument("--camera", nargs="?", const=0, metavar="N", help="camera index or device path (default 0)")
     li.add_argument("--mic", nargs="?", const="", metavar="DEVICE", help="input device name or index (default: system)")
     li.add_argument("--fps", type=_positive_float, help="frames per second taken from the camera (default 1)")
@@ -682,41 +772,57 @@ def build_parser() -> argparse.ArgumentParser:
     li.set_defaults(func=cmd_live)
 
     d = commands.add_parser(
-        "demo", help="the bundled example clip through the bundled model, live view + websocket server",
+        "demo",
+        help="the bundled example clip through the bundled model, live view + websocket server",
         description="Plays the bundled example clip (violin, piano, drums, trumpet) in real time through the "
-                    "bundled model: terminal live view and websocket server on 127.0.0.1:8765. Offline.")
+        "bundled model: terminal live view and websocket server on 127.0.0.1:8765. Offline.",
+    )
     d.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
     outputs(d, ws_default="127.0.0.1:8765")
     d.set_defaults(func=cmd_demo)
 
     bn = commands.add_parser(
-        "bench", help="measure latency, switch detection, concurrent streams and throughput on this machine",
+        "bench",
+        help="measure latency, switch detection, concurrent streams and throughput on this machine",
         description="Benchmarks the runtime on this machine with the bundled example clip: per-stage latency "
-                    "(p50/p95/p99) for each backend side by side, capture-to-emission latency and instrument-switch "
-                    "detection of a real-time stream watched by a websocket client, the most concurrent real-time "
-                    "streams one process carries, offline throughput on a 3-minute clip, and each network's "
-                    "multiply-adds against the CPU's measured peak. Takes about 5 minutes; --quick takes seconds "
-                    "(for a smoke test, not for figures).")
+        "(p50/p95/p99) for each backend side by side, capture-to-emission latency and instrument-switch "
+        "detection of a real-time stream watched by a websocket client, the most concurrent real-time "
+        "streams one process carries, offline throughput on a 3-minute clip, and each network's "
+        "multiply-adds against the CPU's measured peak. Takes about 5 minutes; --quick takes seconds "
+        "(for a smoke test, not for figures).",
+    )
     bn.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled model)")
-    bn.add_argument("--backends", default="torch,onnxruntime", metavar="LIST",
-                    help="backends side by side, comma-separated; the last one runs the live, streams and "
-                         "offline measurements as the best (default torch,onnxruntime)")
+    bn.add_argument(
+        "--backends",
+        default="torch,onnxruntime",
+        metavar="LIST",
+        help="backends side by side, comma-separated; the last one runs the live, streams and "
+        "offline measurements as the best (default torch,onnxruntime)",
+    )
     bn.add_argument("--max-streams", type=_positive_int, metavar="N", help="stop the streams search at N (default 160)")
     bn.add_argument("--quick", action="store_true", help="tiny sizes: seconds instead of minutes")
     bn.add_argument("--json", metavar="FILE", help="write every figure as JSON")
-    bn.add_argument("--markdown", metavar="FILE", help="write a report (e.g. docs/benchmarks.md) and its latency "
-                                                       "histogram under figures/ beside it")
+    bn.add_argument(
+        "--markdown",
+        metavar="FILE",
+        help="write a report (e.g. docs/benchmarks.md) and its latency histogram under figures/ beside it",
+    )
     bn.set_defaults(func=cmd_bench)
 
-    en = commands.add_parser("engines", help="export and compile inference engines for a model bundle",
-                             description="Export ONNX and build engines for a model bundle.")
+    en = commands.add_parser(
+        "engines",
+        help="export and compile inference engines for a model bundle",
+        description="Export ONNX and build engines for a model bundle.",
+    )
     en_commands = en.add_subparsers(dest="engines_command", metavar="SUBCOMMAND", required=True)
     eb = en_commands.add_parser(
-        "build", help="export ONNX and build ONNX Runtime or TensorRT engines, cached beside the bundle",
+        "build",
+        help="export ONNX and build ONNX Runtime or TensorRT engines, cached beside the bundle",
         description="Exports the bundle's audio, frame and fusion networks to ONNX and builds engines into "
-                    "BUNDLE/engines/, keyed by the weights' hash, precision and runtime/GPU, so a stale engine is "
-                    "never used. INT8 on ONNX Runtime quantizes matrix products dynamically; INT8 on TensorRT is "
-                    "calibrated on --calibration-data.")
+        "BUNDLE/engines/, keyed by the weights' hash, precision and runtime/GPU, so a stale engine is "
+        "never used. INT8 on ONNX Runtime quantizes matrix products dynamically; INT8 on TensorRT is "
+        "calibrated on --calibration-data.",
+    )
     eb.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled model)")
     eb.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
     eb.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))

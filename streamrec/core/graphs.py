@@ -45,7 +45,6 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
-
 @dataclass(frozen=True)
 class GraphSpec:
     """The inputs and outputs of one kind's graph, and the nominal size of its dynamic non-batch axes."""
@@ -64,38 +63,42 @@ def graph_spec(bundle: Bundle, kind: str) -> GraphSpec:
     entry = bundle.network(kind)
     dims = entry["dims"]
     if kind == "audio":
-
         setup = AudioSetup.from_dict(entry["setup"])
         frontend = setup.frontend
         audio_dims = AudioDims.from_dict(dims)
         return GraphSpec(
             kind,
             (TensorSpec("logmel", (None, frontend.n_mels, frontend.frames_per_window)),),
-            (TensorSpec("scores", (None, audio_dims.n_classes)),
-             TensorSpec("embedding", (None, audio_dims.embedding_dim))),
+            (
+                TensorSpec("scores", (None, audio_dims.n_classes)),
+                TensorSpec("embedding", (None, audio_dims.embedding_dim)),
+            ),
             {"logmel": (frontend.n_mels, frontend.frames_per_window)},
             outputs_probabilities(audio_dims),
             frontend.to_dict(),
             setup.background,
         )
     if kind == "video":
-
         video_dims = VideoDims.from_dict(dims)
         size = video_dims.input_size
         return GraphSpec(
             kind,
             (TensorSpec("images", (None, 3, size, size)),),
-            (TensorSpec("logits", (None, video_dims.n_classes)),
-             TensorSpec("embedding", (None, video_dims.embedding_dim))),
+            (
+                TensorSpec("logits", (None, video_dims.n_classes)),
+                TensorSpec("embedding", (None, video_dims.embedding_dim)),
+            ),
             {"images": (3, size, size)},
         )
     if kind == "fusion":
-
         f = FusionDims.from_dict(dims)
         return GraphSpec(
             kind,
-            (TensorSpec("audio", (None, f.audio_dim)), TensorSpec("frames", (None, f.k_frames, f.video_dim)),
-             TensorSpec("present", (None, 2))),
+            (
+                TensorSpec("audio", (None, f.audio_dim)),
+                TensorSpec("frames", (None, f.k_frames, f.video_dim)),
+                TensorSpec("present", (None, 2)),
+            ),
             (TensorSpec("logits", (None, f.n_classes)),),
             {"audio": (f.audio_dim,), "frames": (f.k_frames, f.video_dim), "present": (2,)},
         )
@@ -168,5 +171,3 @@ def example_inputs(spec: GraphSpec, batch: int, seed: int = 0) -> dict[str, np.n
         else:
             out[s.name] = rng.standard_normal(shape).astype(np.float32)
     return out
-
-

@@ -297,4 +297,3 @@ def film(rgba: np.ndarray, filming: Filming, seconds: float, rng: np.random.Gene
         canvas += rng.normal(0, filming.noise, canvas.shape[:2])[..., None]
         frames[i] = np.clip(canvas, 0, 255).astype(np.uint8)
     return frames
-

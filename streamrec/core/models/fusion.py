@@ -4,7 +4,8 @@ with ReLU and batch normalisation, and a softmax classifier.
 
 Missing modalities are part of the design: a presence mask zeroes the absent slots and is given
 to the network as two extra inputs, and training drops modalities at random, so a stream without
-audio or without frames still gets a fused prediction. streamrec.core.scores.fusion_inputs builds the inputs (numpy) for every caller.
+audio or without frames still gets a fused prediction. streamrec.core.scores.fusion_inputs builds the
+inputs (numpy) for every caller.
 """
 
 from __future__ import annotations
