@@ -16,7 +16,8 @@ already gives probabilities: `scores_are_probabilities` in the export metadata s
 Why the audio graph takes the log-mel and not the waveform. The alternative, a waveform input with the
 front end inside the graph (STFT as a conv1d with fixed Hann-windowed cos/sin kernels, then the
 torchaudio mel matrix; streamrec.bench.engines.ConvLogMel), was built and measured against
-streamrec.core.features.LogMel (torchaudio, FFT) on this 2-core CPU with a training job sharing it (medians of 20 runs, 1 thread;
+streamrec.core.features.LogMel (torchaudio, FFT) on this 2-core CPU with a training job sharing it (medians
+of 20 runs, 1 thread;
 `python -m streamrec.bench.engines --model DIR --frontends` reproduces them):
 
     front end latency          realtime preset (16 kHz, 1 s)    han preset (22.05 kHz, 1 s)
