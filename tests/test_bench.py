@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.bench.run import Percentiles, analyse_live, search_streams
+from streamrec.bench.live import analyse_live
+from streamrec.bench.streams import search_streams
+from streamrec.bench.timing import Percentiles
 
 from .runtime_support import runtime_bundle_fixture  # noqa: F401 (fixtures)
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from streamrec.bench.run import time_round_robin
+from streamrec.bench.timing import time_round_robin
 from streamrec.core.bundle import KINDS, Bundle
 from streamrec.core.features import LOG_OFFSET, LOGMEL_PRESETS, LogMel, LogMelConfig
 from streamrec.engines.base import Engine

@@ -1,4 +1,4 @@
-"""Renders a benchmark.BenchReport: rich tables on the terminal, docs/benchmarks.md and a latency histogram."""
+"""Renders a BenchReport (results.py): rich tables on the terminal, docs/benchmarks.md and a latency histogram."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from streamrec.bench.run import BenchReport, Percentiles
+from streamrec.bench.results import BenchReport
+from streamrec.bench.timing import Percentiles
 
 STREAM_HEADER = [
     "streams",
