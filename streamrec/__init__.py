@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from streamrec._version import __version__
 
 if TYPE_CHECKING:
-    from streamrec.runtime.pipeline import Runtime, RuntimeOptions
+    from streamrec.runtime.options import RuntimeOptions
+    from streamrec.runtime.pipeline import Runtime
 
 __all__ = ["Runtime", "RuntimeOptions", "__version__"]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from streamrec import __version__
+from streamrec._version import __version__
 from streamrec.core.assets import DEFAULT_BUNDLE
 from streamrec.core.errors import UserError
 

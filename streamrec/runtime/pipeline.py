@@ -17,8 +17,6 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,9 +24,9 @@ import numpy as np
 from streamrec.core.networks import NetworkInfo, Networks
 from streamrec.engines import load_networks
 from streamrec.runtime.broadcast import DEFAULT_HOST, BroadcastOptions, WebsocketSink
+from streamrec.runtime.options import CustomSource, RuntimeOptions
 from streamrec.runtime.recognizer import Recognizer, Request
 from streamrec.runtime.sinks import JsonlSink, Sink
-from streamrec.runtime.smoothing import SmoothingOptions
 from streamrec.runtime.sources import (
     CaptureFormat,
     Emit,
@@ -49,7 +47,7 @@ from streamrec.runtime.types import (
     prediction_event,
     status_event,
 )
-from streamrec.runtime.windowing import DEFAULT_HOP_SECONDS, frames_for_update
+from streamrec.runtime.windowing import frames_for_update
 
 if TYPE_CHECKING:
     from streamrec.runtime.explain import LiveExplainer
@@ -60,57 +58,6 @@ log = logging.getLogger(__name__)
 FRAME_LAG = 3  # frames a non-real-time stream without audio may run ahead of inference
 SOURCE_JOIN_SECONDS = 1.0  # how long shutdown waits for source threads (a blocked network read is abandoned)
 IDLE_WAIT = 0.05  # seconds the inference loop sleeps when nothing is due
-
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    bundle: Path | None = None  # model bundle; None = the bundled model
-    backend: str = "torch"
-    # Intra-op threads per network, ONNX Runtime's and torch's (torch's setting is process-wide: set for
-    # the run, restored after). One: the frame and audio networks already run in parallel threads; 2 + 2
-    # threads on 2 cores cost 25% more CPU for the same work, and the small torch ops of every update
-    # (front end, frame conversion) took 6x longer with a second OpenMP thread (measured).
-    threads: int = 1
-    hop_seconds: float = DEFAULT_HOP_SECONDS  # seconds between audio updates
-    ws: tuple[str, int] | None = None  # websocket (host, port); port 0 = any free port
-    web: tuple[str, int] | None = None  # browser live view (host, port), its websocket at /ws; port 0 = any
-    explain: bool = False  # Grad-CAM of the newest frame for the top class in each prediction event
-    token: str | None = None  # required from websocket clients when set
-    jsonl: Path | None = None
-    view: bool = False
-    duration: float | None = None  # seconds of media per source, then it ends
-    smoothing: SmoothingOptions = SmoothingOptions()
-    client_queue: int = 64  # events per websocket client before its oldest are dropped
-    wait_clients: int = 0  # start the sources only once this many websocket clients are connected
-    max_batch: int = 16  # updates per network call
-    stall_seconds: float = 3.0  # a real-time stream without data this long is reported stalled
-    lag_seconds: float = 2.0  # seconds of audio a non-real-time source may run ahead of inference
-
-    def __post_init__(self) -> None:
-        if self.hop_seconds <= 0:
-            raise ValueError(f"the hop must be positive seconds, got {self.hop_seconds}")
-        if self.duration is not None and self.duration <= 0:
-            raise ValueError(f"the duration must be positive seconds, got {self.duration}")
-        if self.max_batch < 1 or self.threads < 1 or self.wait_clients < 0:
-            raise ValueError("max_batch and threads must be >= 1, wait_clients >= 0")
-        if self.stall_seconds <= 0 or self.lag_seconds <= 0:
-            raise ValueError("stall_seconds and lag_seconds must be > 0")
-        if self.wait_clients and self.ws is None and self.web is None:
-            raise ValueError("wait_clients needs the websocket server (ws) or the web view (web)")
-
-
-@dataclass(frozen=True)
-class CustomSource:
-    """An input the runtime does not open itself: any object following the sources.Source protocol
-    (for example one that hands over audio an application already has). realtime: never wait for
-    inference (the ring keeps the newest data); False: wait, so that every window is evaluated."""
-
-    stream_id: str
-    source: Source
-    realtime: bool = True
-
-    def __post_init__(self) -> None:
-        SourceSpec("file", "-", self.stream_id)  # the same rule for stream ids as every other input
 
 
 class Runtime:

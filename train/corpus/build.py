@@ -6,7 +6,6 @@ so the corpus is identical for a seed whatever the number of workers. Workers on
 
 from __future__ import annotations
 
-import csv
 import logging
 import multiprocessing
 import os
@@ -14,19 +13,18 @@ import queue
 import subprocess
 import tempfile
 import time
-from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from streamrec.train.corpus import audio as A
 from streamrec.train.corpus import images as I
-from streamrec.train.corpus.melodies import DrumPattern, Melody, drum_patterns, fit_to_range, load_melodies
+from streamrec.train.corpus.melodies import drum_patterns, fit_to_range, load_melodies
+from streamrec.train.corpus.plan import BuildOptions, ClipPlan, SourceBank, Voice
+from streamrec.train.corpus.records import write_labels, write_readme
 from streamrec.train.corpus.sources import (
     GM_DRUM_KITS,
     INSTRUMENTS,
-    LICENCES,
     cache_dir,
     check_sources,
     hydrogen_kits,
@@ -42,45 +40,6 @@ SPLIT_SHARES = {"train": 0.70, "val": 0.15, "test": 0.15}  # as in the seed pape
 AUDIO_ONLY_SHARE = 0.06  # clips without a video stream
 VIDEO_ONLY_SHARE = 0.06  # clips without an audio stream
 SECOND_INSTRUMENT_SHARE = 0.2  # clips with a quiet second instrument (multi-label)
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    out: Path
-    clips_per_class: int = 200
-    seconds: float = 10.0
-    classes: tuple[str, ...] = DEFAULT_CLASSES
-    seed: int = 0
-    workers: int = max(1, os.cpu_count() or 1)
-    preview: bool = False
-
-
-@dataclass(frozen=True)
-class Voice:
-    """One instrument part of a clip's audio."""
-
-    class_name: str
-    source: str  # "fluidr3:program 40", "hydrogen:BJA_Pacific", ...
-    melody_id: str
-    gain_db: float  # relative to the main instrument
-
-
-@dataclass(frozen=True)
-class ClipPlan:
-    index: int
-    class_name: str
-    split: str
-    rel_path: str
-    seed: int
-    has_audio: bool
-    has_video: bool
-    image_id: str
-    voices: tuple[Voice, ...]
-    bpm: float
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys([self.class_name] + [v.class_name for v in self.voices]))
 
 
 def split_ids(ids: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
@@ -109,20 +68,6 @@ def split_of(position: int, count: int) -> str:
     order = np.random.default_rng(count).permutation(count)
     rank = int(np.where(order == position)[0][0])
     return "train" if rank < counts["train"] else "val" if rank < counts["train"] + counts["val"] else "test"
-
-
-@dataclass
-class SourceBank:
-    """The note and sound material shared by all clips, with the split each melody/pattern/image belongs to."""
-
-    melodies: dict[str, Melody]
-    patterns: dict[str, DrumPattern]
-    melody_split: dict[str, list[str]]
-    pattern_split: dict[str, list[str]]
-    image_split: dict[str, dict[str, list[str]]]
-    image_licence: dict[str, str]
-    soundfonts: list[Path]
-    kits: list = field(default_factory=list)
 
 
 def gather_sources(classes: tuple[str, ...], seed: int, status=None) -> SourceBank:
@@ -446,100 +391,3 @@ def build(options: BuildOptions, console=None) -> list[ClipPlan]:
         with console.status("writing preview sheets"):
             write_previews(options.out, plans)
     return plans
-
-
-LABEL_COLUMNS = (
-    "path",
-    "label",
-    "split",
-    "labels",
-    "has_audio",
-    "has_video",
-    "melody",
-    "sound_source",
-    "image",
-    "seed",
-)
-
-
-def write_labels(out: Path, plans: list[ClipPlan]) -> None:
-    with open(out / "labels.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(LABEL_COLUMNS)
-        for p in plans:
-            writer.writerow(
-                [
-                    p.rel_path,
-                    p.class_name,
-                    p.split,
-                    ";".join(p.labels),
-                    int(p.has_audio),
-                    int(p.has_video),
-                    p.voices[0].melody_id,
-                    p.voices[0].source if p.has_audio else "",
-                    p.image_id if p.has_video else "",
-                    p.seed,
-                ]
-            )
-
-
-def write_readme(options: BuildOptions, plans: list[ClipPlan], bank: SourceBank, seconds_taken: float) -> None:
-    per_class: dict[str, Counter] = defaultdict(Counter)
-    melodies: dict[str, set] = defaultdict(set)
-    sounds: dict[str, set] = defaultdict(set)
-    pictures: dict[str, set] = defaultdict(set)
-    licences: set[str] = {"music21", "generated", "espeak-ng"}
-    for p in plans:
-        c = per_class[p.class_name]
-        c[p.split] += 1
-        c["audio only"] += not p.has_video
-        c["video only"] += not p.has_audio
-        c["multi-label"] += len(p.labels) > 1
-        if p.has_audio:
-            melodies[p.class_name].add(p.voices[0].melody_id)
-            sounds[p.class_name].add(p.voices[0].source)
-        if p.has_video:
-            pictures[p.class_name].add(p.image_id)
-            licences.add(bank.image_licence[p.image_id])
-        for v in p.voices:
-            kind = v.source.split(":")[0]
-            licences.add(
-                {
-                    "FluidR3_GM.sf2": "fluid-soundfont-gm",
-                    "MuseScore_General.sf3": "musescore-general-soundfont",
-                    "hydrogen": "hydrogen-drumkits",
-                }.get(kind, kind)
-            )
-    lines = [
-        "# streamrec instrument video corpus",
-        "",
-        f"Built by `streamrec data build {options.out} --clips-per-class {options.clips_per_class} "
-        f"--seconds {options.seconds:g} --seed {options.seed}` in {seconds_taken / 60:.1f} min "
-        f"({len(plans)} clips of {options.seconds:g} s; video {I.FRAME_WIDTH}x{I.FRAME_HEIGHT} at {I.VIDEO_FPS} fps, "
-        f"H.264; audio {A.AUDIO_RATE} Hz mono, AAC).",
-        "",
-        "Splits are 70/15/15 by clip and by source: no melody, drum pattern or picture is used in two splits.",
-        "",
-        "## Clips per class",
-        "",
-        "| class | train | val | test | audio only | video only | multi-label | melodies | sound sources | pictures |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name in options.classes:
-        c = per_class[name]
-        lines.append(
-            f"| {name} | {c['train']} | {c['val']} | {c['test']} | {c['audio only']} | {c['video only']} | "
-            f"{c['multi-label']} | {len(melodies[name])} | {len(sounds[name])} | {len(pictures[name])} |"
-        )
-    lines += [
-        "",
-        "Distinct pictures available per class (all splits): "
-        + ", ".join(f"{n} {sum(len(v) for v in bank.image_split[n].values())}" for n in options.classes)
-        + ".",
-        "Classes with few pictures (and procedural drawings) are the visual model's known weakness.",
-        "",
-        "## Sources and licences",
-        "",
-    ]
-    lines += [f"- {key}: {LICENCES[key]}" for key in sorted(licences) if key in LICENCES]
-    (options.out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

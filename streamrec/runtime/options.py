@@ -1,0 +1,61 @@
+"""How a Runtime runs (RuntimeOptions) and what it can be given besides the inputs it opens itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamrec.runtime.smoothing import SmoothingOptions
+from streamrec.runtime.sources import Source, SourceSpec
+from streamrec.runtime.windowing import DEFAULT_HOP_SECONDS
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    bundle: Path | None = None  # model bundle; None = the bundled model
+    backend: str = "torch"
+    # Intra-op threads per network, ONNX Runtime's and torch's (torch's setting is process-wide: set for
+    # the run, restored after). One: the frame and audio networks already run in parallel threads; 2 + 2
+    # threads on 2 cores cost 25% more CPU for the same work, and the small torch ops of every update
+    # (front end, frame conversion) took 6x longer with a second OpenMP thread (measured).
+    threads: int = 1
+    hop_seconds: float = DEFAULT_HOP_SECONDS  # seconds between audio updates
+    ws: tuple[str, int] | None = None  # websocket (host, port); port 0 = any free port
+    web: tuple[str, int] | None = None  # browser live view (host, port), its websocket at /ws; port 0 = any
+    explain: bool = False  # Grad-CAM of the newest frame for the top class in each prediction event
+    token: str | None = None  # required from websocket clients when set
+    jsonl: Path | None = None
+    view: bool = False
+    duration: float | None = None  # seconds of media per source, then it ends
+    smoothing: SmoothingOptions = SmoothingOptions()
+    client_queue: int = 64  # events per websocket client before its oldest are dropped
+    wait_clients: int = 0  # start the sources only once this many websocket clients are connected
+    max_batch: int = 16  # updates per network call
+    stall_seconds: float = 3.0  # a real-time stream without data this long is reported stalled
+    lag_seconds: float = 2.0  # seconds of audio a non-real-time source may run ahead of inference
+
+    def __post_init__(self) -> None:
+        if self.hop_seconds <= 0:
+            raise ValueError(f"the hop must be positive seconds, got {self.hop_seconds}")
+        if self.duration is not None and self.duration <= 0:
+            raise ValueError(f"the duration must be positive seconds, got {self.duration}")
+        if self.max_batch < 1 or self.threads < 1 or self.wait_clients < 0:
+            raise ValueError("max_batch and threads must be >= 1, wait_clients >= 0")
+        if self.stall_seconds <= 0 or self.lag_seconds <= 0:
+            raise ValueError("stall_seconds and lag_seconds must be > 0")
+        if self.wait_clients and self.ws is None and self.web is None:
+            raise ValueError("wait_clients needs the websocket server (ws) or the web view (web)")
+
+
+@dataclass(frozen=True)
+class CustomSource:
+    """An input the runtime does not open itself: any object following the sources.Source protocol
+    (for example one that hands over audio an application already has). realtime: never wait for
+    inference (the ring keeps the newest data); False: wait, so that every window is evaluated."""
+
+    stream_id: str
+    source: Source
+    realtime: bool = True
+
+    def __post_init__(self) -> None:
+        SourceSpec("file", "-", self.stream_id)  # the same rule for stream ids as every other input
