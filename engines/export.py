@@ -13,32 +13,12 @@ Audio `scores` are logits except for the "attention" architecture, whose forward
 already gives probabilities: `scores_are_probabilities` in the export metadata says which; with
 `background` true their last column is "no instrument" rather than a class of the taxonomy.
 
-Why the audio graph takes the log-mel and not the waveform. The alternative, a waveform input with the
-front end inside the graph (STFT as a conv1d with fixed Hann-windowed cos/sin kernels, then the
-torchaudio mel matrix; streamrec.bench.engines.ConvLogMel), was built and measured against
-streamrec.core.features.LogMel (torchaudio, FFT) on this 2-core CPU with a training job sharing it (medians
-of 20 runs, 1 thread;
-`python -m streamrec.bench.engines --model DIR --frontends` reproduces them):
-
-    front end latency          realtime preset (16 kHz, 1 s)    han preset (22.05 kHz, 1 s)
-                               batch 1      batch 8             batch 1      batch 8
-    torchaudio (torch, FFT)    0.42 ms      1.81 ms             0.44 ms      2.05 ms
-    conv1d STFT in ORT graph   0.51 ms      3.75 ms             0.87 ms      6.25 ms
-
-    log-mel max abs error      conv1d vs torchaudio: realtime 2.6e-5 (batch 1) to 1.2e-4 (batch 8),
-                               han 5e-5 to 7.8e-4 on synthetic tones; up to 2.2e-4 / 9.0e-4 on tones
-                               with near-silent bands, where torchaudio's own float32 error against
-                               float64 is 8.8e-5 / 2.5e-4: the direct DFT (sums of n_fft products) is
-                               2-4x less exact than the FFT it replaces, so ~1e-4 is not met everywhere.
-                               In FP16, as a TensorRT FP16 engine would run it, the conv front end is off
-                               by up to 0.23 (median 4e-3): the 1e-6 log offset is below FP16's normal
-                               range and mel power spans twelve orders of magnitude.
-
-So the front end stays outside the graph: torchaudio's FFT is 1.2-2x faster at batch 1 and 2-3x faster
-at batch 8 (eval's crops, several streams), it is exactly the module the networks were trained with, and
-it stays FP32 whatever precision the network engine runs in (on a GPU, LogMel runs on CUDA tensors ahead
-of the TensorRT engine). The cost: a caller computes the log-mel itself, with
-LogMel(LogMelConfig(**engine.metadata["frontend"])); streamrec.engines.networks.EngineNetworks does.
+Why the audio graph takes the log-mel and not the waveform: a front end inside the graph (STFT as a conv1d,
+streamrec.bench.engines.ConvLogMel) was measured slower than streamrec.core.features.LogMel (torchaudio's
+FFT) and less exact, in FP16 unusably so; LogMel is also exactly the module the networks were trained with and
+stays FP32 whatever precision the engine runs in. So a caller computes the log-mel itself, with
+LogMel(LogMelConfig(**engine.metadata["frontend"])), as streamrec.engines.networks.EngineNetworks does.
+Measured figures: docs/engines.md#the-log-mel-front-end-outside-the-audio-graph.
 """
 
 from __future__ import annotations
@@ -56,8 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamrec.core.audio_setup import AudioSetup
 from streamrec.core.bundle import Bundle
-from streamrec.core.features import LogMel, LogMelConfig
+from streamrec.core.dataset import DecodeSpec, load_dataset
+from streamrec.core.features import FrameConfig, LogMel, LogMelConfig, frames_to_tensor
 from streamrec.core.graphs import GraphSpec, example_inputs, graph_metadata, graph_module, graph_spec
 
 log = logging.getLogger(__name__)
@@ -211,10 +193,6 @@ def synthetic_images(count: int, size: int, seed: int = 0) -> np.ndarray:
 
 def _dataset_media(bundle: Bundle, kind: str, data: Path, count: int) -> np.ndarray:
     """Up to `count` audio windows (n, samples) or frames (n, 3, size, size) from a dataset's train split."""
-    from streamrec.core.audio_setup import AudioSetup
-    from streamrec.core.dataset import DecodeSpec, load_dataset
-    from streamrec.core.features import FrameConfig, frames_to_tensor
-
     if kind == "audio":
         config = AudioSetup.from_dict(bundle.network("audio")["setup"]).frontend
         loaded = load_dataset(
@@ -242,7 +220,7 @@ def representative_inputs(
 
     audio: log-mel of tones, noise and silence through the bundle's own front end; video: synthetic
     frames; fusion: embeddings of those through the bundle's audio and video networks, with every
-    presence pattern. With `data` (a dataset in the CONTRACTS layout), audio windows and frames of its
+    presence pattern. With `data` (a dataset in the docs/dataset.md layout), audio windows and frames of its
     train split are used first and the synthetic ones fill up the rest.
     """
     spec = graph_spec(bundle, kind)

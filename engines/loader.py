@@ -21,13 +21,33 @@ from typing import Any
 
 import numpy as np
 import torch
-from streamrec.engines.base import BACKENDS, PRECISIONS, Engine, EngineError
-from streamrec.engines.cache import CachedEngine, EngineCache, EngineKey
-from streamrec.engines.export import EXPORT_FORMAT, OPSET, export_onnx, representative_inputs
-from streamrec.engines.tensorrt_engine import DEFAULT_MAX_BATCH, DEFAULT_OPT_BATCH, tensorrt_status
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from streamrec.core.bundle import KINDS, Bundle
 from streamrec.core.graphs import graph_metadata, graph_spec
+from streamrec.engines.base import BACKENDS, PRECISIONS, Engine, EngineError
+from streamrec.engines.cache import CachedEngine, EngineCache, EngineKey
+from streamrec.engines.export import EXPORT_FORMAT, OPSET, export_onnx, representative_inputs
+from streamrec.engines.onnxruntime_engine import (
+    INT8_OP_TYPES,
+    INT8_REDUCE_RANGE,
+    OnnxRuntimeEngine,
+    check_precision,
+    quantize_int8,
+    runtime_version,
+)
+from streamrec.engines.tensorrt_engine import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_OPT_BATCH,
+    BuildOptions,
+    TensorRTEngine,
+    build_plan,
+    calibration_batches,
+    device_fingerprint,
+    tensorrt_status,
+)
+from streamrec.engines.torch_engine import TorchEngine
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +164,6 @@ def compare_with_torch(
 ) -> dict[str, float]:
     """How far a built engine is from the torch reference on representative inputs, fed `batch` at a time:
     the largest absolute difference of each output, and how often the top-1 class agrees."""
-    from streamrec.engines.torch_engine import TorchEngine
-
     inputs = representative_inputs(bundle, kind, count or CHECK_EXAMPLES[kind], seed=11)
     reference = TorchEngine(bundle, kind, device="cpu")
     try:
@@ -191,15 +209,6 @@ def _load_or_rebuild(
 def _onnxruntime(
     bundle: Bundle, kind: str, precision: str, options: EngineOptions, cache: EngineCache, stage: Stage
 ) -> Engine:
-    from streamrec.engines.onnxruntime_engine import (
-        INT8_OP_TYPES,
-        INT8_REDUCE_RANGE,
-        OnnxRuntimeEngine,
-        check_precision,
-        quantize_int8,
-        runtime_version,
-    )
-
     precision = check_precision(precision)
 
     def open_engine(cached: CachedEngine) -> Engine:
@@ -249,14 +258,6 @@ def _onnxruntime(
 def _tensorrt(
     bundle: Bundle, kind: str, precision: str, options: EngineOptions, cache: EngineCache, stage: Stage
 ) -> Engine:
-    from streamrec.engines.tensorrt_engine import (
-        BuildOptions,
-        TensorRTEngine,
-        build_plan,
-        calibration_batches,
-        device_fingerprint,
-    )
-
     if precision not in PRECISIONS:
         raise EngineError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     fingerprint = device_fingerprint()
@@ -328,8 +329,6 @@ def _load(
     if precision not in PRECISIONS:
         raise EngineError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     if backend == "torch":
-        from streamrec.engines.torch_engine import TorchEngine
-
         if precision != "fp32":
             log.warning("the torch backend runs FP32 only; using FP32 instead of %s", precision.upper())
         device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -414,8 +413,6 @@ def _progress(enabled: bool, total: int) -> Iterator[tuple[Callable[[str], None]
     if not enabled:
         yield (lambda text: None), (lambda: None)
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     columns = (
         SpinnerColumn(),

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from streamrec.engines.base import Engine
-from streamrec.engines.loader import AUTO, EngineOptions, choose_backend, load_engine
 
 from streamrec.core.bundle import Bundle
 from streamrec.core.features import LogMel, LogMelConfig, frames_to_tensor, writable_array
 from streamrec.core.networks import NetworkInfo, Networks, TorchNetworks
 from streamrec.core.scores import softmax
+from streamrec.engines.base import Engine
+from streamrec.engines.loader import AUTO, EngineOptions, choose_backend, load_engine
 
 log = logging.getLogger(__name__)
 

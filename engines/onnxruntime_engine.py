@@ -1,19 +1,10 @@
 """ONNX Runtime on the CPU: session tuning and INT8 quantization of exported graphs.
 
-INT8 here is dynamic quantization of MatMul/Gemm weights only (activations quantized per call), chosen by
-measurement on the trained bundle /tmp/b2 (ORT 1.31, 1 thread, 2-core Xeon with AVX512-VNNI, a training
-job sharing the CPU; max |diff| against FP32 on 64 representative inputs, medians of 20 runs):
-
-                              audio (Han)                 video (EfficientNet-Lite0)      fusion
-    dynamic MatMul/Gemm       0.62 ms b1, diff 0.04       8.2 ms b1 (fp32 8.1), 0.004     0.10 ms b1 (fp32 0.34), 0.004
-    dynamic + Conv            3.9 ms b1 (6x slower)       83 ms b1 (10x slower)           -
-    static QDQ, Conv too      0.55 ms b1, diff 0.14       12.2 ms b1, top-1 agreement 19%  -
-
-ConvInteger is far slower than ORT's FP32 convolutions, and static per-tensor activation scales wreck
-EfficientNet-Lite's depthwise layers (calibrated on synthetic frames), so convolutions stay FP32: INT8
-pays off where the weights are large fully connected layers (fusion: 2.2-2.5x faster than ORT FP32,
-7.7 MB -> 2.0 MB; audio and video within noise of FP32). A build compares the INT8 graph with torch on
-representative inputs and records the result in its sidecar ("check").
+INT8 here is dynamic quantization of MatMul/Gemm weights only (activations quantized per call): quantizing
+convolutions too (ConvInteger, or static QDQ) was measured several times slower on the CPU and, for the frame
+network, lost accuracy, while INT8 matrix products pay off for the fully connected fusion network (audio and
+video stay within noise of FP32). A build compares the INT8 graph with torch on representative inputs and
+records the result in its sidecar ("check"). Measured figures: docs/engines.md#int8-on-onnx-runtime-what-is-quantized.
 """
 
 from __future__ import annotations
@@ -25,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
+
 from streamrec.engines.base import EngineBase, EngineError, TensorSpec, check_inputs, log_io
 
 log = logging.getLogger(__name__)

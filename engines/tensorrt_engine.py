@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from streamrec.engines.base import EngineBase, EngineError, TensorSpec, check_inputs, log_io
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from streamrec.engines.base import EngineBase, check_inputs, log_io
 
 from streamrec.core.bundle import Bundle
 from streamrec.core.graphs import graph_metadata, graph_module, graph_spec
+from streamrec.engines.base import EngineBase, check_inputs, log_io
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from streamrec.engines import load_networks
-from streamrec.train.evaluate import MODALITIES, clip_scores
-from streamrec.train.metrics import classification_report
 
 from streamrec.core.audio_setup import AudioSetup
 from streamrec.core.bundle import Bundle
 from streamrec.core.dataset import DecodeSpec, encode_targets, load_dataset
+from streamrec.engines import load_networks
+from streamrec.train.evaluate import MODALITIES, clip_scores
+from streamrec.train.metrics import classification_report
 
 
 def main() -> None:

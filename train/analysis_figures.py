@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from streamrec.train.analysis_types import AnalyzeOptions, BundleAnalysis
+from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from streamrec.core.features import frames_to_tensor
 from streamrec.core.gradcam import gradcam_maps, upsample_map
+from streamrec.train.analysis_types import AnalyzeOptions, BundleAnalysis
 
 EXAMPLE_CLASS = "saxophone"  # seed 004's Figure 2 shows SaxophonePerformance
 BLOCK_LABELS = {
@@ -175,9 +177,6 @@ def overlay(frame: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarr
 
 def write_gradcam(analysis: BundleAnalysis, classes: tuple[str, ...], out: Path, per_class: int) -> list[dict]:
     """Grad-CAM overlays of the middle frame of the first clips of each class, for the true class."""
-    from PIL import Image
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     directory = out / "gradcam"
     directory.mkdir(parents=True, exist_ok=True)
     network = analysis.extractors.video

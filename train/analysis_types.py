@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from streamrec.train.train_fusion import Extractors
 
 from streamrec.core.dataset import Clip
+from streamrec.train.train_fusion import Extractors
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from streamrec.train import analysis_figures as figures
-from streamrec.train.analysis_types import AnalyzeOptions, BundleAnalysis, ClassCorrelation, FusionFeatures
-from streamrec.train.train_fusion import ClipInputs, Extractors, clip_inputs
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from streamrec.core.bundle import Bundle
 from streamrec.core.dataset import DecodeSpec, load_dataset
@@ -46,6 +44,9 @@ from streamrec.core.features import FrameConfig
 from streamrec.core.models import load_network
 from streamrec.core.models.fusion import LateFusion
 from streamrec.core.scores import slot_indices, spread_indices
+from streamrec.train import analysis_figures as figures
+from streamrec.train.analysis_types import AnalyzeOptions, BundleAnalysis, ClassCorrelation, FusionFeatures
+from streamrec.train.train_fusion import ClipInputs, Extractors, clip_inputs
 
 MIN_EXAMPLES_FOR_CORRELATION = 3  # a rank correlation over fewer examples is only ever +-1
 
@@ -210,8 +211,6 @@ def fusion_features(
     fusion: LateFusion, extractors: Extractors, items: list[ClipInputs], paths: list[str], progress: bool = True
 ) -> FusionFeatures:
     """Embeddings, fused predictions and gradient x input attributions of clips that have both modalities."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     fusion.eval()
     extractors.eval()
     hidden_inputs: list[torch.Tensor] = []

@@ -4,10 +4,10 @@ hears between pieces. Audio networks trained with a background class learn to sa
 from __future__ import annotations
 
 import numpy as np
-from streamrec.train.corpus import audio as A
-from streamrec.train.corpus.sources import cache_dir
 
 from streamrec.core.media import resample
+from streamrec.train.corpus import audio as A
+from streamrec.train.corpus.sources import cache_dir
 
 
 class BackgroundSource:

@@ -1,5 +1,5 @@
 """`streamrec eval DATASET`: audio-only, frame-only and fused metrics of a model bundle on any dataset
-in the CONTRACTS layout, as the eval JSON of CONTRACTS.md and one figure of confusion matrices.
+in the layout of docs/dataset.md, as the eval JSON described there and one figure of confusion matrices.
 
 Inference goes through streamrec.runtime.recognizer's `Networks`, the interface the live runtime uses, so
 every backend (torch, ONNX Runtime, TensorRT) is evaluated by the same code.
@@ -11,8 +11,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from streamrec.engines import load_networks
-from streamrec.train.metrics import classification_report, plot_confusions
 
 from streamrec.core.audio_setup import AudioSetup, crop_starts, instrument_probabilities, take_windows
 from streamrec.core.bundle import Bundle
@@ -20,6 +18,8 @@ from streamrec.core.dataset import Clip, DecodeSpec, encode_targets, load_datase
 from streamrec.core.errors import UserError
 from streamrec.core.networks import Networks
 from streamrec.core.scores import fusion_inputs, spread_indices
+from streamrec.engines import load_networks
+from streamrec.train.metrics import classification_report, plot_confusions
 
 MODALITIES = ("audio", "video", "fusion")
 
@@ -55,7 +55,7 @@ def evaluate(
     workers: int = 2,
     plot: Path | None = None,
 ) -> dict:
-    """The eval JSON (CONTRACTS.md). `n` counts the clips that have that modality; fusion covers every clip."""
+    """The eval JSON (docs/dataset.md). `n` counts the clips that have that modality; fusion covers every clip."""
     unknown = set(modalities) - set(MODALITIES)
     if unknown or not modalities:
         named = ", ".join(sorted(unknown)) or "(none)"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from streamrec.core.dataset import Clip, default_cache_dir
 from streamrec.core.features import frames_to_tensor
@@ -52,8 +53,6 @@ def trunk_features(
 
     Cached on disk by the clip file's identity and the trunk's weights.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     directory = cache_dir or default_cache_dir().parent / "trunk"
     directory.mkdir(parents=True, exist_ok=True)
     model.trunk.eval()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,6 @@ def fit(
     (the model is put in eval mode around it). With state_path the full state is saved after every
     epoch, and resume=True continues from it.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     seed_everything(options.seed)
     optimizer = torch.optim.Adam(
         parameters if parameters is not None else model.parameters(),

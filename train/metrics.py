@@ -34,7 +34,7 @@ def f1_per_class(confusion: np.ndarray) -> np.ndarray:
 
 
 def classification_report(scores: np.ndarray, targets: np.ndarray, classes: Sequence[str]) -> dict:
-    """The per-modality block of the eval JSON (CONTRACTS.md): n, hit1, hit3, f1_macro, per_class_f1, confusion.
+    """The per-modality block of the eval JSON (docs/dataset.md): n, hit1, hit3, f1_macro, per_class_f1, confusion.
 
     Macro F1 averages over the classes present in the targets (a class absent from the test set
     would otherwise count as 0 and drag the mean for no reason).

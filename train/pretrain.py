@@ -24,9 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from streamrec.train.audio_data import audio_clips, balanced_indices, random_windows
-from streamrec.train.loop import FitOptions, fit
-from streamrec.train.metrics import classification_report
 from torch import nn
 
 from streamrec.core.audio_setup import AudioSetup, crop_starts, eval_window, take_windows
@@ -34,6 +31,9 @@ from streamrec.core.dataset import Clip, encode_targets
 from streamrec.core.errors import UserError
 from streamrec.core.features import LOGMEL_PRESETS, LogMel, LogMelConfig
 from streamrec.core.models.audio import EMBEDDING_CHANNELS, EMBEDDING_FC_WIDTHS, AttentionAIR, EmbeddingCNN
+from streamrec.train.audio_data import audio_clips, balanced_indices, random_windows
+from streamrec.train.loop import FitOptions, fit
+from streamrec.train.metrics import classification_report
 
 log = logging.getLogger(__name__)
 

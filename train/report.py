@@ -7,12 +7,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from streamrec.core.audio_setup import AudioSetup
+from streamrec.core.audio_setup import AudioSetup, instrument_probabilities, window_probabilities
 from streamrec.core.bundle import Bundle
+from streamrec.core.dataset import DecodeSpec, load_dataset
+from streamrec.core.models import load_network
 from streamrec.core.models.audio import AudioDims, build_audio_model
+from streamrec.train.metrics import classification_report
+from streamrec.train.train_fusion import Extractors, clip_inputs, fused_probabilities
+from streamrec.train.train_video import frame_probabilities
 
 
 def multiply_adds(model: torch.nn.Module, *inputs: torch.Tensor) -> int:
@@ -111,15 +117,6 @@ def video_table(runs: Path) -> str:
 def fusion_tables(data: Path, bundles: list[Path]) -> str:
     """Fusion per training scheme, and with a modality removed against that modality's own network,
     on the test clips that have both streams (the seed paper's Table 4 and its missing-modality remark)."""
-    import numpy as np
-    from streamrec.train.metrics import classification_report
-    from streamrec.train.train_fusion import Extractors, clip_inputs, fused_probabilities
-    from streamrec.train.train_video import frame_probabilities
-
-    from streamrec.core.audio_setup import instrument_probabilities, window_probabilities
-    from streamrec.core.dataset import DecodeSpec, load_dataset
-    from streamrec.core.models import load_network
-
     lines = [
         "| bundle | fusion scheme | clips | audio network F1 | frame network F1 | fusion F1 | fusion Hit@1 | "
         "fusion, audio removed F1 | fusion, frames removed F1 |",

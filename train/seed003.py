@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from streamrec.train.loop import FitOptions
-from streamrec.train.pretrain import OBJECTIVES, PretrainOptions, pretrain_embedding
 
 from streamrec.core.bundle import Bundle
 from streamrec.core.errors import UserError
+from streamrec.train.loop import FitOptions
+from streamrec.train.pretrain import OBJECTIVES, PretrainOptions, pretrain_embedding
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchaudio
-from streamrec.train.audio_data import audio_clips, balanced_indices, random_windows
-from streamrec.train.background import BackgroundSource
-from streamrec.train.loop import FitOptions, fit, plot_curves
-from streamrec.train.metrics import classification_report, multilabel_report, plot_confusions
 
 from streamrec.core.audio_setup import (
     AudioSetup,
@@ -29,6 +25,11 @@ from streamrec.core.dataset import Clip, encode_targets
 from streamrec.core.errors import UserError
 from streamrec.core.features import LogMel
 from streamrec.core.models.audio import AudioNet, build_audio_model, default_dims, outputs_probabilities
+from streamrec.train.audio_data import audio_clips, balanced_indices, random_windows
+from streamrec.train.background import BackgroundSource
+from streamrec.train.loop import FitOptions, fit, plot_curves
+from streamrec.train.metrics import classification_report, multilabel_report, plot_confusions
+from streamrec.train.pretrain import AttentionHead, batched, freeze_representation, represent_clips
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class AudioTrainOptions:
 def evaluate_audio(
     model: AudioNet, logmel: LogMel, setup: AudioSetup, clips: list[Clip], classes: tuple[str, ...]
 ) -> tuple[dict, np.ndarray]:
-    """The eval-JSON block of CONTRACTS.md plus seed 003's multi-label metrics; and the (n, classes) scores."""
+    """The eval-JSON block of docs/dataset.md plus seed 003's multi-label metrics; and the (n, classes) scores."""
     model.eval()
     scores = (
         np.stack([clip_probabilities(model, logmel, setup, c.audio) for c in clips])
@@ -133,8 +134,6 @@ def train_audio(options: AudioTrainOptions) -> dict:
         # Seed 003's second stage: the representation is fixed (random or pre-trained) and scaled to [0, 1]
         # on training clips, then computed once per clip (its central crop); only the head trains, on
         # those. Imported here because streamrec.train.pretrain builds on this module.
-        from streamrec.train.pretrain import AttentionHead, batched, freeze_representation, represent_clips
-
         if options.specaugment:
             raise UserError("SpecAugment needs the representation recomputed every epoch; not with a frozen one")
         freeze_representation(model, logmel, setup, train_clips, options.embedding)

@@ -15,9 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from streamrec.train.frame_features import trunk_features
-from streamrec.train.loop import FitOptions, fit, plot_curves
-from streamrec.train.metrics import classification_report
 
 from streamrec.core.audio_setup import AudioSetup, crop_starts, take_windows
 from streamrec.core.bundle import Bundle
@@ -27,6 +24,9 @@ from streamrec.core.features import LogMel
 from streamrec.core.models import load_network
 from streamrec.core.models.fusion import FusionDims, LateFusion
 from streamrec.core.scores import fusion_inputs, spread_indices
+from streamrec.train.frame_features import trunk_features
+from streamrec.train.loop import FitOptions, fit, plot_curves
+from streamrec.train.metrics import classification_report
 
 MODALITY_DROPOUT = 0.25  # chance, for a clip that has both, of hiding its audio (and, separately, its frames)
 

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from streamrec.train.frame_features import trunk_features
-from streamrec.train.loop import FitOptions, fit, plot_curves
-from streamrec.train.metrics import classification_report, plot_confusions
 
 from streamrec.core.bundle import Bundle
 from streamrec.core.dataset import Clip, DecodeSpec, dataset_classes, encode_targets, load_dataset
 from streamrec.core.errors import UserError
 from streamrec.core.features import FrameConfig
 from streamrec.core.models.video import FrameNet, VideoDims, build_video_model
+from streamrec.train.frame_features import trunk_features
+from streamrec.train.loop import FitOptions, fit, plot_curves
+from streamrec.train.metrics import classification_report, plot_confusions
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy
 import torch
+import torchaudio
 
 from streamrec._version import __version__
 from streamrec.core.assets import DEFAULT_BUNDLE
@@ -47,9 +49,6 @@ def sha256_of(path: Path) -> str:
 
 
 def software_versions() -> dict[str, str]:
-    import numpy
-    import torchaudio
-
     return {
         "streamrec": __version__,
         "torch": torch.__version__,

@@ -1,4 +1,4 @@
-"""The default instrument taxonomy (CONTRACTS.md). A model bundle or a dataset may carry others."""
+"""The default instrument taxonomy (docs/dataset.md). A model bundle or a dataset may carry others."""
 
 DEFAULT_CLASSES: tuple[str, ...] = (
     "accordion",

@@ -1,4 +1,4 @@
-"""Reading a dataset in the CONTRACTS.md layout: labels.csv, decoded clips, and an on-disk decode cache.
+"""Reading a dataset in the docs/dataset.md layout: labels.csv, decoded clips, and an on-disk decode cache.
 
     DATASET/labels.csv    path,label,split[,labels][,any other column]
     DATASET/clips/...     media files; a clip may lack its audio or its video stream
@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from streamrec.core.classes import DEFAULT_CLASSES
 from streamrec.core.errors import UserError
@@ -370,8 +373,6 @@ def _decode_and_store(record: ClipRecord, spec: DecodeSpec, cache: ClipCache) ->
 
 def _init_worker() -> None:
     # Each worker decodes one clip at a time; torch's own thread pool would oversubscribe the cores.
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -393,8 +394,6 @@ def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Calla
     if not enabled:
         yield lambda: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True)) as bar:

@@ -1,4 +1,4 @@
-"""The websocket server: `hello` on connect, then every `prediction` and `status` event (CONTRACTS.md).
+"""The websocket server: `hello` on connect, then every `prediction` and `status` event (docs/events.md).
 
 Broadcasting never waits for a client: each client has a bounded queue drained by its own
 connection handler; when a client reads too slowly its queue drops the oldest event and counts

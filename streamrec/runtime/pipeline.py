@@ -17,13 +17,15 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
 from streamrec.core.networks import NetworkInfo, Networks
 from streamrec.engines import load_networks
 from streamrec.runtime.broadcast import DEFAULT_HOST, BroadcastOptions, WebsocketSink
+from streamrec.runtime.explain import LiveExplainer
 from streamrec.runtime.options import CustomSource, RuntimeOptions
 from streamrec.runtime.recognizer import Recognizer, Request
 from streamrec.runtime.sinks import JsonlSink, Sink
@@ -47,11 +49,8 @@ from streamrec.runtime.types import (
     prediction_event,
     status_event,
 )
+from streamrec.runtime.view import TerminalView
 from streamrec.runtime.windowing import frames_for_update
-
-if TYPE_CHECKING:
-    from streamrec.runtime.explain import LiveExplainer
-    from streamrec.runtime.view import TerminalView
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +152,6 @@ class Runtime:
         if o.jsonl is not None:
             self._sinks.append(JsonlSink(o.jsonl))
         if o.view:
-            from streamrec.runtime.view import TerminalView
-
             self._view = TerminalView([(s.id, s.description) for s in self._streams])
             self._sinks.append(self._view)
         self._sinks += self._extra_sinks
@@ -384,7 +381,6 @@ class Runtime:
         """Blocks until every stream ended or stop() was called; sinks are closed on return."""
         if self.ready.is_set() or self._streams:
             raise RuntimeError("a Runtime runs once; make a new one to run again")
-        import torch
 
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(self.options.threads)
@@ -399,8 +395,6 @@ class Runtime:
         self._classes = self._info.classes
         self._recognizer = Recognizer(networks)
         if self.options.explain and self._info.has_video:
-            from streamrec.runtime.explain import LiveExplainer
-
             self._explainer = LiveExplainer.from_bundle(self.options.bundle)
         self._streams = self._build_streams(self._info)
         threads: list[threading.Thread] = []

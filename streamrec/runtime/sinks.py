@@ -1,6 +1,6 @@
 """Where events go besides the websocket: a JSON-lines file, or a Python callable.
 
-A sink receives every hello-less event (prediction and status dicts of CONTRACTS.md) from the
+A sink receives every hello-less event (prediction and status dicts of docs/events.md) from the
 runtime's threads, one call at a time (the runtime serialises calls), and must return quickly.
 """
 

@@ -5,7 +5,7 @@
 
 Media time is seconds on the stream's own clock (0 = its first sample or frame); capture time is
 the unix time (`time.time()`) at which the data became available at the source, so latency is
-measurable end to end. The event builders at the bottom write the JSON objects of CONTRACTS.md.
+measurable end to end. The event builders at the bottom write the JSON objects of docs/events.md.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-EVENT_VERSION = 1  # the "version" of the hello event (CONTRACTS.md)
+EVENT_VERSION = 1  # the "version" of the hello event (docs/events.md)
 STATES = ("started", "stalled", "reconnecting", "ended", "error")
 TERMINAL_STATES = ("ended", "error")
 SCORE_DECIMALS = 4  # scores in events are rounded: 1e-4 is far below what a model can tell apart

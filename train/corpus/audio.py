@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchaudio.functional as AF
-from streamrec.train.corpus.melodies import DrumPattern, Note
-from streamrec.train.corpus.sources import DrumKit, soundfonts
 
 from streamrec.core.media import decode_audio
+from streamrec.train.corpus.melodies import DrumPattern, Note
+from streamrec.train.corpus.sources import DrumKit, soundfonts
 
 AUDIO_RATE = 22050  # Hz, the rate of every audio track in the corpus
 BLOCK = 64  # samples, FluidSynth's internal block (FLUID_BUFSIZE)

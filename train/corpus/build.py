@@ -17,10 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from streamrec.core.classes import DEFAULT_CLASSES
+from streamrec.core.errors import UserError
 from streamrec.train.corpus import audio as A
 from streamrec.train.corpus import images as I
 from streamrec.train.corpus.melodies import drum_patterns, fit_to_range, load_melodies
 from streamrec.train.corpus.plan import BuildOptions, ClipPlan, SourceBank, Voice
+from streamrec.train.corpus.preview import write_previews
 from streamrec.train.corpus.records import write_labels, write_readme
 from streamrec.train.corpus.sources import (
     GM_DRUM_KITS,
@@ -30,9 +36,6 @@ from streamrec.train.corpus.sources import (
     hydrogen_kits,
     soundfonts,
 )
-
-from streamrec.core.classes import DEFAULT_CLASSES
-from streamrec.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +251,7 @@ _WORKER: dict = {}
 def _init_worker(bank: SourceBank, seconds: float, out: Path, speech_dir: Path) -> None:
     # Each worker renders one clip at a time; one BLAS/torch thread avoids oversubscribing the cores.
     os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
+    import torch  # here, after OMP_NUM_THREADS: a spawned worker reads it when torch loads
 
     torch.set_num_threads(1)
     _WORKER.update(bank=bank, seconds=seconds, out=out, speech=A.speech_pool(speech_dir))
@@ -348,16 +351,6 @@ def _check_out(out: Path) -> None:
 
 def build(options: BuildOptions, console=None) -> list[ClipPlan]:
     """Builds the corpus into options.out; returns the clip plans in labels.csv order."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     console = console or Console(stderr=True)
     _check_out(options.out)
     problems = check_sources()
@@ -386,8 +379,6 @@ def build(options: BuildOptions, console=None) -> list[ClipPlan]:
     write_labels(options.out, plans)
     write_readme(options, plans, bank, time.monotonic() - started)
     if options.preview:
-        from streamrec.train.corpus.preview import write_previews
-
         with console.status("writing preview sheets"):
             write_previews(options.out, plans)
     return plans

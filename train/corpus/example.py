@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
 from streamrec.train.corpus import audio as A
 from streamrec.train.corpus.build import BuildOptions, gather_sources, plan_clips, render_media, write_clip
 from streamrec.train.corpus.sources import cache_dir

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw
+
 from streamrec.train.corpus.sources import INSTRUMENTS, OPENCLIPART, emoji_dir, emoji_images
 
 FRAME_WIDTH, FRAME_HEIGHT = 320, 240  # pixels

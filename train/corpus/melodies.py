@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+
 from streamrec.train.corpus.sources import cache_dir
 
 log = logging.getLogger(__name__)

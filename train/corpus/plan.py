@@ -7,9 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamrec.train.corpus.melodies import DrumPattern, Melody
-
 from streamrec.core.classes import DEFAULT_CLASSES
+from streamrec.train.corpus.melodies import DrumPattern, Melody
 
 
 @dataclass(frozen=True)

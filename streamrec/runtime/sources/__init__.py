@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamrec.runtime.sources.base import CaptureFormat, Emit, Pacer, ReconnectPolicy, Source, SourceError
-from streamrec.runtime.sources.file import is_url
+from streamrec.runtime.sources.camera import CameraSource
+from streamrec.runtime.sources.file import FileSource, is_url
+from streamrec.runtime.sources.microphone import MicrophoneSource
 
 KINDS = ("file", "url", "camera", "microphone")
 _STREAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -128,13 +130,8 @@ def assign_stream_ids(specs: list[SourceSpec]) -> list[str]:
 def open_source(spec: SourceSpec, fmt: CaptureFormat, duration: float | None = None) -> Source:
     """The Source object for a spec (not started; call prepare() then run())."""
     if spec.kind in ("file", "url"):
-        from streamrec.runtime.sources.file import FileSource
-
         return FileSource(spec.target, fmt, realtime=spec.is_realtime, duration=duration)
     if spec.kind == "camera":
-        from streamrec.runtime.sources.camera import CameraSource
-
         return CameraSource(spec.target, fmt, fps=spec.fps, realtime=spec.is_realtime, duration=duration)
-    from streamrec.runtime.sources.microphone import MicrophoneSource
 
     return MicrophoneSource(spec.target or None, fmt, duration=duration)
