@@ -1,4 +1,4 @@
-// The streamrec live view: one card per stream, fed by the runtime's websocket events (CONTRACTS.md):
+// The streamrec live view: one card per stream, fed by the runtime's websocket events (docs/events.md):
 // hello {classes, streams}, prediction {stream, t, labels, active, modalities, latency_ms}, status {stream, state}.
 // Plain browser JavaScript, no build step: the package serves this file as it is.
 "use strict";
