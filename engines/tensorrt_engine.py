@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from streamrec.engines.base import EngineBase, EngineError, TensorSpec, check_inputs, log_io
 
@@ -38,8 +39,6 @@ def tensorrt_status() -> tuple[bool, str]:
         import tensorrt as trt
     except Exception as e:  # ImportError, or a broken install failing to load its libraries
         return False, f"TensorRT is not installed ({type(e).__name__}: {e})"
-    import torch
-
     if not torch.cuda.is_available():
         return False, f"TensorRT {getattr(trt, '__version__', '?')} is installed but no CUDA GPU is visible"
     return True, f"TensorRT {trt.__version__} on {torch.cuda.get_device_name()}"
@@ -48,7 +47,6 @@ def tensorrt_status() -> tuple[bool, str]:
 def device_fingerprint() -> dict[str, str]:
     """What a plan is specific to besides the weights: TensorRT version, GPU model, compute capability."""
     import tensorrt as trt
-    import torch
 
     major, minor = torch.cuda.get_device_capability()
     return {"tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
@@ -160,7 +158,6 @@ def _weakly_typed(trt) -> bool:
 
 def _make_calibrator(trt, batches: list[dict[str, np.ndarray]], cache_path: Path):
     """An IInt8EntropyCalibrator2 handing TensorRT one CUDA copy of each batch in turn."""
-    import torch
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
@@ -339,7 +336,6 @@ class TensorRTEngine(EngineBase):
 
     def __init__(self, plan_path: Path, kind: str, metadata: Mapping[str, Any] | None = None) -> None:
         import tensorrt as trt
-        import torch
 
         self.kind, self.path = kind, Path(plan_path)
         self.metadata = dict(metadata or {})
@@ -373,8 +369,6 @@ class TensorRTEngine(EngineBase):
 
     def infer_tensors(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """CUDA tensors in, CUDA tensors out (no host copies: chain a GPU front end or another engine)."""
-        import torch
-
         batch = int(next(iter(inputs.values())).shape[0])
         if not 1 <= batch <= (self._max_batch or batch):
             raise ValueError(f"{self.kind} TensorRT engine takes batches of 1..{self._max_batch}, got {batch}")
@@ -396,8 +390,6 @@ class TensorRTEngine(EngineBase):
         return results
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
         check_inputs(self.kind, self._inputs, inputs)
         tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in inputs.items()}
         return {name: t.float().cpu().numpy() for name, t in self.infer_tensors(tensors).items()}

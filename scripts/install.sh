@@ -39,8 +39,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-echo "==> pip install -e .[dev]"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2> >(grep -v "is ignored: it is neither" >&2)
+echo "==> pip install -e .[dev] with the versions CI tested (constraints.txt)"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' \
+  2> >(grep -v "is ignored: it is neither" >&2)
 
 echo "==> fetching emoji artwork (npm registry) into the training-source cache"
 .venv/bin/streamrec data sources --fetch

@@ -5,8 +5,8 @@ Audio CNNs on log-mel spectrograms and a frame CNN at 1 fps, combined by a late-
 
 The Python entry point is `from streamrec import Runtime, RuntimeOptions` (see
 examples/run_from_python.py). The package is layered: streamrec.core (what every part agrees on) <
-streamrec.engines (inference backends) < streamrec.train and streamrec.runtime < streamrec.cli and
-streamrec.bench; docs/architecture.md draws it.
+streamrec.engines (inference backends) < streamrec.train | streamrec.runtime < streamrec.bench <
+streamrec.cli; docs/architecture.md draws it, import-linter (pyproject.toml) enforces it.
 """
 
 from __future__ import annotations

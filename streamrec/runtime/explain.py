@@ -3,6 +3,9 @@ and a small JPEG overlay for the prediction event's `explain` field. The math is
 
 from __future__ import annotations
 
+import base64
+
+import cv2
 import numpy as np
 
 from streamrec.core.bundle import Bundle
@@ -47,10 +50,6 @@ class LiveExplainer:
 def overlay_jpeg(image: np.ndarray, cam: np.ndarray, size: int = 112, quality: int = 70) -> str:
     """The frame (H, W, 3 uint8 RGB) shrunk to size x size with the map in a heat colour scale over it,
     as a data: URL (a few kB) that a browser shows as it is."""
-    import base64
-
-    import cv2
-
     small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     heat = cv2.applyColorMap((255 * upsample_map(cam, size, size)).clip(0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     blended = cv2.addWeighted(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), 0.55, heat, 0.45, 0)

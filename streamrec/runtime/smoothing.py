@@ -4,7 +4,7 @@ Pure logic, one object per stream. Each update: scores gated to zero when the au
 plays (the audio network's background probability, or a level under the energy floor), an
 exponential moving average, then per class an on threshold, a lower off threshold and a minimum
 hold, so that a steady clip does not flicker and silence, speech and noise turn nothing on.
-(STYLE.md calls this stage fusion.py; the fusion network itself is train/models/fusion.py.)
+(a style guide would call this stage fusion.py; the fusion network itself is streamrec/core/models/fusion.py.)
 """
 
 from __future__ import annotations
