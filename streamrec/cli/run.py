@@ -2,22 +2,138 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from streamrec.cli.args import _positive_float, _positive_int, add_outputs, add_runtime_model, output_options
 from streamrec.core.assets import DEFAULT_BUNDLE, EXAMPLE_CLIP
 from streamrec.core.errors import UserError
-from streamrec.runtime.broadcast import DEFAULT_HOST, DEFAULT_PORT
-from streamrec.runtime.pipeline import Runtime, RuntimeOptions
-from streamrec.runtime.sources import SourceError, SourceSpec
-from streamrec.runtime.windowing import DEFAULT_HOP_SECONDS
+
+if TYPE_CHECKING:
+    from streamrec.runtime.pipeline import Runtime
+    from streamrec.runtime.sources import SourceSpec
 
 log = logging.getLogger(__name__)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    _add_run(commands)
+    _add_live(commands)
+    _add_demo(commands)
+
+
+def _add_run(commands: argparse._SubParsersAction) -> None:
+    r = commands.add_parser(
+        "run",
+        help="recognise instruments in files, RTSP/HTTP streams or devices",
+        description="Runs recognition on one or more sources at once, each its own stream: media files, "
+        "rtsp:// or http(s):// URLs (HLS included), camera:N, mic:[DEVICE]. Files run as fast as "
+        "possible by default, URLs and devices in real time.",
+    )
+    r.add_argument("sources", nargs="*", metavar="SOURCE")
+    pace = r.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", action="store_true", help="pace files in real time (default for URLs/devices)")
+    pace.add_argument("--fast", action="store_true", help="as fast as possible (default for files)")
+    r.add_argument("--camera", type=int, action="append", metavar="N", help="add camera N as a stream (repeatable)")
+    r.add_argument("--fps", type=_positive_float, help="frames per second taken from cameras (default 1)")
+    r.add_argument(
+        "--wait-clients",
+        type=_positive_int,
+        metavar="N",
+        help="start the sources only once N websocket or web-view clients are connected",
+    )
+    add_runtime_model(r)
+    add_outputs(r)
+    r.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # imported here: CLI start-up time
+    from streamrec.runtime.sources import SourceSpec, parse_source
+
+    specs = [parse_source(s) for s in args.sources] + [
+        SourceSpec("camera", str(n), fps=args.fps) for n in args.camera or []
+    ]
+    if not specs:
+        raise UserError("give at least one SOURCE (file, URL, camera:N, mic:[DEVICE]) or --camera N")
+    realtime = True if args.realtime else False if args.fast else None
+    if args.wait_clients and not (args.ws or args.web):
+        raise UserError("--wait-clients needs --ws or --web: clients connect to those")
+    return run_streams(
+        specs,
+        Path(args.model) if args.model else None,
+        args.backend,
+        realtime=realtime,
+        duration=args.duration,
+        hop=args.hop,
+        wait_clients=args.wait_clients or 0,
+        **output_options(args),
+    )
+
+
+def _add_live(commands: argparse._SubParsersAction) -> None:
+    li = commands.add_parser(
+        "live",
+        help="live recognition from a webcam (1 fps frames) and a microphone",
+        description="Live camera + microphone recognition. Without --camera or --mic both defaults are used; "
+        "with one of them, only that one.",
+    )
+    li.add_argument("--camera", nargs="?", const=0, metavar="N", help="camera index or device path (default 0)")
+    li.add_argument("--mic", nargs="?", const="", metavar="DEVICE", help="input device name or index (default: system)")
+    li.add_argument("--fps", type=_positive_float, help="frames per second taken from the camera (default 1)")
+    add_runtime_model(li)
+    add_outputs(li)
+    li.set_defaults(func=cmd_live)
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from streamrec.runtime.sources import live_sources
+
+    camera, mic = args.camera, args.mic
+    if camera is None and mic is None:
+        camera, mic = 0, ""
+    specs = live_sources(camera, mic, fps=args.fps)
+    return run_streams(
+        specs,
+        Path(args.model) if args.model else None,
+        args.backend,
+        realtime=True,
+        duration=args.duration,
+        hop=args.hop,
+        **output_options(args),
+    )
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    d = commands.add_parser(
+        "demo",
+        help="the bundled example clip through the bundled model, live view + websocket server",
+        description="Plays the bundled example clip (violin, piano, drums, trumpet) in real time through the "
+        "bundled model: terminal live view and websocket server on 127.0.0.1:8765. Offline.",
+    )
+    d.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
+    add_outputs(d, ws_default="127.0.0.1:8765")
+    d.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    outputs = output_options(args)
+    return run_demo(
+        args.fast,
+        args.duration,
+        outputs["ws"],
+        outputs["view"],
+        outputs["jsonl"],
+        outputs["token"],
+        outputs["web"],
+        outputs["explain"],
+    )
 
 
 @dataclass
@@ -56,15 +172,19 @@ def run_streams(
     wait_clients: int = 0,
     explain: bool = False,
     duration: float | None = None,
-    hop: float = DEFAULT_HOP_SECONDS,
+    hop: float | None = None,
 ) -> int:
     """The entry point of `streamrec run`, `live` and `demo`: runs until the sources end or Ctrl-C /
     SIGTERM, and returns the exit code (0; 2 when a stream ended in error; 128 + signal number).
 
     realtime: True paces every source in real time, False runs every source as fast as possible
     (devices are real time anyway), None keeps each source's default (files fast, URLs real time).
+    hop: seconds between audio windows (None: the runtime's DEFAULT_HOP_SECONDS).
     Raises UserError (SourceError, BundleError) for a missing file, device, bundle or a busy port.
     """
+    from streamrec.runtime.pipeline import Runtime, RuntimeOptions
+    from streamrec.runtime.windowing import DEFAULT_HOP_SECONDS
+
     specs = [
         spec if realtime is None or spec.kind in ("camera", "microphone") else _with_realtime(spec, realtime)
         for spec in sources
@@ -72,7 +192,7 @@ def run_streams(
     options = RuntimeOptions(
         bundle=bundle_path,
         backend=backend,
-        hop_seconds=hop,
+        hop_seconds=DEFAULT_HOP_SECONDS if hop is None else hop,
         ws=ws,
         web=web,
         wait_clients=wait_clients,
@@ -92,11 +212,15 @@ def run_streams(
 
 
 def _with_realtime(spec: SourceSpec, realtime: bool) -> SourceSpec:
+    from streamrec.runtime.sources import SourceSpec
+
     return SourceSpec(spec.kind, spec.target, spec.stream_id, realtime, spec.fps)
 
 
 def demo_sources(clip: Path = EXAMPLE_CLIP) -> list[SourceSpec]:
     """The demo's input: the bundled example clip, one stream called "demo"."""
+    from streamrec.runtime.sources import SourceError, SourceSpec
+
     if not clip.is_file():
         raise SourceError(f"the example clip {clip} is missing; reinstall streamrec or use `streamrec run FILE`")
     return [SourceSpec("file", str(clip), "demo")]
@@ -105,21 +229,24 @@ def demo_sources(clip: Path = EXAMPLE_CLIP) -> list[SourceSpec]:
 def run_demo(
     fast: bool = False,
     duration: float | None = None,
-    ws: tuple[str, int] | None = (DEFAULT_HOST, DEFAULT_PORT),
+    ws: tuple[str, int] | None = None,
     view: bool = True,
     jsonl: Path | None = None,
     token: str | None = None,
     web: tuple[str, int] | None = None,
     explain: bool = False,
 ) -> int:
-    """`streamrec demo`: the bundled model on the bundled example clip, through the live runtime."""
+    """`streamrec demo`: the bundled model on the bundled example clip, through the live runtime.
+    The demo always serves websockets: ws None means the default address (127.0.0.1:8765)."""
+    from streamrec.runtime.broadcast import DEFAULT_HOST, DEFAULT_PORT
+
     if not (DEFAULT_BUNDLE / "manifest.json").is_file():
         raise UserError(f"the bundled model is missing from {DEFAULT_BUNDLE}; reinstall streamrec")
     return run_streams(
         demo_sources(),
         None,
         "torch",
-        ws,
+        ws or (DEFAULT_HOST, DEFAULT_PORT),
         token,
         jsonl,
         view,

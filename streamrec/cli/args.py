@@ -1,0 +1,149 @@
+"""What the command families share: the stderr console, argument types, and the arguments several commands take."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from rich.console import Console
+
+from streamrec.core.errors import UserError
+
+# Every command's messages, progress and (through main's log handler) log lines go here.
+console = Console(stderr=True)
+
+# argparse names a type function in its messages ("invalid _positive_int value: 'x'"): keep the names.
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _address(text: str) -> tuple[str, int]:
+    # imported here: CLI start-up time
+    from streamrec.runtime.broadcast import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled model)")
+
+
+def add_workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=_positive_int, default=max(1, os.cpu_count() or 1), help="decoding processes")
+
+
+def add_fit(p: argparse.ArgumentParser, epochs: int, patience: int) -> None:
+    """The arguments of train video, fusion and all (train audio has its own)."""
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset directory (labels.csv + clips)")
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="model bundle directory")
+    p.add_argument("--epochs", type=_positive_int, default=epochs, help=f"maximum epochs (default {epochs})")
+    p.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=patience,
+        help=f"early stopping patience in epochs (default {patience})",
+    )
+    p.add_argument("--max-minutes", type=_positive_float, help="stop after this much training time")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0)
+    add_workers(p)
+
+
+def fit_options(args: argparse.Namespace, patience: int | None = None):
+    """The training loop's options from the train commands' arguments."""
+    from streamrec.train.loop import FitOptions
+
+    return FitOptions(
+        max_epochs=args.epochs,
+        patience=patience or args.patience,
+        learning_rate=args.lr,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+    )
+
+
+def add_runtime_model(p: argparse.ArgumentParser) -> None:
+    """The model, backend and hop of run and live."""
+    add_model(p)
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        help="inference backend; auto = TensorRT with a CUDA GPU, else ONNX Runtime (default auto)",
+    )
+    p.add_argument(
+        "--hop", type=_positive_float, default=0.5, metavar="S", help="seconds between audio windows (default 0.5)"
+    )
+
+
+def add_outputs(p: argparse.ArgumentParser, ws_default: str = "off") -> None:
+    """The output options of run, live and demo; `output_options` reads them back."""
+    p.add_argument(
+        "--ws",
+        type=_address,
+        metavar="HOST:PORT",
+        help=f"serve prediction events over websockets (default {ws_default}; binds 127.0.0.1 unless a host is given)",
+    )
+    p.add_argument(
+        "--web",
+        type=_address,
+        metavar="[HOST:]PORT",
+        help="serve the browser live view at http://HOST:PORT/ (binds 127.0.0.1 unless a host is "
+        "given; port 0 = any free port, printed at start)",
+    )
+    p.add_argument(
+        "--token",
+        help="clients must send this token (?token=... or an Authorization: Bearer header); "
+        "the web view takes it from its own URL",
+    )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="add Grad-CAM of the newest frame for the top class to each prediction (a 7x7 grid and "
+        "a small overlay image, shown by the web view); runs the frame network's trunk again "
+        "in torch once per frame",
+    )
+    p.add_argument("--jsonl", metavar="FILE", help="also write every event to FILE, one JSON object per line")
+    p.add_argument("--no-view", action="store_true", help="no terminal live view")
+    p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+
+
+def output_options(args: argparse.Namespace) -> dict:
+    """The output options shared by run, live and demo."""
+    if args.token and not (args.ws or args.web):
+        raise UserError("--token needs --ws or --web: the token guards the websocket server")
+    return {
+        "ws": args.ws,
+        "web": args.web,
+        "token": args.token,
+        "jsonl": Path(args.jsonl) if args.jsonl else None,
+        "view": not args.no_view,
+        "explain": args.explain,
+    }

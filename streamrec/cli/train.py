@@ -1,0 +1,238 @@
+"""`streamrec train audio | video | fusion | all`: networks into a model bundle."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from streamrec.cli.args import _int_list, _positive_float, _positive_int, add_fit, add_workers, console, fit_options
+from streamrec.core.errors import UserError
+
+# The real-time default audio network: Han et al.'s layout at a quarter of its widths, on 1 s windows
+# of the real-time front end (docs/results.md gives the comparison behind this choice).
+REALTIME_CHANNELS = (16, 32, 64, 128)
+REALTIME_EMBEDDING = 256
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train audio, video and fusion networks into a model bundle",
+        description="Train networks into a model bundle (a directory: manifest.json + weights).",
+    )
+    train_commands = train.add_subparsers(dest="train_command", metavar="SUBCOMMAND", required=True)
+    _add_audio(train_commands)
+    _add_video(train_commands)
+    _add_fusion(train_commands)
+    _add_all(train_commands)
+
+
+def _print_summary(kind: str, summary: dict, out: str | Path) -> None:
+    test = summary["test"]
+    console.print(
+        f"[green]{kind}[/green]: test Hit@1 {test['hit1']:.3f}  Hit@3 {test['hit3']:.3f}  "
+        f"F1 {test['f1_macro']:.3f} on {test['n']} clips; bundle {out}",
+        highlight=False,
+    )
+
+
+def _add_audio(train_commands: argparse._SubParsersAction) -> None:
+    a = train_commands.add_parser(
+        "audio",
+        help="train an audio network (Han, Choi, Xception, attention) on log-mel spectrograms",
+        description="Trains one of the seeds' audio networks with Adam, class-balanced sampling and early stopping "
+        "on validation F1; evaluates the best epoch on the test split; writes BUNDLE/audio.pt, the "
+        "manifest, training curves and a confusion matrix (BUNDLE/reports/).",
+    )
+    a.add_argument("--arch", choices=("han", "choi", "xception", "attention"), default="han", help="architecture")
+    a.add_argument(
+        "--crop",
+        choices=("cc", "uc"),
+        help="choi/xception: central 29.1 s crop (cc) or 10 uniform 3 s crops averaged (uc, default)",
+    )
+    a.add_argument("--frontend", choices=("han", "choi", "realtime"), help="log-mel preset (default: the arch's own)")
+    a.add_argument("--window", type=_positive_float, metavar="S", help="input window in seconds (default: the arch's)")
+    a.add_argument(
+        "--channels",
+        type=_int_list,
+        metavar="LIST",
+        help="conv widths per block, e.g. 16,32,64,128 (default: the seed's sizes)",
+    )
+    a.add_argument("--embedding-dim", type=_positive_int, metavar="N", help="size of the penultimate features")
+    a.add_argument(
+        "--representation",
+        choices=("joint", "logmel", "embedding"),
+        default="joint",
+        help="attention (seed 003): what the head attends over: an embedding CNN trained with it (joint, "
+        "default), the log-mel frames themselves, or a frozen embedding CNN (random or --embedding)",
+    )
+    a.add_argument(
+        "--embedding",
+        metavar="FILE",
+        help="with --representation embedding: a checkpoint of `python -m streamrec.train.seed003 pretrain` "
+        "(default: the embedding CNN stays randomly initialised)",
+    )
+    a.add_argument("--data", required=True, metavar="DIR", help="dataset directory (labels.csv + clips)")
+    a.add_argument("--out", required=True, metavar="BUNDLE", help="model bundle directory to write (created)")
+    a.add_argument("--epochs", type=_positive_int, default=60, help="maximum epochs (default 60)")
+    a.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=10,
+        help="early stopping: epochs without a better validation F1 (default 10, as the seed paper)",
+    )
+    a.add_argument("--max-minutes", type=_positive_float, help="stop after this much training time")
+    a.add_argument("--batch-size", type=_positive_int, default=32)
+    a.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    a.add_argument("--crops-per-clip", type=_positive_int, default=4, help="random windows per clip and epoch")
+    a.add_argument("--specaugment", action="store_true", help="mask random mel bands and frames while training")
+    a.add_argument(
+        "--background",
+        action="store_true",
+        help="add a 'no instrument' output trained on generated "
+        "silence, noise and speech (what the live runtime needs to stay quiet between pieces)",
+    )
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--resume", action="store_true", help="continue an interrupted run from BUNDLE/.train/")
+    add_workers(a)
+    a.set_defaults(func=cmd_train_audio)
+
+
+def cmd_train_audio(args: argparse.Namespace) -> int:
+    # imported here: CLI start-up time
+    from streamrec.core.audio_setup import make_setup
+    from streamrec.train.train_audio import AudioTrainOptions, train_audio
+
+    try:
+        setup = make_setup(args.arch, args.crop, args.frontend, args.window, background=args.background)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    options = AudioTrainOptions(
+        data=Path(args.data),
+        out=Path(args.out),
+        setup=setup,
+        fit=fit_options(args),
+        batch_size=args.batch_size,
+        crops_per_clip=args.crops_per_clip,
+        specaugment=args.specaugment,
+        resume=args.resume,
+        workers=args.workers,
+        channels=args.channels,
+        embedding_dim=args.embedding_dim,
+        representation=args.representation,
+        embedding=Path(args.embedding) if args.embedding else None,
+    )
+    summary = train_audio(options)
+    test = summary["test"]
+    console.print(
+        f"[green]audio {summary['setup']}[/green]: test Hit@1 {test['hit1']:.3f}  Hit@3 {test['hit3']:.3f}  "
+        f"F1 {test['f1_macro']:.3f} on {test['n']} clips; bundle {args.out}"
+    )
+    return 0
+
+
+def _add_video(train_commands: argparse._SubParsersAction) -> None:
+    v = train_commands.add_parser(
+        "video",
+        help="train the frame network (EfficientNet-Lite0 or Inception v3) on frames at 1 fps",
+        description="Trains the frame network: frames at 1 fps resized to 256 and centre-cropped to 224, random "
+        "horizontal flips, each frame labelled with its clip's label; a clip's prediction is the mean "
+        "over its frames. The backbone is frozen (features cached) and the head trained.",
+    )
+    add_fit(v, epochs=60, patience=5)
+    v.add_argument("--backbone", choices=("efficientnet_lite0", "inception_v3"), default="efficientnet_lite0")
+    v.add_argument("--no-pretrained", action="store_true", help="random backbone instead of ImageNet weights")
+    v.add_argument("--weights", metavar="FILE", help="local backbone weights file (Inception v3 state dict)")
+    v.add_argument("-k", type=_positive_int, default=10, help="frames drawn per clip and epoch (default 10)")
+    v.set_defaults(func=cmd_train_video)
+
+
+def cmd_train_video(args: argparse.Namespace) -> int:
+    from streamrec.train.train_video import VideoTrainOptions, train_video
+
+    options = VideoTrainOptions(
+        data=Path(args.data),
+        out=Path(args.out),
+        backbone=args.backbone,
+        pretrained=not args.no_pretrained,
+        k_frames=args.k,
+        fit=fit_options(args),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        weights_file=Path(args.weights) if args.weights else None,
+    )
+    _print_summary("video", train_video(options), args.out)
+    return 0
+
+
+def _add_fusion(train_commands: argparse._SubParsersAction) -> None:
+    f = train_commands.add_parser(
+        "fusion",
+        help="train the late-fusion network over a bundle's audio and frame networks",
+        description="Trains the late-fusion network of the seed paper over k frame features and one audio window; "
+        "'frozen' keeps the extractors fixed, 'joint' trains them with the fusion network (seed 004).",
+    )
+    add_fit(f, epochs=60, patience=8)
+    f.add_argument("--scheme", choices=("frozen", "joint"), default="frozen")
+    f.add_argument("-k", type=_positive_int, default=5, help="frame slots of the fusion input (default 5)")
+    f.set_defaults(func=cmd_train_fusion)
+
+
+def cmd_train_fusion(args: argparse.Namespace) -> int:
+    from streamrec.train.train_fusion import FusionTrainOptions, train_fusion
+
+    options = FusionTrainOptions(
+        bundle=Path(args.out),
+        data=Path(args.data),
+        scheme=args.scheme,
+        k_frames=args.k,
+        fit=fit_options(args),
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    _print_summary("fusion", train_fusion(options), args.out)
+    return 0
+
+
+def _add_all(train_commands: argparse._SubParsersAction) -> None:
+    t = train_commands.add_parser(
+        "all",
+        help="train audio, video and fusion in order: the default bundle's recipe",
+        description="Trains the real-time audio network, the EfficientNet-Lite0 frame network and the late-fusion "
+        "network into one bundle, with progress; this is how the bundled default model is made.",
+    )
+    add_fit(t, epochs=30, patience=10)
+    t.add_argument(
+        "--scheme",
+        choices=("frozen", "joint"),
+        default="joint",
+        help="fusion training scheme (default joint: it keeps each modality alone within 2 F1 points)",
+    )
+    t.set_defaults(func=cmd_train_all)
+
+
+def cmd_train_all(args: argparse.Namespace) -> int:
+    """The default bundle's recipe: real-time audio network, EfficientNet-Lite0 frames, joint late fusion."""
+    from streamrec.core.audio_setup import make_setup
+    from streamrec.train.train_audio import AudioTrainOptions, train_audio
+    from streamrec.train.train_fusion import FusionTrainOptions, train_fusion
+    from streamrec.train.train_video import VideoTrainOptions, train_video
+
+    data, out = Path(args.data), Path(args.out)
+    audio = AudioTrainOptions(
+        data=data,
+        out=out,
+        setup=make_setup("han", frontend="realtime", background=True),
+        fit=fit_options(args),
+        channels=REALTIME_CHANNELS,
+        embedding_dim=REALTIME_EMBEDDING,
+        workers=args.workers,
+    )
+    _print_summary("audio", train_audio(audio), out)
+    video = VideoTrainOptions(data=data, out=out, k_frames=10, fit=fit_options(args, patience=5), workers=args.workers)
+    _print_summary("video", train_video(video), out)
+    fusion = FusionTrainOptions(
+        bundle=out, data=data, scheme=args.scheme, fit=fit_options(args, patience=8), workers=args.workers
+    )
+    _print_summary("fusion", train_fusion(fusion), out)
+    return 0
