@@ -10,7 +10,7 @@ and microphones (SourceSpec("microphone", "")); RuntimeOptions adds the websocke
 import sys
 from pathlib import Path
 
-from streamrec.runtime.pipeline import Runtime, RuntimeOptions
+from streamrec import Runtime, RuntimeOptions
 from streamrec.runtime.sinks import CallbackSink
 from streamrec.runtime.sources import parse_source
 

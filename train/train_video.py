@@ -20,9 +20,9 @@ from streamrec.core.bundle import Bundle
 from streamrec.core.dataset import Clip, DecodeSpec, dataset_classes, encode_targets, load_dataset
 from streamrec.core.errors import UserError
 from streamrec.core.features import FrameConfig
-from streamrec.core.models.video import FrameNet, VideoDims, build_video_model
+from streamrec.core.models.video import FrameNet, VideoDims, build_video_model, imagenet_rows
 from streamrec.train.frame_features import trunk_features
-from streamrec.train.loop import FitOptions, fit, plot_curves
+from streamrec.train.loop import FitOptions, FitResult, fit, plot_curves
 from streamrec.train.metrics import classification_report, plot_confusions
 
 
@@ -38,6 +38,11 @@ class VideoTrainOptions:
     workers: int = 2
     weights_file: Path | None = None  # local backbone weights (Inception v3)
     bundle_name: str = "video"  # network kind written into the bundle
+    imagenet_prior: bool = False  # add ImageNet's own classifier rows for each class (EfficientNet-Lite0)
+    zero_shot: bool = False  # no training: the ImageNet prior alone (the baseline the head must beat)
+    # Early stopping and the kept epoch are decided on this dataset's "val" split when given: a set built from
+    # other sources than the training data (a field-dev set), so the choice rewards instruments, not the corpus.
+    val_data: Path | None = None
 
 
 def video_clips(data: Path, split: str, workers: int) -> tuple[list[Clip], tuple[str, ...]]:
@@ -63,13 +68,29 @@ def evaluate_video(model: FrameNet, features: list[np.ndarray], clips: list[Clip
     return classification_report(scores, targets, classes), scores
 
 
+def zero_shot_head(model: FrameNet, validate) -> FitResult:
+    """The ImageNet prior alone: the trained branch's classifier zeroed, nothing fitted."""
+    with torch.no_grad():
+        model.head.classifier.weight.zero_()
+        model.head.classifier.bias.zero_()
+    model.eval()
+    f1 = validate()
+    state = {k: v.clone() for k, v in model.head.state_dict().items()}
+    return FitResult(state, 0, f1, [], 0.0, "zero-shot: nothing trained")
+
+
 def train_video(options: VideoTrainOptions) -> dict:
     train_clips, classes = video_clips(options.data, "train", options.workers)
-    val_clips, _ = video_clips(options.data, "val", options.workers)
+    val_clips, _ = video_clips(options.val_data or options.data, "val", options.workers)
     test_clips, _ = video_clips(options.data, "test", options.workers)
     if not train_clips or not val_clips:
         raise UserError(f"{options.data} has no training or no validation clips with video")
-    dims = VideoDims(options.backbone, len(classes), pretrained=options.pretrained)
+    if (options.imagenet_prior or options.zero_shot) and not (
+        options.backbone == "efficientnet_lite0" and options.pretrained
+    ):
+        raise UserError("the ImageNet prior needs the pretrained efficientnet_lite0 backbone")
+    prior = imagenet_rows(classes) if options.imagenet_prior or options.zero_shot else ()
+    dims = VideoDims(options.backbone, len(classes), pretrained=options.pretrained, prior_rows=prior)
     model = build_video_model(dims, options.weights_file)
     features = {
         name: trunk_features(clips, model)
@@ -95,19 +116,24 @@ def train_video(options: VideoTrainOptions) -> dict:
         return evaluate_video(model, features["val"], val_clips, classes)[0]["f1_macro"]
 
     started = time.monotonic()
-    result = fit(
-        model.head,
-        batches,
-        torch.nn.functional.cross_entropy,
-        validate,
-        options.fit,
-        label=f"training video head ({options.backbone}, k={options.k_frames})",
-    )
+    if options.zero_shot:
+        result = zero_shot_head(model, validate)
+    else:
+        result = fit(
+            model.head,
+            batches,
+            torch.nn.functional.cross_entropy,
+            validate,
+            options.fit,
+            label=f"training video head ({options.backbone}, k={options.k_frames})",
+        )
     test_report, _ = evaluate_video(model, features["test"], test_clips, classes)
     val_report, _ = evaluate_video(model, features["val"], val_clips, classes)
     name = f"{options.backbone}-{'imagenet' if options.pretrained else 'random'}-k{options.k_frames}"
+    name += "-zero-shot" if options.zero_shot else "-prior" if options.imagenet_prior else ""
     reports = options.out / "reports"
-    plot_curves(result.history, reports / f"video_{name}_curves.png", f"video {name}")
+    if result.history:
+        plot_curves(result.history, reports / f"video_{name}_curves.png", f"video {name}")
     plot_confusions(
         {f"video {name} (test)": np.array(test_report["confusion"])}, classes, reports / f"video_{name}_confusion.png"
     )
@@ -122,6 +148,9 @@ def train_video(options: VideoTrainOptions) -> dict:
         "n_train": len(train_clips),
         "k_frames": options.k_frames,
         "trunk": "frozen (features cached), head trained",
+        "imagenet_prior": bool(prior),
+        "zero_shot": options.zero_shot,
+        "validation": f"{options.val_data or options.data} (val split)",
         "options": asdict(options.fit),
         "history": result.history,
     }

@@ -76,6 +76,16 @@ def add_fit(p: argparse.ArgumentParser, epochs: int, patience: int) -> None:
     add_workers(p)
 
 
+def add_val_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--val-data",
+        metavar="DIR",
+        help="decide early stopping and the kept epoch on this dataset's val split instead of --data's: a set "
+        "from sources training never saw (a field-dev set, `streamrec data field-dev`), so the choice rewards "
+        "recognising instruments rather than the corpus",
+    )
+
+
 def fit_options(args: argparse.Namespace, patience: int | None = None):
     """The training loop's options from the train commands' arguments."""
     from streamrec.train.loop import FitOptions

@@ -21,7 +21,11 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
         help="evaluate a model bundle on a dataset: Hit@1, Hit@3, F1 per modality",
         description="Evaluates the audio-only, frame-only and fused predictions of a model bundle on a dataset in "
         "the streamrec layout (labels.csv + media). Clips lacking a modality count for the others; fusion "
-        "uses whatever each clip has. Writes the eval JSON and a figure of the confusion matrices.",
+        "uses whatever each clip has. Writes the eval JSON and a figure of the confusion matrices. When the "
+        "dataset has timelines.json (long clips with instrument changes and silence/speech/noise, as "
+        "`streamrec data field-dev` writes), each long clip also runs through the live runtime and is scored "
+        "as a user would see it: wrong classes active during music, any class active during background, "
+        "switch times (docs/results.md).",
     )
     e.add_argument("dataset", metavar="DATASET", help="dataset directory (labels.csv + clips)")
     add_model(e)
@@ -68,6 +72,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         r = result[m]
         table.add_row(m, str(r["n"]), f"{r['hit1']:.3f}", f"{r['hit3']:.3f}", f"{r['f1_macro']:.3f}")
     Console().print(table)
+    timelines = _score_timelines(Path(args.dataset), Path(args.model) if args.model else None, args.backend)
+    if timelines is not None:
+        result["timelines"] = timelines
     if result["skipped"]:
         console.print(f"skipped {len(result['skipped'])} rows (reasons in the log above and in the JSON)")
     if json_path:
@@ -75,6 +82,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
         json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         console.print(f"wrote {json_path}" + (f" and {plot}" if plot else ""))
     return 0
+
+
+def _score_timelines(dataset: Path, model: Path | None, backend: str) -> dict | None:
+    """The dataset's long clips through the runtime, scored against their timelines (None without any)."""
+    # imported here: CLI start-up time
+    from streamrec.engines import load_networks
+    from streamrec.runtime.options import RuntimeOptions
+    from streamrec.runtime.replay import replay
+    from streamrec.train.timeline import combine, load_timelines, score_timeline
+
+    timelines = load_timelines(dataset)
+    if not timelines:
+        return None
+    networks = load_networks(model, backend)
+    scores = []
+    for timeline in timelines:
+        events = replay(dataset / timeline.clip, RuntimeOptions(bundle=model, backend=backend), networks)
+        scores.append(score_timeline(timeline, [(e["t"], e["active"]) for e in events]))
+    overall = combine(scores).summary()
+    share = lambda x: "-" if x is None else f"{100 * x:.1f} %"  # noqa: E731
+    median = overall["switch_median_seconds"]
+    console.print(
+        f"long clips ({len(timelines)}): wrong class active in {share(overall['wrong_share'])} of music updates, "
+        f"a class active in {share(overall['background_share'])} of background updates, "
+        f"switch median {'-' if median is None else f'{median:.2f} s'}, "
+        f"{overall['missed']} of {overall['changes']} instruments missed"
+    )
+    return {
+        "overall": overall,
+        "clips": [{"clip": t.clip, **s.summary()} for t, s in zip(timelines, scores)],
+    }
 
 
 def _add_analyze(commands: argparse._SubParsersAction) -> None:

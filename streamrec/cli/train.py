@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streamrec.cli.args import _int_list, _positive_float, _positive_int, add_fit, add_workers, console, fit_options
+from streamrec.cli.args import (
+    _int_list,
+    _positive_float,
+    _positive_int,
+    add_fit,
+    add_val_data,
+    add_workers,
+    console,
+    fit_options,
+)
 from streamrec.core.errors import UserError
 
 # The real-time default audio network: Han et al.'s layout at a quarter of its widths, on 1 s windows
@@ -144,6 +153,18 @@ def _add_video(train_commands: argparse._SubParsersAction) -> None:
     v.add_argument("--no-pretrained", action="store_true", help="random backbone instead of ImageNet weights")
     v.add_argument("--weights", metavar="FILE", help="local backbone weights file (Inception v3 state dict)")
     v.add_argument("-k", type=_positive_int, default=10, help="frames drawn per clip and epoch (default 10)")
+    v.add_argument(
+        "--imagenet-prior",
+        action="store_true",
+        help="add each class's own ImageNet classifier rows (frozen) to the trained head's logits "
+        "(efficientnet_lite0 with ImageNet weights)",
+    )
+    v.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="train nothing: the ImageNet prior alone, the baseline a trained head must beat",
+    )
+    add_val_data(v)
     v.set_defaults(func=cmd_train_video)
 
 
@@ -160,6 +181,9 @@ def cmd_train_video(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         weights_file=Path(args.weights) if args.weights else None,
+        imagenet_prior=args.imagenet_prior,
+        zero_shot=args.zero_shot,
+        val_data=Path(args.val_data) if args.val_data else None,
     )
     _print_summary("video", train_video(options), args.out)
     return 0

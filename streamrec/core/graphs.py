@@ -142,8 +142,9 @@ class VideoGraph(nn.Module):
         self.net = net
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.net.head.project(self.net.trunk(images))
-        return self.net.head.classifier(embedding), embedding
+        trunk = self.net.trunk(images)
+        embedding = self.net.head.project(trunk)
+        return self.net.head.logits(trunk, embedding), embedding
 
 
 def graph_module(bundle: Bundle, kind: str) -> nn.Module:

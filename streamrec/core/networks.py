@@ -143,8 +143,9 @@ class TorchNetworks:
         if self._video is None:
             raise RuntimeError("this bundle has no video network")
         with torch.inference_mode():
-            embeddings = self._video.head.project(self._video.trunk(frames_to_tensor(writable_array(images, np.uint8))))
-            probabilities = torch.softmax(self._video.head.classifier(embeddings), dim=1)
+            trunk = self._video.trunk(frames_to_tensor(writable_array(images, np.uint8)))
+            embeddings = self._video.head.project(trunk)
+            probabilities = torch.softmax(self._video.head.logits(trunk, embeddings), dim=1)
         return probabilities.numpy(), embeddings.numpy()
 
     def fuse(self, audio: np.ndarray, frames: np.ndarray, present: np.ndarray) -> np.ndarray:

@@ -17,6 +17,31 @@ from torch import nn
 
 BACKBONES = ("efficientnet_lite0", "inception_v3")
 
+# The ImageNet-1k classes that show each instrument: rows of EfficientNet-Lite0's ImageNet classifier, kept as
+# a prior beside the trained head (imagenet_prior) and as the zero-shot baseline. ImageNet has no clarinet:
+# oboe (683) is the nearest; "organ" (687) is the pipe organ; cornet (513) stands in for trumpet.
+IMAGENET_ROWS: dict[str, tuple[int, ...]] = {
+    "accordion": (401,),
+    "banjo": (420,),
+    "cello": (486,),
+    "clarinet": (683,),
+    "drums": (541,),
+    "flute": (558,),
+    "guitar": (402, 546),
+    "harmonica": (593,),
+    "organ": (687,),
+    "piano": (579, 881),
+    "saxophone": (776,),
+    "trumpet": (513,),
+    "violin": (889,),
+}
+PRIOR_MASKED = -1e4  # "not this class's row" inside the prior's log-sum-exp (finite: exports to any engine)
+
+
+def imagenet_rows(classes: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+    """Per class, its ImageNet rows (empty for a class ImageNet does not know)."""
+    return tuple(IMAGENET_ROWS.get(c, ()) for c in classes)
+
 
 @dataclass(frozen=True)
 class VideoDims:
@@ -25,6 +50,17 @@ class VideoDims:
     embedding_dim: int = 256  # penultimate features stacked by the fusion network
     pretrained: bool = True  # ImageNet weights (recorded; the weights themselves live in the checkpoint)
     dropout: float = 0.3
+    # Per class, ImageNet classifier rows whose log-sum-exp is added to that class's logit (imagenet_rows);
+    # empty: no prior. Needs the EfficientNet-Lite0 trunk, whose ImageNet classifier supplies the rows.
+    prior_rows: tuple[tuple[int, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        rows = tuple(tuple(int(i) for i in r) for r in self.prior_rows)  # JSON gives lists
+        object.__setattr__(self, "prior_rows", rows)
+        if rows and len(rows) != self.n_classes:
+            raise ValueError(f"prior_rows has {len(rows)} entries for {self.n_classes} classes")
+        if rows and self.backbone != "efficientnet_lite0":
+            raise ValueError("the ImageNet prior needs the efficientnet_lite0 backbone (its classifier rows)")
 
     @property
     def trunk_dim(self) -> int:
@@ -98,16 +134,53 @@ class InceptionV3Trunk(nn.Module):
         return self.net((images - self.mean) / self.std)
 
 
+class ImageNetPrior(nn.Module):
+    """What ImageNet already knows of each class: the log-sum-exp of its ImageNet classifier rows' logits on the
+    trunk features, times a learned per-class scale (1 to start); 0 for a class without rows. The rows are
+    frozen, so training on the corpus's drawings cannot overwrite what ImageNet learned from photos."""
+
+    def __init__(self, trunk_dim: int, prior_rows: tuple[tuple[int, ...], ...]) -> None:
+        super().__init__()
+        used = sorted({i for rows in prior_rows for i in rows})
+        self.used = used  # ImageNet indices, in the order of self.rows' outputs
+        self.rows = nn.Linear(trunk_dim, len(used))
+        self.rows.requires_grad_(False)
+        mask = torch.full((len(prior_rows), len(used)), PRIOR_MASKED)
+        for c, rows in enumerate(prior_rows):
+            for i in rows:
+                mask[c, used.index(i)] = 0.0
+        self.register_buffer("mask", mask)
+        self.register_buffer("known", torch.tensor([float(bool(rows)) for rows in prior_rows]))
+        self.scale = nn.Parameter(torch.ones(len(prior_rows)))
+
+    def load_imagenet(self, classifier: nn.Linear) -> None:
+        """Copies the used rows of an ImageNet classifier (the pretrained trunk's)."""
+        with torch.no_grad():
+            self.rows.weight.copy_(classifier.weight[self.used])
+            self.rows.bias.copy_(classifier.bias[self.used])
+
+    def forward(self, trunk_features: torch.Tensor) -> torch.Tensor:
+        logits = self.rows(trunk_features)  # (batch, used)
+        per_class = torch.logsumexp(logits[:, None, :] + self.mask, dim=2)  # (batch, classes)
+        return per_class * self.known * self.scale
+
+
 class FrameHead(nn.Module):
-    """Trunk features -> embedding (ReLU, dropout) -> logits."""
+    """Trunk features -> embedding (ReLU, dropout) -> logits, plus the ImageNet prior when the dims ask for it."""
 
     def __init__(self, dims: VideoDims) -> None:
         super().__init__()
         self.project = nn.Sequential(nn.Linear(dims.trunk_dim, dims.embedding_dim), nn.ReLU(), nn.Dropout(dims.dropout))
         self.classifier = nn.Linear(dims.embedding_dim, dims.n_classes)
+        self.prior = ImageNetPrior(dims.trunk_dim, dims.prior_rows) if dims.prior_rows else None
+
+    def logits(self, trunk_features: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """The class logits from the trunk features and their embedding (project(trunk_features))."""
+        out = self.classifier(embedding)
+        return out + self.prior(trunk_features) if self.prior is not None else out
 
     def forward(self, trunk_features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.project(trunk_features))
+        return self.logits(trunk_features, self.project(trunk_features))
 
 
 class FrameNet(nn.Module):
@@ -125,6 +198,8 @@ class FrameNet(nn.Module):
         else:
             raise ValueError(f"unknown frame backbone {dims.backbone!r}; known: {', '.join(BACKBONES)}")
         self.head = FrameHead(dims)
+        if self.head.prior is not None and pretrained and weights_file is None:
+            self.head.prior.load_imagenet(self.trunk.net._fc)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.head.project(self.trunk(images))
