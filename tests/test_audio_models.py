@@ -105,6 +105,7 @@ def test_tiny_training_run_lowers_the_loss() -> None:
     assert probabilities.argmax() == 1 and probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow  # tiny_corpus
 def test_train_audio_cli_builds_the_network_it_is_asked_for(tiny_corpus: Path, tmp_path: Path, streamrec_cli) -> None:
     """--channels and --embedding-dim reach the bundle; options that do not fit together are one-line errors."""
     out = tmp_path / "narrow"

@@ -14,8 +14,6 @@ from streamrec.bench.live import analyse_live
 from streamrec.bench.streams import search_streams
 from streamrec.bench.timing import Percentiles
 
-from .runtime_support import runtime_bundle_fixture  # noqa: F401 (fixtures)
-
 
 def prediction(t: float, active: list[str], latency_ms: float, offset: float) -> dict:
     """An event of an update whose media time t was released by the source at wall time offset + t."""
@@ -74,6 +72,7 @@ def test_percentiles_are_ordered_and_empty_is_nan() -> None:
     assert Percentiles.of([]).n == 0
 
 
+@pytest.mark.slow  # the whole bench, end to end
 def test_streamrec_bench_quick_writes_tables_json_and_a_histogram(runtime_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "docs" / "benchmarks.md"
     done = subprocess.run(

@@ -19,7 +19,7 @@ from streamrec.core.classes import DEFAULT_CLASSES
 from streamrec.core.dataset import ClipCache, dataset_classes, load_dataset, read_labels
 from streamrec.core.media import decode_audio
 
-from .conftest import TINY_CORPUS_OPTIONS as TINY
+from .helpers import TINY_CORPUS_OPTIONS as TINY
 
 pytestmark = pytest.mark.skipif(bool(check_sources()), reason="training sources missing: run scripts/install.sh")
 
@@ -33,6 +33,7 @@ def rows(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # tiny_corpus
 def test_build_writes_every_clip_in_the_contract_layout(tiny_corpus: Path) -> None:
     table = rows(tiny_corpus)
     assert len(table) == 12
@@ -48,6 +49,7 @@ def test_build_writes_every_clip_in_the_contract_layout(tiny_corpus: Path) -> No
         assert image is not None and image.shape[0] > 150 and image.std() > 10
 
 
+@pytest.mark.slow  # tiny_corpus
 def test_every_clip_opens_in_ffprobe_and_opencv(tiny_corpus: Path) -> None:
     for row in rows(tiny_corpus):
         path = tiny_corpus / row["path"]
@@ -68,6 +70,7 @@ def test_every_clip_opens_in_ffprobe_and_opencv(tiny_corpus: Path) -> None:
             assert ok and frame.shape == (240, 320, 3), path
 
 
+@pytest.mark.slow  # tiny_corpus
 def test_clips_decode_with_the_reader(tiny_corpus: Path, tmp_path: Path) -> None:
     loaded = load_dataset(tiny_corpus, cache=ClipCache(tmp_path / "cache"), progress=False)
     assert len(loaded.clips) == 12 and loaded.skipped == []
@@ -79,6 +82,7 @@ def test_clips_decode_with_the_reader(tiny_corpus: Path, tmp_path: Path) -> None
             assert clip.frames.shape == (3, 224, 224, 3)
 
 
+@pytest.mark.slow  # tiny_corpus, and builds it again
 def test_same_seed_and_workers_same_corpus(tiny_corpus: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     done = streamrec("data", "build", str(again), *TINY, "--workers", "2")
@@ -91,6 +95,7 @@ def test_same_seed_and_workers_same_corpus(tiny_corpus: Path, tmp_path: Path) ->
             np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.slow  # tiny_corpus
 def test_another_seed_gives_another_corpus(tiny_corpus: Path) -> None:
     options = BuildOptions(out=Path("unused"), clips_per_class=4, classes=("violin", "drums", "piano"), seed=6)
     other = plan_clips(options, gather_sources(options.classes, options.seed))

@@ -350,6 +350,7 @@ def test_default_cache_dir(tmp_path: Path, monkeypatch, dataset: Path) -> None:
     assert ClipCache().directory == tmp_path / "home" / ".cache" / "streamrec" / "decoded"
 
 
+@pytest.mark.slow  # starts worker processes
 def test_parallel_decoding_matches_serial_order(dataset: Path, tmp_path: Path) -> None:
     serial = load_dataset(dataset, cache=ClipCache(tmp_path / "serial"), progress=False)
     parallel = load_dataset(dataset, cache=ClipCache(tmp_path / "parallel"), workers=2, progress=False)

@@ -214,6 +214,7 @@ def test_wrong_inputs_are_refused_with_the_input_named(ort_engines: dict) -> Non
         )
 
 
+@pytest.mark.slow  # exports the attention network
 def test_attention_audio_graph_outputs_probabilities(tmp_path: Path) -> None:
     """forward() of the attention network pools class activity over ~1 s patches: 201 frames make 3 patches,
     the last one zero-padded (a ceil division the exporters must not truncate)."""
@@ -281,6 +282,7 @@ def test_cache_keys_change_with_weights_precision_runtime_and_gpu(audio_bundle: 
     assert export_key(audio_bundle, "audio").digest != base.digest
 
 
+@pytest.mark.slow  # exports and builds twice
 def test_stale_engine_after_a_weights_change_is_rebuilt_with_a_warning(audio_bundle, caplog) -> None:
     options = EngineOptions(threads=1)
     load_engine(audio_bundle, "audio", "onnxruntime", options=options).close()
@@ -297,6 +299,7 @@ def test_stale_engine_after_a_weights_change_is_rebuilt_with_a_warning(audio_bun
     _assert_close(engine.infer(inputs), TorchEngine(fresh, "audio").infer(inputs), FP32_TOLERANCE)
 
 
+@pytest.mark.slow  # exports and builds twice
 def test_truncated_engine_is_rebuilt_with_a_warning(audio_bundle, caplog) -> None:
     options = EngineOptions(threads=1)
     path = Path(load_engine(audio_bundle, "audio", "onnxruntime", options=options).metadata["path"])
@@ -310,6 +313,7 @@ def test_truncated_engine_is_rebuilt_with_a_warning(audio_bundle, caplog) -> Non
     _assert_close(engine.infer(inputs), TorchEngine(audio_bundle, "audio").infer(inputs), FP32_TOLERANCE)
 
 
+@pytest.mark.slow  # exports and builds twice
 def test_engine_its_runtime_refuses_is_rebuilt_with_a_warning(audio_bundle, caplog) -> None:
     """Bytes that match the sidecar's hash but do not parse (written by something else): caught at load."""
     options = EngineOptions(threads=1)

@@ -76,6 +76,7 @@ def test_bundle_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
         load_network(Bundle.load(tmp_path / "b"), "fusion")
 
 
+@pytest.mark.slow  # tiny_corpus + tiny_bundle (a training run)
 def test_eval_json_has_every_contract_key_and_reports_skipped_rows(
     tiny_corpus: Path, tiny_bundle: Path, tmp_path: Path
 ) -> None:
@@ -118,6 +119,7 @@ def test_eval_json_has_every_contract_key_and_reports_skipped_rows(
     assert out.with_suffix(".png").stat().st_size > 10_000  # the three confusion matrices
 
 
+@pytest.mark.slow  # tiny_corpus
 def test_eval_without_a_bundle_is_one_line(tmp_path: Path, tiny_corpus: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "streamrec", "eval", str(tiny_corpus), "--model", str(tmp_path)],

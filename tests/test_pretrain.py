@@ -55,6 +55,7 @@ def test_decoder_grows_an_embedding_back_to_a_patch() -> None:
         DenoisingAutoencoder(EmbeddingCNN(64, 50, (8,), (), 16), gaussian_noise)
 
 
+@pytest.mark.slow  # training steps
 @pytest.mark.parametrize("corruption", [gaussian_noise, bernoulli_mask])
 def test_a_few_denoising_steps_lower_the_reconstruction_error(corruption) -> None:
     torch.manual_seed(0)

@@ -19,9 +19,10 @@ from streamrec.runtime.pipeline import Runtime, RuntimeOptions
 from streamrec.runtime.sinks import CallbackSink
 from streamrec.runtime.sources import SourceSpec
 
-from .conftest import ffmpeg
+from .helpers import ffmpeg
 
 pytestmark = [
+    pytest.mark.slow,  # the shipped model end to end on real media, in real time
     pytest.mark.timeout(300),
     pytest.mark.skipif(not (DEFAULT_BUNDLE / "manifest.json").exists(), reason="the bundled model is not installed"),
 ]

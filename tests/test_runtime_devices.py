@@ -23,9 +23,12 @@ from streamrec.runtime.pipeline import Runtime, RuntimeOptions
 from streamrec.runtime.sinks import CallbackSink
 from streamrec.runtime.sources import SourceSpec
 
-from .runtime_support import runtime_bundle_fixture  # noqa: F401 (fixtures)
+from .helpers import ffmpeg
 
-pytestmark = pytest.mark.timeout(180)  # threads, sockets and child processes: never hang CI
+pytestmark = [
+    pytest.mark.slow,  # PulseAudio, an RTSP server, child processes
+    pytest.mark.timeout(180),  # threads, sockets and child processes: never hang CI
+]
 
 REPO = Path(__file__).resolve().parents[1]
 RTSP_SERVER = REPO / "streamrec" / "tools" / "rtsp_server.py"
@@ -120,8 +123,6 @@ print(json.dumps({"peak": peak, "rms": rms, "rate": source.rate, "starts": start
 def test_microphone_path_through_a_pulseaudio_null_sink(
     pulse_env: dict[str, str], runtime_bundle: Path, tmp_path: Path
 ) -> None:
-    from .conftest import ffmpeg
-
     tone = tmp_path / "tone.raw"  # 660 Hz at amplitude 1/8 (RMS 0.088), raw 16 kHz samples, longer than the run
     ffmpeg(
         "-f", "lavfi", "-i", "sine=frequency=660:sample_rate=16000:duration=30", "-f", "s16le", "-ac", "1", str(tone)
@@ -156,8 +157,6 @@ def test_microphone_path_through_a_pulseaudio_null_sink(
 def test_live_command_on_the_microphone_reports_the_right_class(pulse_env: dict[str, str], tmp_path: Path) -> None:
     """`streamrec live --mic` with the bundled model: a violin played into the virtual microphone."""
     from streamrec.core.assets import DEFAULT_BUNDLE, EXAMPLE_CLIP
-
-    from .conftest import ffmpeg
 
     if not (DEFAULT_BUNDLE / "manifest.json").exists():
         pytest.skip("the bundled model is not installed")

@@ -27,13 +27,7 @@ from streamrec.runtime.sinks import CallbackSink
 from streamrec.runtime.sources import Emit, SourceSpec
 from streamrec.runtime.types import AudioChunk, SourceInfo, SourceItem, StateChange
 
-from .runtime_support import (  # noqa: F401 (fixtures)
-    CLASSES,
-    assert_matches_offline,
-    offline_windows,
-    runtime_bundle_fixture,
-    runtime_clips_fixture,
-)
+from .helpers import CLASSES, assert_matches_offline, offline_windows
 
 pytestmark = pytest.mark.timeout(180)  # threads, sockets and child processes: never hang CI
 
@@ -73,6 +67,7 @@ def test_streamed_file_equals_offline_windows_and_jsonl(runtime_bundle: Path, ru
     assert all(0 <= label["score"] <= 1 for label in first["labels"]) and first["latency_ms"] >= 0
 
 
+@pytest.mark.slow  # real-time playback through a server
 def test_file_through_the_websocket_server_to_a_client_in_real_time(runtime_bundle: Path, runtime_clips: Path):
     clip = runtime_clips / "av.mp4"
     runtime = Runtime(
@@ -283,6 +278,7 @@ def _wait_for(predicate, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow  # `streamrec run` in a child process
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_cleanly_within_two_seconds(runtime_bundle: Path, runtime_clips: Path, tmp_path: Path, signum):
     jsonl, port = tmp_path / "events.jsonl", _free_port()

@@ -21,7 +21,7 @@ from streamrec.core.scores import fusion_inputs
 from streamrec.runtime.recognizer import Recognizer, Request, energy_db
 from streamrec.runtime.types import AudioWindow, Frame
 
-from .runtime_support import CLASSES, K_FRAMES, runtime_bundle_fixture  # noqa: F401 (fixtures)
+from .helpers import CLASSES, K_FRAMES
 
 RATE = 16000
 

@@ -25,8 +25,6 @@ from streamrec.runtime.sources.camera import CameraSource
 from streamrec.runtime.sources.file import FileSource, Interleaver, _Pending
 from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
 
-from .runtime_support import runtime_clips_fixture  # noqa: F401 (fixtures)
-
 pytestmark = pytest.mark.timeout(180)  # threads, sockets and child processes: never hang CI
 
 FORMAT = CaptureFormat(16000, FrameConfig())

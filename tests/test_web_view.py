@@ -28,6 +28,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 pytestmark = [
+    pytest.mark.slow,  # a real browser on a real-time run
     pytest.mark.timeout(300),
     pytest.mark.skipif(
         not (CHROMIUM and CHROMEDRIVER),
