@@ -11,6 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
+from streamrec.core.gradcam import gradcam_grid, gradcam_maps
+from streamrec.core.models.fusion import FusionDims, LateFusion
 from streamrec.train.analyze import (
     beyond_chance,
     block_means,
@@ -22,10 +26,6 @@ from streamrec.train.analyze import (
     top_features,
 )
 from streamrec.train.train_fusion import ClipInputs
-from torch import nn
-
-from streamrec.core.gradcam import gradcam_grid, gradcam_maps
-from streamrec.core.models.fusion import FusionDims, LateFusion
 
 # --- importance and correlation -------------------------------------------------------------------
 

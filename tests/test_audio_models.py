@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from streamrec.train.loop import FitOptions, fit
 
 from streamrec.core.audio_setup import clip_probabilities, crop_starts, make_setup, take_windows
 from streamrec.core.bundle import Bundle
 from streamrec.core.features import LOGMEL_PRESETS, LogMel, logmel
 from streamrec.core.models.audio import ARCHITECTURES, AudioDims, build_audio_model, default_dims
+from streamrec.train.loop import FitOptions, fit
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -12,12 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from streamrec.train.corpus.build import BuildOptions, gather_sources, plan_clips, split_ids
-from streamrec.train.corpus.sources import check_sources
 
 from streamrec.core.classes import DEFAULT_CLASSES
 from streamrec.core.dataset import ClipCache, dataset_classes, load_dataset, read_labels
 from streamrec.core.media import decode_audio
+from streamrec.train.corpus.build import BuildOptions, gather_sources, plan_clips, split_ids
+from streamrec.train.corpus.sources import check_sources
 
 from .helpers import TINY_CORPUS_OPTIONS as TINY
 

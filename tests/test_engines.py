@@ -17,12 +17,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from streamrec.engines import Engine, EngineError, EngineOptions, TensorSpec, build_engines, choose_backend, load_engine
-from streamrec.engines.cache import EngineCache, EngineKey
-from streamrec.engines.export import representative_inputs
-from streamrec.engines.loader import export_key
-from streamrec.engines.tensorrt_engine import calibration_batches, calibration_profile, profile_shapes, tensorrt_status
-from streamrec.engines.torch_engine import TorchEngine
 
 from streamrec.core.audio_setup import make_setup
 from streamrec.core.bundle import Bundle
@@ -30,6 +24,12 @@ from streamrec.core.graphs import example_inputs, graph_spec
 from streamrec.core.models.audio import AudioDims, build_audio_model
 from streamrec.core.models.fusion import FusionDims, LateFusion
 from streamrec.core.models.video import FrameNet, VideoDims
+from streamrec.engines import Engine, EngineError, EngineOptions, TensorSpec, build_engines, choose_backend, load_engine
+from streamrec.engines.cache import EngineCache, EngineKey
+from streamrec.engines.export import representative_inputs
+from streamrec.engines.loader import export_key
+from streamrec.engines.tensorrt_engine import calibration_batches, calibration_profile, profile_shapes, tensorrt_status
+from streamrec.engines.torch_engine import TorchEngine
 
 CLASSES = ("a", "b", "c")
 AUDIO_DIMS = AudioDims("han", 3, 64, channels=(8, 8, 16, 16), embedding_dim=32)
@@ -175,11 +175,10 @@ def test_torch_engine_reproduces_the_networks_own_outputs(bundle: Bundle) -> Non
 
 
 def test_engine_networks_match_the_runtimes_torch_networks(bundle: Bundle, ort_engines) -> None:
-    from streamrec.engines.export import synthetic_images, synthetic_waveforms
-    from streamrec.engines.networks import EngineNetworks
-
     from streamrec.core.features import LogMelConfig
     from streamrec.core.networks import TorchNetworks
+    from streamrec.engines.export import synthetic_images, synthetic_waveforms
+    from streamrec.engines.networks import EngineNetworks
 
     engines, reference = EngineNetworks(bundle, "onnxruntime", options=EngineOptions(threads=1)), TorchNetworks(bundle)
     windows = synthetic_waveforms(3, LogMelConfig())

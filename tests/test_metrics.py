@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from streamrec.train.metrics import (
     average_precision,
     classification_report,

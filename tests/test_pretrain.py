@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from streamrec.core.audio_setup import make_setup
+from streamrec.core.bundle import Bundle
+from streamrec.core.models import load_network
+from streamrec.core.models.audio import AttentionAIR, EmbeddingCNN, build_audio_model, default_dims
 from streamrec.train.loop import FitOptions
 from streamrec.train.pretrain import (
     PATCH_FRAMES,
@@ -20,11 +25,6 @@ from streamrec.train.pretrain import (
     pretrain_embedding,
 )
 from streamrec.train.seed003 import report
-
-from streamrec.core.audio_setup import make_setup
-from streamrec.core.bundle import Bundle
-from streamrec.core.models import load_network
-from streamrec.core.models.audio import AttentionAIR, EmbeddingCNN, build_audio_model, default_dims
 
 
 def test_gaussian_noise_adds_zero_mean_noise_of_the_given_std() -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from streamrec.engines import load_networks
 
 from streamrec.core.audio_setup import AudioSetup, instrument_probabilities, window_probabilities
 from streamrec.core.bundle import Bundle
@@ -18,6 +17,7 @@ from streamrec.core.features import LogMel, frames_to_tensor
 from streamrec.core.models import load_network
 from streamrec.core.networks import TorchNetworks
 from streamrec.core.scores import fusion_inputs
+from streamrec.engines import load_networks
 from streamrec.runtime.recognizer import Recognizer, Request, energy_db
 from streamrec.runtime.types import AudioWindow, Frame
 

@@ -107,10 +107,25 @@ def test_a_confident_audio_turns_the_new_instrument_on_before_the_fused_scores_f
                 return i * HOP
         return None
 
-    assert first_piano(SmoothingOptions()) == 6 * HOP  # at the first update that hears it
+    assert first_piano(SmoothingOptions()) == 7 * HOP  # at the second update in a row that hears it
+    assert first_piano(SmoothingOptions(audio_on_updates=1)) == 6 * HOP  # one window would do, if allowed
     assert first_piano(SmoothingOptions(audio_on=None)) is None  # the fused scores alone never get there
     # a confident audio network on a background update turns nothing on
     smoother = Smoother(CLASSES)
     assert smoother.update(0.0, scores(0.1), 0.9, -20.0, scores(0.0, 0.99)).active == ()
     with pytest.raises(ValueError, match="audio_on"):
         SmoothingOptions(audio_on=0.2)
+    with pytest.raises(ValueError, match="audio_on_updates"):
+        SmoothingOptions(audio_on_updates=0)
+
+
+def test_one_confident_window_in_an_instruments_tail_lights_nothing() -> None:
+    # As at the end of the example clip: an instrument fades and one window sounds like a violin to the audio
+    # network (there the trumpet, here the piano).
+    smoother = Smoother(CLASSES)
+    for i in range(6):
+        assert "piano" in smoother.update(i * HOP, scores(0.1, 0.8), 0.05, -20.0, scores(0.05, 0.9)).active or i < 1
+    tail = smoother.update(6 * HOP, scores(0.3, 0.6), 0.05, -30.0, scores(0.93, 0.02))
+    assert tail.active == ("piano",)
+    again = smoother.update(7 * HOP, scores(0.3, 0.6), 0.05, -30.0, scores(0.05, 0.9))
+    assert again.active == ("piano",)  # the run of confident violin windows was broken

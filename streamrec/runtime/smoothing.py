@@ -25,8 +25,11 @@ class SmoothingOptions:
     energy_floor_db: float = -50.0  # dBFS: a quieter audio window counts as silence
     # Sound changes before the picture does: the fused scores weigh k seconds of frames, so after a change
     # of instrument they follow the audio only once most frames show the new one (2-3 s). A class the audio
-    # network alone gives at least this probability turns on at once. None: only the fused scores count.
+    # network alone gives at least this probability turns on early. None: only the fused scores count.
     audio_on: float | None = 0.9
+    # ...in this many consecutive updates, not from one window: an instrument's decaying tail or a single
+    # noisy window must not light a class (one window did, at the end of the example clip).
+    audio_on_updates: int = 2
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha <= 1:
@@ -41,6 +44,8 @@ class SmoothingOptions:
             raise ValueError(f"background_max must be in (0, 1], got {self.background_max}")
         if self.audio_on is not None and not self.on_threshold <= self.audio_on <= 1:
             raise ValueError(f"audio_on must be in [on_threshold, 1], got {self.audio_on}")
+        if self.audio_on_updates < 1:
+            raise ValueError(f"audio_on_updates must be at least 1, got {self.audio_on_updates}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class Smoother:
     def reset(self) -> None:
         self._scores: np.ndarray | None = None
         self._on_since = np.full(len(self.classes), np.nan)  # media time each class turned on; NaN = off
+        self._heard_run = np.zeros(len(self.classes), np.int64)  # consecutive updates with audio >= audio_on
         self._last_t: float | None = None
 
     def is_background(self, background: float | None, energy_db: float | None) -> bool:
@@ -98,7 +104,8 @@ class Smoother:
         if audio is not None and o.audio_on is not None:
             # The smoothed score is raised to the on threshold too, so that the class is not dropped again
             # at the end of its hold while the fused scores still catch up.
-            heard = audio >= o.audio_on
+            self._heard_run = np.where((audio >= o.audio_on) & (not gated), self._heard_run + 1, 0)
+            heard = self._heard_run >= o.audio_on_updates
             self._scores[heard] = np.maximum(self._scores[heard], o.on_threshold)
             loud |= heard
         turn_on = ~on & loud & (not gated)  # background never turns a class on
