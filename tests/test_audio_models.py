@@ -66,6 +66,7 @@ def test_front_end_identical_in_training_and_runtime_paths() -> None:
     assert batch.shape == (3, 64, 101)
 
 
+@pytest.mark.slow  # a training run
 def test_tiny_training_run_lowers_the_loss() -> None:
     """Two classes a network must tell apart: a low and a high tone, in noise."""
     config = LOGMEL_PRESETS["realtime"]

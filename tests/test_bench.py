@@ -116,6 +116,7 @@ def test_streamrec_bench_quick_writes_tables_json_and_a_histogram(runtime_bundle
     assert (out.parent / "figures" / "benchmarks_latency.png").stat().st_size > 5000
 
 
+@pytest.mark.slow  # `streamrec bench` in a child process
 def test_streamrec_bench_refuses_an_unknown_backend_in_one_line() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "streamrec", "bench", "--backends", "torch,cuda"],

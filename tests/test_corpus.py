@@ -131,6 +131,7 @@ def test_split_ids_partitions_70_15_15() -> None:
     assert sorted(len(v) for v in three.values()) == [1, 1, 1]
 
 
+@pytest.mark.slow  # `streamrec data build` in a child process
 def test_unknown_class_exits_2_with_one_line(tmp_path: Path) -> None:
     done = streamrec("data", "build", str(tmp_path / "x"), "--classes", "violin,kazoo")
     assert done.returncode == 2
@@ -138,6 +139,7 @@ def test_unknown_class_exits_2_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and "kazoo" in lines[0] and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # `streamrec data build` in a child process
 def test_unwritable_out_exits_2_with_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")

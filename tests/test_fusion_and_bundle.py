@@ -56,6 +56,7 @@ def test_frame_slots_keep_the_newest_and_repeat_when_short() -> None:
     assert spread_indices(9, 3).tolist() == [0, 4, 8] and spread_indices(2, 5).tolist() == [0, 1]
 
 
+@pytest.mark.slow  # an EfficientNet-Lite0 saved, loaded and run
 def test_bundle_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
     classes = ("a", "b", "c")
     video = FrameNet(VideoDims("efficientnet_lite0", 3, embedding_dim=16, pretrained=False)).eval()

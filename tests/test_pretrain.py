@@ -93,6 +93,7 @@ def test_embedding_representation_rebuilds_from_its_dims_with_its_scaling(tmp_pa
         default_dims("han", 3, 64, "logmel")
 
 
+@pytest.mark.slow  # tiny_corpus, two training runs
 def test_pretrained_embedding_stays_frozen_while_the_attention_head_trains(
     tiny_corpus: Path, tmp_path: Path, streamrec_cli
 ) -> None:
