@@ -122,9 +122,16 @@ class SoundfontSynth:
         return (left + right) / 2
 
 
-@functools.lru_cache(maxsize=1)
-def soundfont_synth() -> SoundfontSynth:
-    return SoundfontSynth(soundfonts())
+@functools.lru_cache(maxsize=2)
+def soundfont_synth(fonts: tuple[Path, ...] | None = None) -> SoundfontSynth:
+    """One synth per process and soundfont set (None: the training soundfonts)."""
+    return SoundfontSynth(list(fonts) if fonts is not None else soundfonts())
+
+
+@functools.lru_cache(maxsize=64)
+def recording(path: Path) -> np.ndarray:
+    """A recorded sound file (speech, noise) at AUDIO_RATE, decoded once per process."""
+    return decode_audio(path, AUDIO_RATE)
 
 
 def fit_length(signal: np.ndarray, n: int) -> np.ndarray:
@@ -202,15 +209,21 @@ def render_hits(
 
 
 def render_gm_drums(
-    pattern: DrumPattern, kit: int, soundfont: str, bpm: float, seconds: float, rng: np.random.Generator
+    pattern: DrumPattern,
+    kit: int,
+    soundfont: str,
+    bpm: float,
+    seconds: float,
+    rng: np.random.Generator,
+    fonts: tuple[Path, ...] | None = None,
 ) -> np.ndarray:
-    """A drum pattern on a General MIDI kit (bank 128) of a soundfont, on channel 10."""
+    """A drum pattern on a General MIDI kit (bank 128) of a soundfont (one of `fonts`), on channel 10."""
     beats_per_second = bpm / 60.0
     events = [
         (GM_DRUM_NOTES[role], t * beats_per_second, 0.25, int(np.clip(v * 120, 20, 127)))
         for role, t, v in render_hits(pattern, bpm, seconds, rng)
     ]
-    return soundfont_synth().render(events, bpm, kit, soundfont, seconds, drums=True)
+    return soundfont_synth(fonts).render(events, bpm, kit, soundfont, seconds, drums=True)
 
 
 @functools.lru_cache(maxsize=256)

@@ -29,7 +29,6 @@ from streamrec.train.corpus.plan import BuildOptions, ClipPlan, SourceBank, Voic
 from streamrec.train.corpus.preview import write_previews
 from streamrec.train.corpus.records import write_labels, write_readme
 from streamrec.train.corpus.sources import (
-    GM_DRUM_KITS,
     INSTRUMENTS,
     cache_dir,
     check_sources,
@@ -97,7 +96,7 @@ def gather_sources(classes: tuple[str, ...], seed: int, status=None) -> SourceBa
     )
 
 
-def _voice(class_name: str, split: str, bank: SourceBank, rng: np.random.Generator, gain_db: float) -> Voice:
+def choose_voice(class_name: str, split: str, bank: SourceBank, rng: np.random.Generator, gain_db: float) -> Voice:
     spec = INSTRUMENTS[class_name]
     if spec.drums:
         melody_id = str(rng.choice(bank.pattern_split[split]))
@@ -105,7 +104,7 @@ def _voice(class_name: str, split: str, bank: SourceBank, rng: np.random.Generat
             source = f"hydrogen:{bank.kits[int(rng.integers(len(bank.kits)))].name}"
         else:
             soundfont = bank.soundfonts[int(rng.integers(len(bank.soundfonts)))]
-            source = f"{soundfont.name}:kit {int(rng.choice(GM_DRUM_KITS))}"
+            source = f"{soundfont.name}:kit {int(rng.choice(bank.gm_kits))}"
     else:
         melody_id = str(rng.choice(bank.melody_split[split]))
         soundfont = bank.soundfonts[int(rng.integers(len(bank.soundfonts)))]
@@ -125,12 +124,12 @@ def plan_clips(options: BuildOptions, bank: SourceBank) -> list[ClipPlan]:
                 modality >= VIDEO_ONLY_SHARE,
                 not (VIDEO_ONLY_SHARE <= modality < VIDEO_ONLY_SHARE + AUDIO_ONLY_SHARE),
             )
-            voices = [_voice(class_name, split, bank, rng, 0.0)]
+            voices = [choose_voice(class_name, split, bank, rng, 0.0)]
             if has_audio and rng.random() < SECOND_INSTRUMENT_SHARE:
                 others = [c for c in options.classes if c != class_name] or [
                     c for c in DEFAULT_CLASSES if c != class_name
                 ]
-                voices.append(_voice(str(rng.choice(others)), split, bank, rng, float(rng.uniform(-16, -9))))
+                voices.append(choose_voice(str(rng.choice(others)), split, bank, rng, float(rng.uniform(-16, -9))))
             extension = ".mp4" if has_video else str(rng.choice([".m4a", ".wav"]))
             plans.append(
                 ClipPlan(
@@ -160,14 +159,14 @@ def _render_voice(voice: Voice, bank: SourceBank, bpm: float, seconds: float, rn
         if kind == "hydrogen":
             kit = next(k for k in bank.kits if k.name == detail)
             return A.render_hydrogen(pattern, kit, bpm, seconds, rng)
-        return A.render_gm_drums(pattern, int(detail.split()[-1]), kind, bpm, seconds, rng)
+        return A.render_gm_drums(pattern, int(detail.split()[-1]), kind, bpm, seconds, rng, tuple(bank.soundfonts))
     beats = seconds * bpm / 60
     notes = fit_to_range(A.loop_notes(list(bank.melodies[voice.melody_id].notes), beats, rng), *spec.pitch_range, rng)
     if spec.polyphonic and rng.random() < 0.6:
         style = {"guitar": "strum", "banjo": "roll"}.get(voice.class_name, "block")
         notes = notes + A.accompaniment(notes, style, spec.pitch_range[0], beats, rng)
     events = A.humanize(notes, rng, base_velocity=int(rng.integers(70, 110)))
-    return A.soundfont_synth().render(events, bpm, int(detail.split()[-1]), kind, seconds)
+    return A.soundfont_synth(tuple(bank.soundfonts)).render(events, bpm, int(detail.split()[-1]), kind, seconds)
 
 
 def render_audio(
@@ -188,9 +187,13 @@ def render_audio(
         talk[start : start + len(line)] = line[: len(mix) - start]
         mix = A.mix_at_snr(mix, talk, float(rng.uniform(3, 15)))
     if rng.random() < 0.8:
-        mix = A.mix_at_snr(
-            mix, A.coloured_noise(len(mix), str(rng.choice(["white", "pink", "brown"])), rng), float(rng.uniform(8, 35))
-        )
+        if bank.noise:  # a stretch of a recorded noise bed
+            bed = A.recording(bank.noise[int(rng.integers(len(bank.noise)))])
+            start = int(rng.integers(0, max(1, len(bed) - len(mix))))
+            noise = bed[start : start + len(mix)]
+        else:
+            noise = A.coloured_noise(len(mix), str(rng.choice(["white", "pink", "brown"])), rng)
+        mix = A.mix_at_snr(mix, noise, float(rng.uniform(8, 35)))
     if rng.random() < 0.25:
         mix = A.phone_band(mix)
     mix = A.set_level(mix, float(rng.uniform(-28, -14)))
@@ -254,8 +257,9 @@ def _init_worker(bank: SourceBank, seconds: float, out: Path, speech_dir: Path) 
     import torch  # here, after OMP_NUM_THREADS: a spawned worker reads it when torch loads
 
     torch.set_num_threads(1)
-    _WORKER.update(bank=bank, seconds=seconds, out=out, speech=A.speech_pool(speech_dir))
-    A.soundfont_synth()  # load the soundfonts now, not inside the first clip
+    speech = [A.recording(path) for path in bank.speech] if bank.speech else A.speech_pool(speech_dir)
+    _WORKER.update(bank=bank, seconds=seconds, out=out, speech=speech)
+    A.soundfont_synth(tuple(bank.soundfonts))  # load the soundfonts now, not inside the first clip
 
 
 def render_media(

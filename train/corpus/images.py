@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 from dataclasses import dataclass
 
+import cairosvg
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from streamrec.train.corpus.sources import INSTRUMENTS, OPENCLIPART, emoji_dir, emoji_images
+from streamrec.train.corpus.sources import INSTRUMENTS, OPENCLIPART, emoji_dir, emoji_images, field_icon_dir
 
 FRAME_WIDTH, FRAME_HEIGHT = 320, 240  # pixels
 VIDEO_FPS = 10  # frames per second written to the clips (the models sample 1 fps from it)
@@ -48,9 +50,10 @@ def load_rgba(image_id: str) -> np.ndarray:
     if kind.startswith("emoji-"):
         image = Image.open(emoji_dir() / kind.removeprefix("emoji-") / f"{rest}.png").convert("RGBA")
     elif kind == "openclipart":
-        import cairosvg
-
         png = cairosvg.svg2png(url=str(OPENCLIPART / rest), output_width=SOURCE_SIZE * 2)
+        image = Image.open(io.BytesIO(png)).convert("RGBA")
+    elif kind.startswith("icon-"):  # an icon of an Iconify set (field-dev artwork)
+        png = cairosvg.svg2png(bytestring=iconify_svg(kind.removeprefix("icon-"), rest), output_width=SOURCE_SIZE * 2)
         image = Image.open(io.BytesIO(png)).convert("RGBA")
     elif kind == "procedural":
         name, _, variant = rest.partition(":")
@@ -67,6 +70,18 @@ def load_rgba(image_id: str) -> np.ndarray:
             Image.LANCZOS if scale < 1 else Image.BICUBIC,
         )
     return np.asarray(image)
+
+
+def iconify_svg(icon_set: str, name: str) -> bytes:
+    """An icon of a fetched Iconify JSON set (train/corpus/field.py) as a standalone SVG document; glyphs drawn
+    in `currentColor` get a dark ink, as printed or painted artwork would."""
+    data = json.loads((field_icon_dir() / f"{icon_set}.json").read_text(encoding="utf-8"))
+    icon = data["icons"][name]
+    width, height = icon.get("width", data.get("width", 16)), icon.get("height", data.get("height", 16))
+    left, top = icon.get("left", data.get("left", 0)), icon.get("top", data.get("top", 0))
+    body = icon["body"].replace("currentColor", "#222222")
+    svg = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{left} {top} {width} {height}">{body}</svg>'
+    return svg.encode("utf-8")
 
 
 # --- procedural drawings for classes that have no emoji and no clip art ------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from streamrec.core.classes import DEFAULT_CLASSES
 from streamrec.train.corpus.melodies import DrumPattern, Melody
+from streamrec.train.corpus.sources import GM_DRUM_KITS
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class SourceBank:
     image_licence: dict[str, str]
     soundfonts: list[Path]
     kits: list = field(default_factory=list)
+    gm_kits: tuple[int, ...] = GM_DRUM_KITS  # drum kit presets (bank 128) the soundfonts have
+    speech: tuple[Path, ...] = ()  # recorded speech; empty: speech synthesized with espeak-ng
+    noise: tuple[Path, ...] = ()  # recorded noise beds (crowd, rain, traffic); empty: coloured noise
 
 
 LABEL_COLUMNS = (

@@ -144,6 +144,16 @@ def emoji_dir() -> Path:
     return cache_dir() / "sources" / "emoji"
 
 
+def field_dir() -> Path:
+    """Where `streamrec data field-dev` keeps the held-out material it fetched (train/corpus/field.py);
+    $STREAMREC_FIELD_SOURCES points it at a copy made elsewhere (an offline machine, the tests' stand-ins)."""
+    return Path(os.environ.get("STREAMREC_FIELD_SOURCES") or cache_dir() / "sources" / "field")
+
+
+def field_icon_dir() -> Path:
+    return field_dir() / "icons"
+
+
 def soundfonts() -> list[Path]:
     """The training soundfonts present on this machine (MuseScore General reuses many FluidR3 samples)."""
     return [p for p in (FLUID_R3, MUSESCORE_GENERAL) if p.exists()]
@@ -176,10 +186,10 @@ def _role(name: str) -> str | None:
     return None
 
 
-def hydrogen_kits() -> list[DrumKit]:
-    """Parses every drumkit.xml under HYDROGEN_KITS; keeps kits with at least a kick, a snare and a hat."""
+def hydrogen_kits(root: Path = HYDROGEN_KITS) -> list[DrumKit]:
+    """Parses every drumkit.xml under root; keeps kits with at least a kick, a snare and a hat."""
     kits = []
-    for xml_path in sorted(HYDROGEN_KITS.glob("*/drumkit.xml")):
+    for xml_path in sorted(root.glob("*/drumkit.xml")):
         try:
             root = ET.parse(xml_path).getroot()
         except ET.ParseError as e:

