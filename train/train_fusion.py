@@ -41,6 +41,7 @@ class FusionTrainOptions:
     fit: FitOptions = FitOptions(patience=8)
     batch_size: int = 64
     workers: int = 2
+    val_data: Path | None = None  # early stopping on this dataset's val split (a source-disjoint field-dev set)
 
 
 class Extractors(torch.nn.Module):
@@ -127,7 +128,7 @@ def train_fusion(options: FusionTrainOptions) -> dict:
     splits = {}
     for split in ("train", "val", "test"):
         loaded = load_dataset(
-            options.data,
+            options.val_data if split == "val" and options.val_data else options.data,
             split=split,
             spec=DecodeSpec(sample_rate=sample_rate),
             classes=classes,
@@ -229,6 +230,7 @@ def train_fusion(options: FusionTrainOptions) -> dict:
     plot_curves(result.history, reports / f"fusion_{options.scheme}_curves.png", f"fusion ({options.scheme})")
     training = {
         "data": str(options.data),
+        "validation": f"{options.val_data or options.data} (val split)",
         "scheme": options.scheme,
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,

@@ -199,6 +199,7 @@ def _add_fusion(train_commands: argparse._SubParsersAction) -> None:
     add_fit(f, epochs=60, patience=8)
     f.add_argument("--scheme", choices=("frozen", "joint"), default="frozen")
     f.add_argument("-k", type=_positive_int, default=5, help="frame slots of the fusion input (default 5)")
+    add_val_data(f)
     f.set_defaults(func=cmd_train_fusion)
 
 
@@ -213,6 +214,7 @@ def cmd_train_fusion(args: argparse.Namespace) -> int:
         fit=fit_options(args),
         batch_size=args.batch_size,
         workers=args.workers,
+        val_data=Path(args.val_data) if args.val_data else None,
     )
     _print_summary("fusion", train_fusion(options), args.out)
     return 0
