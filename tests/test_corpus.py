@@ -154,3 +154,25 @@ def test_help_explains_every_option() -> None:
     assert done.returncode == 0
     for option in ("--clips-per-class", "--seconds", "--classes", "--seed", "--workers", "--preview"):
         assert option in done.stdout
+
+
+def test_independent_sources_count_shared_samples_and_drawing_variants_once() -> None:
+    from streamrec.train.corpus.records import independent_sources
+
+    rows = [
+        {
+            "label": "cello",
+            "sound_source": "MuseScore_General.sf3:program 42",
+            "image": "openclipart:m/cello_mo_01.svg",
+        },
+        {"label": "cello", "sound_source": "FluidR3_GM.sf2:program 42", "image": "openclipart:m/cello_mo_02.svg"},
+        {"label": "violin", "sound_source": "MuseScore_General.sf3:program 40", "image": "emoji-google:1f3bb"},
+        {"label": "violin", "sound_source": "FluidR3_GM.sf2:program 41", "image": "emoji-twitter:1f3bb"},
+        {"label": "drums", "sound_source": "hydrogen:BJA_Pacific", "image": ""},
+        {"label": "drums", "sound_source": "FluidR3_GM.sf2:kit 8", "image": "procedural:drums:1"},
+    ]
+    assert independent_sources(rows) == {
+        "cello": {"sample_sets": 2, "picture_sources": 1},  # MuseScore's cello samples are its own
+        "drums": {"sample_sets": 2, "picture_sources": 1},
+        "violin": {"sample_sets": 1, "picture_sources": 2},  # MuseScore's violin reuses FluidR3's samples
+    }

@@ -27,6 +27,7 @@ from streamrec.core.features import LogMel
 from streamrec.core.models.audio import AudioNet, build_audio_model, default_dims, outputs_probabilities
 from streamrec.train.audio_data import audio_clips, balanced_indices, random_windows
 from streamrec.train.background import BackgroundSource
+from streamrec.train.corpus.records import training_sources
 from streamrec.train.loop import FitOptions, fit, plot_curves
 from streamrec.train.metrics import classification_report, multilabel_report, plot_confusions
 from streamrec.train.pretrain import AttentionHead, batched, freeze_representation, represent_clips
@@ -199,6 +200,7 @@ def train_audio(options: AudioTrainOptions) -> dict:
     )
     training = {
         "data": str(options.data),
+        "independent_sources": training_sources(options.data),
         "setup": setup.name,
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,

@@ -24,6 +24,7 @@ from streamrec.core.features import LogMel
 from streamrec.core.models import load_network
 from streamrec.core.models.fusion import FusionDims, LateFusion
 from streamrec.core.scores import fusion_inputs, spread_indices
+from streamrec.train.corpus.records import training_sources
 from streamrec.train.frame_features import trunk_features
 from streamrec.train.loop import FitOptions, fit, plot_curves
 from streamrec.train.metrics import classification_report
@@ -230,6 +231,7 @@ def train_fusion(options: FusionTrainOptions) -> dict:
     plot_curves(result.history, reports / f"fusion_{options.scheme}_curves.png", f"fusion ({options.scheme})")
     training = {
         "data": str(options.data),
+        "independent_sources": training_sources(options.data),
         "validation": f"{options.val_data or options.data} (val split)",
         "scheme": options.scheme,
         "epochs": len(result.history),

@@ -21,6 +21,7 @@ from streamrec.core.dataset import Clip, DecodeSpec, dataset_classes, encode_tar
 from streamrec.core.errors import UserError
 from streamrec.core.features import FrameConfig
 from streamrec.core.models.video import FrameNet, VideoDims, build_video_model, imagenet_rows
+from streamrec.train.corpus.records import training_sources
 from streamrec.train.frame_features import trunk_features
 from streamrec.train.loop import FitOptions, FitResult, fit, plot_curves
 from streamrec.train.metrics import classification_report, plot_confusions
@@ -139,6 +140,7 @@ def train_video(options: VideoTrainOptions) -> dict:
     )
     training = {
         "data": str(options.data),
+        "independent_sources": training_sources(options.data),
         "setup": name,
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,

@@ -12,6 +12,53 @@ from streamrec.train.corpus import images as I
 from streamrec.train.corpus.plan import LABEL_COLUMNS, BuildOptions, ClipPlan, SourceBank
 from streamrec.train.corpus.sources import LICENCES
 
+# Soundfonts that share their samples count as one sample set: MuseScore General reuses FluidR3's, except
+# for these classes (shared/DATA.md).
+OWN_MUSESCORE_SAMPLES = ("piano", "cello")
+
+
+def sample_set(class_name: str, sound_source: str) -> str:
+    """The independent recording session behind a labels.csv sound_source ("FluidR3_GM.sf2:program 40")."""
+    kind, _, detail = sound_source.partition(":")
+    if kind == "hydrogen":
+        return f"hydrogen:{detail}"
+    if kind.startswith("MuseScore_General") and class_name not in OWN_MUSESCORE_SAMPLES:
+        return "FluidR3_GM.sf2"
+    return kind
+
+
+def picture_source(image_id: str) -> str:
+    """The artist or art style behind a labels.csv image: an emoji style, one openclipart drawing family
+    (numbered variants of one drawing count once), or streamrec's procedural drawings."""
+    kind, _, rest = image_id.partition(":")
+    if kind == "openclipart":
+        stem = Path(rest).stem
+        return f"openclipart:{stem.rstrip('0123456789').rstrip('_')}"
+    return kind
+
+
+def independent_sources(rows: list[dict[str, str]]) -> dict[str, dict[str, int]]:
+    """Per class, how many independent sample sets and picture sources its clips draw on (labels.csv rows
+    with the corpus's sound_source and image columns)."""
+    sets: dict[str, set[str]] = defaultdict(set)
+    pictures: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        if row.get("sound_source"):
+            sets[row["label"]].add(sample_set(row["label"], row["sound_source"]))
+        if row.get("image"):
+            pictures[row["label"]].add(picture_source(row["image"]))
+    return {c: {"sample_sets": len(sets[c]), "picture_sources": len(pictures[c])} for c in sorted({**sets, **pictures})}
+
+
+def training_sources(data: Path) -> dict[str, dict[str, int]]:
+    """independent_sources of a dataset's train split ({} for a dataset without those columns): what the bundle
+    manifest records of the material a network was trained on."""
+    path = Path(data) / "labels.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        return independent_sources([row for row in csv.DictReader(f) if row.get("split") == "train"])
+
 
 def write_labels(out: Path, plans: list[ClipPlan]) -> None:
     with open(out / "labels.csv", "w", newline="", encoding="utf-8") as f:
@@ -73,21 +120,28 @@ def write_readme(options: BuildOptions, plans: list[ClipPlan], bank: SourceBank,
         "",
         "## Clips per class",
         "",
-        "| class | train | val | test | audio only | video only | multi-label | melodies | sound sources | pictures |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| class | train | val | test | audio only | video only | multi-label | melodies | sound sources "
+        "| independent sample sets | pictures | picture artists/styles |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in options.classes:
         c = per_class[name]
+        sets = {sample_set(name, s) for s in sounds[name]}
+        artists = {picture_source(i) for i in pictures[name]}
         lines.append(
             f"| {name} | {c['train']} | {c['val']} | {c['test']} | {c['audio only']} | {c['video only']} | "
-            f"{c['multi-label']} | {len(melodies[name])} | {len(sounds[name])} | {len(pictures[name])} |"
+            f"{c['multi-label']} | {len(melodies[name])} | {len(sounds[name])} | {len(sets)} | {len(pictures[name])} "
+            f"| {len(artists)} |"
         )
     lines += [
         "",
         "Distinct pictures available per class (all splits): "
         + ", ".join(f"{n} {sum(len(v) for v in bank.image_split[n].values())}" for n in options.classes)
         + ".",
-        "Classes with few pictures (and procedural drawings) are the visual model's known weakness.",
+        "Classes with few pictures (and procedural drawings) are the visual model's known weakness. Independent "
+        "sample sets count soundfonts that share samples once (MuseScore General reuses FluidR3's except for "
+        "piano and cello) and each Hydrogen kit once; picture artists/styles count each emoji style, each "
+        "openclipart drawing (numbered variants once) and the procedural drawings once.",
         "",
         "## Sources and licences",
         "",
