@@ -127,6 +127,7 @@ def plot_confusions(confusions: dict[str, np.ndarray], classes: Sequence[str], p
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -81,10 +81,13 @@ def zero_shot_head(model: FrameNet, validate) -> FitResult:
 
 
 def train_video(options: VideoTrainOptions) -> dict:
-    train_clips, classes = video_clips(options.data, "train", options.workers)
+    if options.zero_shot:  # nothing is trained: no training clips to decode
+        train_clips, classes = [], dataset_classes(options.data)
+    else:
+        train_clips, classes = video_clips(options.data, "train", options.workers)
     val_clips, _ = video_clips(options.val_data or options.data, "val", options.workers)
     test_clips, _ = video_clips(options.data, "test", options.workers)
-    if not train_clips or not val_clips:
+    if not (train_clips or options.zero_shot) or not val_clips:
         raise UserError(f"{options.data} has no training or no validation clips with video")
     if (options.imagenet_prior or options.zero_shot) and not (
         options.backbone == "efficientnet_lite0" and options.pretrained
