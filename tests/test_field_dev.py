@@ -103,9 +103,12 @@ def test_long_clips_follow_their_timelines(field_dev: Path) -> None:
 
 def test_eval_scores_the_long_clips_through_the_runtime(field_dev: Path, runtime_bundle: Path, streamrec_cli, tmp_path):
     out = tmp_path / "eval.json"
-    assert streamrec_cli("eval", str(field_dev), "--model", str(runtime_bundle), "--json", str(out)) == 0
+    command = ("eval", str(field_dev), "--model", str(runtime_bundle), "--json", str(out))
+    assert streamrec_cli(*command, "--split", "test") == 0
+    assert "timelines" not in json.loads(out.read_text())  # the one long clip is a val clip
+    assert streamrec_cli(*command, "--split", "val,test") == 0
     result = json.loads(out.read_text())
-    assert result["fusion"]["n"] == len(read_labels(field_dev, splits=["test"])[0])
+    assert result["fusion"]["n"] == len(read_labels(field_dev)[0])
     overall = result["timelines"]["overall"]
     assert overall["music_updates"] > 0 and overall["background_updates"] > 0
     assert 0 <= overall["wrong_active"] <= overall["music_updates"] and overall["changes"] >= 2

@@ -51,6 +51,11 @@ def test_timelines_file_round_trip_and_a_bad_one_is_a_user_error(tmp_path: Path)
         json.dumps([{"clip": "long/a.mp4", "segments": [{"label": "violin", "start": 0, "end": 10}]}])
     )
     assert load_timelines(tmp_path) == [Timeline("long/a.mp4", (Segment("violin", 0.0, 10.0),))]
+    (tmp_path / "timelines.json").write_text(
+        json.dumps([{"clip": "a.mp4", "split": "val", "segments": []}, {"clip": "b.mp4", "segments": []}])
+    )
+    assert [t.clip for t in load_timelines(tmp_path, ["test"])] == ["b.mp4"]  # b has no split: always in
+    assert [t.clip for t in load_timelines(tmp_path, ["val", "test"])] == ["a.mp4", "b.mp4"]
     (tmp_path / "timelines.json").write_text('{"clip": 3}')
     with pytest.raises(UserError, match="timelines"):
         load_timelines(tmp_path)

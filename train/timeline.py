@@ -33,6 +33,7 @@ class Segment:
 class Timeline:
     clip: str  # path relative to the dataset root
     segments: tuple[Segment, ...]
+    split: str | None = None  # "val" (for tuning) or "test" (reported); None: any
 
     def segment_at(self, t: float) -> tuple[int, Segment] | None:
         for i, s in enumerate(self.segments):
@@ -67,19 +68,25 @@ class TimelineScore:
         return out
 
 
-def load_timelines(dataset: Path) -> list[Timeline]:
-    """DATASET/timelines.json: [{"clip": "long/x.mp4", "segments": [{"label", "start", "end"}, ...]}, ...]."""
+def load_timelines(dataset: Path, splits: Sequence[str] | None = None) -> list[Timeline]:
+    """DATASET/timelines.json: [{"clip": "long/x.mp4", "split": "test", "segments": [{"label", "start", "end"},
+    ...]}, ...]; with `splits`, the long clips of those splits (and those without one)."""
     path = dataset / "timelines.json"
     if not path.is_file():
         return []
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return [
-            Timeline(t["clip"], tuple(Segment(s["label"], float(s["start"]), float(s["end"])) for s in t["segments"]))
+        timelines = [
+            Timeline(
+                t["clip"],
+                tuple(Segment(s["label"], float(s["start"]), float(s["end"])) for s in t["segments"]),
+                t.get("split"),
+            )
             for t in raw
         ]
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"{path} is not a timelines file: {e}") from e
+    return [t for t in timelines if splits is None or t.split is None or t.split in splits]
 
 
 def score_timeline(timeline: Timeline, predictions: Sequence[tuple[float, Sequence[str]]]) -> TimelineScore:

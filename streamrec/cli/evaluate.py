@@ -72,7 +72,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         r = result[m]
         table.add_row(m, str(r["n"]), f"{r['hit1']:.3f}", f"{r['hit3']:.3f}", f"{r['f1_macro']:.3f}")
     Console().print(table)
-    timelines = _score_timelines(Path(args.dataset), Path(args.model) if args.model else None, args.backend)
+    splits = [s.strip() for s in args.split.split(",") if s.strip()]
+    timelines = _score_timelines(Path(args.dataset), Path(args.model) if args.model else None, args.backend, splits)
     if timelines is not None:
         result["timelines"] = timelines
     if result["skipped"]:
@@ -84,7 +85,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score_timelines(dataset: Path, model: Path | None, backend: str) -> dict | None:
+def _score_timelines(dataset: Path, model: Path | None, backend: str, splits: list[str]) -> dict | None:
     """The dataset's long clips through the runtime, scored against their timelines (None without any)."""
     # imported here: CLI start-up time
     from streamrec.engines import load_networks
@@ -92,7 +93,7 @@ def _score_timelines(dataset: Path, model: Path | None, backend: str) -> dict | 
     from streamrec.runtime.replay import replay
     from streamrec.train.timeline import combine, load_timelines, score_timeline
 
-    timelines = load_timelines(dataset)
+    timelines = load_timelines(dataset, splits)
     if not timelines:
         return None
     networks = load_networks(model, backend)

@@ -355,6 +355,11 @@ def build_long_clip(path: Path, bank: SourceBank, classes: tuple[str, ...], seed
     return {"clip": str(path.relative_to(path.parent.parent)), "seconds": round(now, 3), "segments": segments}
 
 
+def long_clip_split(index: int) -> str:
+    """Long clips alternate too: val ones tune the smoothing (`streamrec tune`), test ones are reported."""
+    return "val" if index % 2 == 0 else "test"
+
+
 def build_field_dev(
     options: BuildOptions, long_clips: int = 4, long_seconds: float = 60.0, console=None
 ) -> list[ClipPlan]:
@@ -378,7 +383,8 @@ def build_field_dev(
     for i in range(long_clips):
         console.print(f"  long clip {i + 1} / {long_clips}")
         timelines.append(
-            build_long_clip(
+            {"split": long_clip_split(i)}
+            | build_long_clip(
                 options.out / "long" / f"long_{i:03d}.mp4", bank, options.classes, options.seed * 1000 + i, long_seconds
             )
         )
