@@ -112,3 +112,23 @@ def test_eval_scores_the_long_clips_through_the_runtime(field_dev: Path, runtime
     overall = result["timelines"]["overall"]
     assert overall["music_updates"] > 0 and overall["background_updates"] > 0
     assert 0 <= overall["wrong_active"] <= overall["music_updates"] and overall["changes"] >= 2
+
+
+def test_tune_writes_the_chosen_smoothing_into_the_bundle(
+    field_dev: Path, runtime_bundle: Path, streamrec_cli, tmp_path
+):
+    import shutil
+
+    from streamrec.cli.tune import GRID
+    from streamrec.core.bundle import Bundle
+    from streamrec.runtime.smoothing import SmoothingOptions
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(runtime_bundle, bundle)
+    assert streamrec_cli("tune", str(field_dev), "--model", str(bundle)) == 0
+    written = Bundle.load(bundle).manifest["smoothing"]
+    assert set(written["options"]) <= set(GRID) and "val long clips" in written["tuned_on"]
+    chosen = SmoothingOptions.of_bundle(Bundle.load(bundle))
+    for name, values in GRID.items():
+        assert getattr(chosen, name) in values
+    assert written["score"]["music_updates"] > 0

@@ -64,7 +64,8 @@ class TimelineScore:
         out = asdict(self)
         out["wrong_share"] = self.wrong_share
         out["background_share"] = self.background_share
-        out["switch_median_seconds"] = float(np.median(self.switch_seconds)) if self.switch_seconds else None
+        out["switch_seconds"] = [round(s, 3) for s in self.switch_seconds]
+        out["switch_median_seconds"] = round(float(np.median(self.switch_seconds)), 3) if self.switch_seconds else None
         return out
 
 

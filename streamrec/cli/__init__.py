@@ -14,7 +14,7 @@ import sys
 from rich.logging import RichHandler
 
 from streamrec import __version__
-from streamrec.cli import bench, data, engines, evaluate, run, train
+from streamrec.cli import bench, data, engines, evaluate, run, train, tune
 from streamrec.cli.args import console
 from streamrec.core.errors import UserError
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"streamrec {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks on failure")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for family in (data, train, evaluate, run, bench, engines):
+    for family in (data, train, tune, evaluate, run, bench, engines):
         family.register(commands)
     return parser
 

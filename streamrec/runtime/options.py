@@ -27,7 +27,7 @@ class RuntimeOptions:
     jsonl: Path | None = None
     view: bool = False
     duration: float | None = None  # seconds of media per source, then it ends
-    smoothing: SmoothingOptions = SmoothingOptions()
+    smoothing: SmoothingOptions | None = None  # None: the bundle's tuned settings (`streamrec tune`), else defaults
     client_queue: int = 64  # events per websocket client before its oldest are dropped
     wait_clients: int = 0  # start the sources only once this many websocket clients are connected
     max_batch: int = 16  # updates per network call

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamrec.core.bundle import Bundle
 from streamrec.core.networks import NetworkInfo, Networks
 from streamrec.engines import load_networks
 from streamrec.runtime.broadcast import DEFAULT_HOST, BroadcastOptions, WebsocketSink
@@ -29,6 +30,7 @@ from streamrec.runtime.explain import LiveExplainer
 from streamrec.runtime.options import CustomSource, RuntimeOptions
 from streamrec.runtime.recognizer import Recognizer, Request
 from streamrec.runtime.sinks import JsonlSink, Sink
+from streamrec.runtime.smoothing import SmoothingOptions
 from streamrec.runtime.sources import (
     CaptureFormat,
     Emit,
@@ -96,6 +98,7 @@ class Runtime:
         self._classes: tuple[str, ...]
         self._recognizer: Recognizer
         self._explainer: LiveExplainer | None = None
+        self._smoothing = SmoothingOptions()  # run() takes the options', else the bundle's tuned ones
         self.ready = threading.Event()
         self.ws_port: int | None = None
         self.web_port: int | None = None
@@ -137,7 +140,7 @@ class Runtime:
                 info,
                 self.options.hop_seconds,
                 self.options.lag_seconds,
-                self.options.smoothing,
+                self._smoothing,
                 self.options.stall_seconds,
             )
             stream.stall_after = max(self.options.stall_seconds, 2.5 * max(gap for _, _, gap in inputs))
@@ -396,6 +399,7 @@ class Runtime:
         self._recognizer = Recognizer(networks)
         if self.options.explain and self._info.has_video:
             self._explainer = LiveExplainer.from_bundle(self.options.bundle)
+        self._smoothing = self.options.smoothing or SmoothingOptions.of_bundle(Bundle.load(self.options.bundle))
         self._streams = self._build_streams(self._info)
         threads: list[threading.Thread] = []
         inference: threading.Thread | None = None

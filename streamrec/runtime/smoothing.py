@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamrec.core.bundle import Bundle
+
 
 @dataclass(frozen=True)
 class SmoothingOptions:
@@ -30,6 +32,12 @@ class SmoothingOptions:
     # ...in this many consecutive updates, not from one window: an instrument's decaying tail or a single
     # noisy window must not light a class (one window did, at the end of the example clip).
     audio_on_updates: int = 2
+
+    @classmethod
+    def of_bundle(cls, bundle: Bundle) -> SmoothingOptions:
+        """The settings `streamrec tune` chose for a bundle on source-disjoint long clips (its manifest's
+        "smoothing"), or the defaults."""
+        return cls(**bundle.manifest.get("smoothing", {}).get("options", {}))
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha <= 1:
