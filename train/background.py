@@ -1,5 +1,9 @@
 """Windows of "no instrument": silence, room and electrical noise, and speech, which a live microphone
-hears between pieces. Audio networks trained with a background class learn to say so."""
+hears between pieces. Audio networks trained with a background class learn to say so.
+
+Speech is half synthesized (espeak-ng, several voices) and half recorded: the Asterisk prompts of Debian
+asterisk-core-sounds-en-wav (a real speaker, telephone band), when installed. Synthesized speech alone did
+not carry over: the network took real speech for instruments (docs/results.md, field accuracy)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import numpy as np
 
 from streamrec.core.media import resample
 from streamrec.train.corpus import audio as A
-from streamrec.train.corpus.sources import cache_dir
+from streamrec.train.corpus.sources import cache_dir, recorded_speech
 
 
 class BackgroundSource:
@@ -18,6 +22,7 @@ class BackgroundSource:
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
         self.speech = [resample(s, A.AUDIO_RATE, sample_rate) for s in A.speech_pool(cache_dir() / "speech")]
+        self.recorded = [resample(A.recording(p), A.AUDIO_RATE, sample_rate) for p in recorded_speech()]
 
     def window(self, n: int, rng: np.random.Generator) -> np.ndarray:
         kind = self.KINDS[int(rng.integers(len(self.KINDS)))]
@@ -31,7 +36,8 @@ class BackgroundSource:
         else:
             signal = np.zeros(n, np.float32)
             if "speech" in kind:
-                line = self.speech[int(rng.integers(len(self.speech)))]
+                pool = self.recorded if self.recorded and rng.random() < 0.5 else self.speech
+                line = pool[int(rng.integers(len(pool)))]
                 start = int(rng.integers(0, max(1, len(line) - n)))
                 piece = line[start : start + n]
                 signal[: len(piece)] = piece

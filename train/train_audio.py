@@ -52,6 +52,7 @@ class AudioTrainOptions:
     # models.audio.REPRESENTATIONS), and for "embedding" a checkpoint of streamrec.train.pretrain (None: random).
     representation: str = "joint"
     embedding: Path | None = None
+    val_data: Path | None = None  # early stopping on this dataset's val split (a source-disjoint field-dev set)
 
 
 def evaluate_audio(
@@ -103,7 +104,7 @@ def train_audio(options: AudioTrainOptions) -> dict:
         raise UserError(f"{options.embedding}: no such embedding checkpoint")
     sample_rate = setup.frontend.sample_rate
     train_clips, classes, skipped = audio_clips(options.data, "train", sample_rate, options.workers)
-    val_clips, _, _ = audio_clips(options.data, "val", sample_rate, options.workers)
+    val_clips, _, _ = audio_clips(options.val_data or options.data, "val", sample_rate, options.workers)
     test_clips, _, _ = audio_clips(options.data, "test", sample_rate, options.workers)
     if not train_clips or not val_clips:
         raise UserError(f"{options.data} has no training or no validation clips with audio")
@@ -201,6 +202,7 @@ def train_audio(options: AudioTrainOptions) -> dict:
     training = {
         "data": str(options.data),
         "independent_sources": training_sources(options.data),
+        "validation": f"{options.val_data or options.data} (val split)",
         "setup": setup.name,
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,

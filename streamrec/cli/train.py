@@ -104,6 +104,7 @@ def _add_audio(train_commands: argparse._SubParsersAction) -> None:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--resume", action="store_true", help="continue an interrupted run from BUNDLE/.train/")
     add_workers(a)
+    add_val_data(a)
     a.set_defaults(func=cmd_train_audio)
 
 
@@ -130,6 +131,7 @@ def cmd_train_audio(args: argparse.Namespace) -> int:
         embedding_dim=args.embedding_dim,
         representation=args.representation,
         embedding=Path(args.embedding) if args.embedding else None,
+        val_data=Path(args.val_data) if args.val_data else None,
     )
     summary = train_audio(options)
     test = summary["test"]
@@ -234,6 +236,12 @@ def _add_all(train_commands: argparse._SubParsersAction) -> None:
         default="joint",
         help="fusion training scheme (default joint: it keeps each modality alone within 2 F1 points)",
     )
+    t.add_argument(
+        "--no-imagenet-prior",
+        action="store_true",
+        help="frame head without ImageNet's own classifier rows for each class (the prior is on by default)",
+    )
+    add_val_data(t)
     t.set_defaults(func=cmd_train_all)
 
 
@@ -245,6 +253,7 @@ def cmd_train_all(args: argparse.Namespace) -> int:
     from streamrec.train.train_video import VideoTrainOptions, train_video
 
     data, out = Path(args.data), Path(args.out)
+    val_data = Path(args.val_data) if args.val_data else None
     audio = AudioTrainOptions(
         data=data,
         out=out,
@@ -253,12 +262,26 @@ def cmd_train_all(args: argparse.Namespace) -> int:
         channels=REALTIME_CHANNELS,
         embedding_dim=REALTIME_EMBEDDING,
         workers=args.workers,
+        val_data=val_data,
     )
     _print_summary("audio", train_audio(audio), out)
-    video = VideoTrainOptions(data=data, out=out, k_frames=10, fit=fit_options(args, patience=5), workers=args.workers)
+    video = VideoTrainOptions(
+        data=data,
+        out=out,
+        k_frames=10,
+        fit=fit_options(args, patience=5),
+        workers=args.workers,
+        imagenet_prior=not args.no_imagenet_prior,
+        val_data=val_data,
+    )
     _print_summary("video", train_video(video), out)
     fusion = FusionTrainOptions(
-        bundle=out, data=data, scheme=args.scheme, fit=fit_options(args, patience=8), workers=args.workers
+        bundle=out,
+        data=data,
+        scheme=args.scheme,
+        fit=fit_options(args, patience=8),
+        workers=args.workers,
+        val_data=val_data,
     )
     _print_summary("fusion", train_fusion(fusion), out)
     return 0
