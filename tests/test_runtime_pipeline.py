@@ -310,3 +310,22 @@ def test_signal_stops_cleanly_within_two_seconds(runtime_bundle: Path, runtime_c
     assert closed_after < 2.0 and exited_after < 2.0, f"shutdown took {exited_after:.2f} s"
     last = json.loads(jsonl.read_text().splitlines()[-1])  # flushed to the end
     assert last == {"type": "status", "stream": "long", "state": "ended", "detail": "stopped"}
+
+
+@pytest.mark.timeout(120, method="thread")  # the bug hung forever: fail instead
+def test_a_video_only_bundle_runs_a_file_with_audio_to_its_end(runtime_bundle: Path, runtime_clips: Path, tmp_path):
+    """Nothing reads the audio of a bundle without an audio network: a file decoded as fast as possible must
+    not wait for inference to take it (it did, forever, once more than the audio ring holds: 6 s here)."""
+    import shutil
+
+    bundle = tmp_path / "video-only"
+    shutil.copytree(runtime_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["networks"] = {"video": manifest["networks"]["video"]}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    summary, events = run_collecting(
+        [SourceSpec("file", str(runtime_clips / "long.mp4"), realtime=False)], bundle=bundle, backend="torch"
+    )
+    assert summary.streams and all(s.state == "ended" for s in summary.streams.values())
+    predictions = [e for e in events if e["type"] == "prediction"]
+    assert predictions and all(e["modalities"]["audio"] is None for e in predictions)

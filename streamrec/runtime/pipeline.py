@@ -191,6 +191,8 @@ class Runtime:
 
         def emit(item: SourceItem) -> None:
             if isinstance(item, AudioChunk):
+                if not has_audio_network:
+                    return  # nothing would read it: waiting for inference to take it would stall the source
                 self._backpressure_audio(stream, len(item.samples))
                 stream.audio.write(item)
             elif isinstance(item, Frame):
