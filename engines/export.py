@@ -42,6 +42,8 @@ from streamrec.core.dataset import DecodeSpec, load_dataset
 from streamrec.core.features import FrameConfig, LogMel, LogMelConfig, frames_to_tensor
 from streamrec.core.graphs import GraphSpec, example_inputs, graph_metadata, graph_module, graph_spec
 
+# onnxruntime is imported where an export is checked: it is an optional backend.
+
 log = logging.getLogger(__name__)
 
 OPSET = 18

@@ -49,6 +49,8 @@ from streamrec.engines.tensorrt_engine import (
 )
 from streamrec.engines.torch_engine import TorchEngine
 
+# Backends' own packages (onnxruntime, tensorrt) are imported where they are used: each is optional.
+
 log = logging.getLogger(__name__)
 
 AUTO = "auto"

@@ -19,6 +19,8 @@ import numpy as np
 
 from streamrec.engines.base import EngineBase, EngineError, TensorSpec, check_inputs, log_io
 
+# onnxruntime is imported where it is used: it is an optional backend (a TensorRT host may go without it).
+
 log = logging.getLogger(__name__)
 
 # What quantize_dynamic touches: see the module docstring for why convolutions are left out.

@@ -25,6 +25,8 @@ import torch
 
 from streamrec.engines.base import EngineBase, EngineError, TensorSpec, check_inputs, log_io
 
+# tensorrt (and modelopt) are imported where they are used: they exist only on NVIDIA GPU hosts.
+
 log = logging.getLogger(__name__)
 
 WORKSPACE_BYTES = 1 << 30  # 1 GiB of builder scratch memory: plenty for these networks

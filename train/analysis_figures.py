@@ -15,6 +15,8 @@ from streamrec.core.features import frames_to_tensor
 from streamrec.core.gradcam import gradcam_maps, upsample_map
 from streamrec.train.analysis_types import AnalyzeOptions, BundleAnalysis
 
+# matplotlib and scikit-learn are imported where used: slow to import, only this report needs them.
+
 EXAMPLE_CLASS = "saxophone"  # seed 004's Figure 2 shows SaxophonePerformance
 BLOCK_LABELS = {
     "audio_audio": "audio-audio",

@@ -48,6 +48,8 @@ from streamrec.train import analysis_figures as figures
 from streamrec.train.analysis_types import AnalyzeOptions, BundleAnalysis, ClassCorrelation, FusionFeatures
 from streamrec.train.train_fusion import ClipInputs, Extractors, clip_inputs
 
+# scipy.stats is imported where used: slow to import, only the correlation study needs it.
+
 MIN_EXAMPLES_FOR_CORRELATION = 3  # a rank correlation over fewer examples is only ever +-1
 
 

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+# matplotlib is imported where a figure is drawn: slow to import, and only figures need it.
+
 log = logging.getLogger(__name__)
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+# matplotlib is imported where a figure is drawn: slow to import, and only figures need it.
+
 
 def hit_at_k(scores: np.ndarray, targets: np.ndarray, k: int) -> float:
     """Share of rows whose target index is among the k highest scores. scores (n, classes), targets (n,)."""

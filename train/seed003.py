@@ -25,6 +25,8 @@ from streamrec.core.errors import UserError
 from streamrec.train.loop import FitOptions
 from streamrec.train.pretrain import OBJECTIVES, PretrainOptions, pretrain_embedding
 
+# matplotlib is imported where a figure is drawn: slow to import, and only figures need it.
+
 
 @dataclass(frozen=True)
 class Row:

@@ -19,6 +19,8 @@ from streamrec.core.media import decode_audio
 from streamrec.train.corpus.melodies import DrumPattern, Note
 from streamrec.train.corpus.sources import DrumKit, soundfonts
 
+# pyfluidsynth is imported where a synth is made: it loads the system's libfluidsynth.
+
 AUDIO_RATE = 22050  # Hz, the rate of every audio track in the corpus
 BLOCK = 64  # samples, FluidSynth's internal block (FLUID_BUFSIZE)
 

@@ -15,6 +15,8 @@ import numpy as np
 
 from streamrec.train.corpus.sources import cache_dir
 
+# music21 is imported where its corpus is parsed: slow to import, needed once per cache.
+
 log = logging.getLogger(__name__)
 
 Note = tuple[int, float, float]  # (MIDI pitch, start beat, duration in beats)

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+# A backbone's package is imported when that backbone is built: each network needs only its own.
+
 BACKBONES = ("efficientnet_lite0", "inception_v3")
 
 # The ImageNet-1k classes that show each instrument: rows of EfficientNet-Lite0's ImageNet classifier, kept as

@@ -21,6 +21,8 @@ from streamrec.core.media import StreamingResampler
 from streamrec.runtime.sources.base import CaptureFormat, Emit, SourceError
 from streamrec.runtime.types import AudioChunk, SourceInfo, StateChange
 
+# sounddevice is imported when a microphone opens: it needs the system's PortAudio.
+
 log = logging.getLogger(__name__)
 
 BLOCK_SECONDS = 0.05  # seconds per PortAudio block: 20 callbacks a second
