@@ -33,7 +33,7 @@ def main() -> None:
         if long:
             tail = (
                 f"{100 * long['wrong_share']:.1f} % | {100 * long['background_share']:.1f} % | "
-                f"{long['switch_median_seconds']} s | {long['missed']} of {long['changes']}"
+                f"{long['switch_median_seconds'] or 0:.2f} s | {long['missed']} of {long['changes']}"
             )
         else:
             tail = "- | - | - | -"
