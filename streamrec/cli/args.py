@@ -54,8 +54,8 @@ def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled model)")
 
 
-def add_workers(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=_positive_int, default=max(1, os.cpu_count() or 1), help="decoding processes")
+def add_workers(p: argparse.ArgumentParser, help: str = "decoding processes") -> None:
+    p.add_argument("--workers", type=_positive_int, default=max(1, os.cpu_count() or 1), help=help)
 
 
 def add_fit(p: argparse.ArgumentParser, epochs: int, patience: int) -> None:

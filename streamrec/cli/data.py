@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from streamrec.cli.args import _positive_float, _positive_int, console
+from streamrec.cli.args import _positive_float, _positive_int, add_workers, console
 from streamrec.core.classes import DEFAULT_CLASSES, parse_class_list
 from streamrec.core.errors import UserError
 
@@ -43,12 +42,7 @@ def _add_field_dev(data_commands: argparse._SubParsersAction) -> None:
         "--long-seconds", type=_positive_float, default=60.0, metavar="S", help="long clip length (default 60)"
     )
     f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    f.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=max(1, os.cpu_count() or 1),
-        help="parallel worker processes (default: number of cores)",
-    )
+    add_workers(f, "parallel worker processes (default: number of cores)")
     f.set_defaults(func=cmd_data_field_dev)
 
 
@@ -91,12 +85,7 @@ def _add_build(data_commands: argparse._SubParsersAction) -> None:
         "--classes", metavar="LIST", help=f"comma-separated subset of: {','.join(DEFAULT_CLASSES)} (default all)"
     )
     b.add_argument("--seed", type=int, default=0, help="random seed; same seed, same corpus (default 0)")
-    b.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=max(1, os.cpu_count() or 1),
-        help="parallel worker processes (default: number of cores)",
-    )
+    add_workers(b, "parallel worker processes (default: number of cores)")
     b.add_argument(
         "--preview",
         action="store_true",
