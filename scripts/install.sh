@@ -21,6 +21,8 @@ APT_PACKAGES=(
   pulseaudio pulseaudio-utils libasound2-plugins
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
+  # an MQTT broker: the --mqtt sink's tests start their own mosquitto on a free loopback port
+  mosquitto
   # headless Chromium and its WebDriver, for the test of the browser live view
   chromium chromium-driver
 )
