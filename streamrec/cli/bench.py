@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from streamrec.cli.args import _positive_int, add_model, console
+from streamrec.cli.args import _positive_float, _positive_int, add_model, console
 from streamrec.core.errors import UserError
 
 
@@ -34,6 +34,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     bn.add_argument("--max-streams", type=_positive_int, metavar="N", help="stop the streams search at N (default 160)")
     bn.add_argument("--quick", action="store_true", help="tiny sizes: seconds instead of minutes")
+    bn.add_argument(
+        "--soak",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="instead of the benchmark: one real-time stream (the example clip looped) for SECONDS with a "
+        "websocket client and a --jsonl file, sampling RSS, threads, descriptors, event gaps and skipped "
+        "windows; --json and --markdown then write the soak's figures (and its curve under figures/)",
+    )
     bn.add_argument("--json", metavar="FILE", help="write every figure as JSON")
     bn.add_argument(
         "--markdown",
@@ -59,6 +67,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.max_streams:
         options = replace(options, max_streams=args.max_streams)
     command = "streamrec bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "streamrec bench"
+    if args.soak:
+        return _soak(args, model, backends[-1], command)
     report = run_bench(options, command, say=lambda line: console.print(line, highlight=False))
     print_report(report, Console())
     if args.json:
@@ -73,3 +83,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
         path.write_text(markdown(report, histogram, path.parent), encoding="utf-8")
         console.print(f"wrote {path} and {histogram}")
     return 0
+
+
+def _soak(args: argparse.Namespace, model: Path | None, backend: str, command: str) -> int:
+    """`--soak`: exit 0 when every soak target is met, 1 when one is missed (the figures are written either way)."""
+    import json
+
+    from rich.table import Table
+
+    from streamrec.bench.soak import SAMPLE_HEADER, plot_soak, sample_rows, soak, soak_markdown
+    from streamrec.engines import load_networks
+
+    console.print(f"soak: {args.soak:g} s in real time ({backend}), one websocket client", highlight=False)
+    result = soak(load_networks(model, backend, threads=1), backend, args.soak)
+    table = Table(*SAMPLE_HEADER, title="soak samples")
+    for row in sample_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    for target, required, measured, met in result.targets():
+        console.print(f"{target}: {measured} (required {required}) {'met' if met else 'MISSED'}", highlight=False)
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {path}")
+    if args.markdown:
+        path = Path(args.markdown)
+        figure = path.parent / "figures" / f"{path.stem}_soak.png"
+        plot_soak(result, figure)
+        path.write_text(soak_markdown(result, figure, path.parent, command), encoding="utf-8")
+        console.print(f"wrote {path} and {figure}")
+    return 0 if all(met for *_, met in result.targets()) else 1

@@ -23,13 +23,14 @@ import numpy as np
 import torch
 
 from streamrec.core.bundle import Bundle
+from streamrec.core.errors import UserError
 from streamrec.core.networks import NetworkInfo, Networks
 from streamrec.engines import load_networks
 from streamrec.runtime.broadcast import DEFAULT_HOST, BroadcastOptions, WebsocketSink
 from streamrec.runtime.explain import LiveExplainer
 from streamrec.runtime.options import CustomSource, RuntimeOptions
 from streamrec.runtime.recognizer import Recognizer, Request
-from streamrec.runtime.sinks import JsonlSink, Sink
+from streamrec.runtime.sinks import JsonlSink, QueuedSink, Sink, SinkError
 from streamrec.runtime.smoothing import SmoothingOptions
 from streamrec.runtime.sources import (
     CaptureFormat,
@@ -152,21 +153,29 @@ class Runtime:
 
     def _open_sinks(self) -> None:
         o = self.options
-        if o.jsonl is not None:
-            self._sinks.append(JsonlSink(o.jsonl))
-        if o.view:
-            self._view = TerminalView([(s.id, s.description) for s in self._streams])
-            self._sinks.append(self._view)
-        self._sinks += self._extra_sinks
         if o.ws is not None or o.web is not None:
             host, port = o.ws or (DEFAULT_HOST, None)
             ws_options = BroadcastOptions(host or DEFAULT_HOST, port, o.token, o.client_queue, web=o.web)
             self._ws = WebsocketSink(ws_options, self._hello)
             self._ws.start()
-            self._sinks.insert(0, self._ws)  # first to get each event, and first closed: clients hear the end
+            self._sinks.append(self._ws)  # first to get each event, and first closed: clients hear the end
             self.ws_port, self.web_port = self._ws.port, self._ws.web_port
             if self._ws.broadcaster.web_url:
                 log.info("live view: %s", self._ws.broadcaster.web_url)
+        if o.jsonl is not None:
+            # Opened (truncated) only once the listeners started: a run that cannot start keeps the old file.
+            # Its own thread and queue: a slow reader of the file or pipe never holds up inference.
+            self._sinks.append(QueuedSink(JsonlSink(o.jsonl), self._sink_failed))
+        if o.view:
+            self._view = TerminalView([(s.id, s.description) for s in self._streams])
+            self._sinks.append(self._view)
+        self._sinks += self._extra_sinks
+
+    def _sink_failed(self, error: SinkError) -> None:
+        """A sink lost events: the run stops and fails with the sink's one-line reason."""
+        if self._failure is None:
+            self._failure = error
+        self.stop("failure")
 
     def _close_sinks(self) -> None:
         for sink in self._sinks:
@@ -180,9 +189,10 @@ class Runtime:
             for sink in list(self._sinks):
                 try:
                     sink.send(event)
-                except Exception:
-                    log.exception("%s failed on an event; it gets no more", type(sink).__name__)
+                except Exception as e:
+                    log.debug("%s failed on an event", type(sink).__name__, exc_info=True)
                     self._sinks.remove(sink)
+                    self._sink_failed(e if isinstance(e, SinkError) else SinkError(f"{type(sink).__name__}: {e}"))
 
     # --- sources ----------------------------------------------------------------------------
 
@@ -439,6 +449,8 @@ class Runtime:
                     self._publish(status_event(stream.id, "ended", "stopped"))
                     stream.state = "ended"
             self._close_sinks()
+        if isinstance(self._failure, UserError):
+            raise self._failure  # a sink that lost events: its one-line reason
         if self._failure is not None:
             raise RuntimeError(f"the live runtime failed: {self._failure}") from self._failure
         return self._summary()
