@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from streamrec.train import distributed
+
 # matplotlib is imported where a figure is drawn: slow to import, and only figures need it.
 
 log = logging.getLogger(__name__)
@@ -66,29 +68,47 @@ def fit(
     batches(epoch) yields (inputs, targets) for one epoch; validate() returns the validation macro F1
     (the model is put in eval mode around it). With state_path the full state is saved after every
     epoch, and resume=True continues from it.
+
+    Under torchrun (train/distributed.py) every rank draws the same global batches, trains the
+    DDP-wrapped model on its rows of each, and follows rank 0's validation; only rank 0 shows progress
+    and saves the state. On a GPU (NCCL) the steps run on a copy of the model on this rank's GPU, and
+    model, on the CPU, takes its weights before each validation.
     """
     seed_everything(options.seed)
+    main, where = distributed.is_main(), distributed.device()
+    trained = model if where.type == "cpu" else copy.deepcopy(model).to(where)
+    chosen = list(parameters) if parameters is not None else list(model.parameters())
+    if trained is not model:  # the copy's parameters of the same names
+        names, own = {id(p): name for name, p in model.named_parameters()}, dict(trained.named_parameters())
+        chosen = [own[names[id(p)]] for p in chosen]
     optimizer = torch.optim.Adam(
-        parameters if parameters is not None else model.parameters(),
+        chosen,
         lr=options.learning_rate,
         weight_decay=options.weight_decay,
     )
     result = FitResult(best_state=copy.deepcopy(model.state_dict()), best_epoch=0, best_val_f1=-math.inf)
     start_epoch, elapsed_before = 1, 0.0
-    if resume and state_path is not None and state_path.exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        result = FitResult(**saved["result"])
-        start_epoch, elapsed_before = saved["epoch"] + 1, result.seconds
-        torch.set_rng_state(saved["torch_rng"])
-        log.info(
-            "resuming %s at epoch %d (best val F1 %.3f at epoch %d)",
-            label,
-            start_epoch,
-            result.best_val_f1,
-            result.best_epoch,
+    if resume and state_path is not None:  # rank 0 reads the state (its disk), every rank gets it
+        saved = distributed.from_main(
+            torch.load(state_path, map_location="cpu", weights_only=False) if main and state_path.exists() else None
         )
+        if saved is not None:
+            trained.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            result = FitResult(**saved["result"])
+            start_epoch, elapsed_before = saved["epoch"] + 1, result.seconds
+            per_rank = saved.get("torch_rng_ranks") or []
+            same_world = len(per_rank) == distributed.world_size()
+            torch.set_rng_state(per_rank[distributed.rank()] if same_world else saved["torch_rng"])
+            log.info(
+                "resuming %s at epoch %d (best val F1 %.3f at epoch %d)",
+                label,
+                start_epoch,
+                result.best_val_f1,
+                result.best_epoch,
+            )
+    network = distributed.wrap(trained)
+    world = distributed.world_size()
     started = time.monotonic()
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -97,52 +117,57 @@ def fit(
         TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
     )
-    with Progress(*columns) as progress:
+    with Progress(*columns, disable=not main) as progress:
         task = progress.add_task(label, total=options.max_epochs, completed=start_epoch - 1, status="")
         for epoch in range(start_epoch, options.max_epochs + 1):
             epoch_start = time.monotonic()
-            model.train()
-            losses = []
+            network.train()
+            losses = []  # per global batch: this rank's share of its mean loss (the shares sum to it)
             for inputs, targets in batches(epoch):
+                inputs, targets, weight = distributed.shard(inputs, targets)
+                inputs, targets = distributed.to_device(inputs, where), targets.to(where)
                 optimizer.zero_grad()
-                loss = loss_fn(model(inputs), targets)
-                loss.backward()
+                loss = loss_fn(network(inputs), targets)
+                (loss * weight).backward()
                 optimizer.step()
-                losses.append(loss.item())
+                losses.append(loss.item() * weight / world)
                 progress.update(
-                    task, status=f"loss {np.mean(losses):.3f}  best val F1 {max(result.best_val_f1, 0):.3f}"
+                    task, status=f"loss {np.mean(losses) * world:.3f}  best val F1 {max(result.best_val_f1, 0):.3f}"
                 )
+            epoch_loss = distributed.sum_over_ranks(float(np.sum(losses))) / len(losses) if losses else math.nan
+            distributed.sync_buffers(trained)
+            if trained is not model:
+                model.load_state_dict(trained.state_dict())
             model.eval()
-            val_f1 = float(validate())
-            result.history.append(
-                {
-                    "epoch": epoch,
-                    "loss": float(np.mean(losses)),
-                    "val_f1": val_f1,
-                    "seconds": time.monotonic() - epoch_start,
-                }
+            # Rank 0 validates and keeps time; every rank takes its figures, so all stop at the same epoch.
+            val_f1 = float(validate()) if main else 0.0
+            val_f1, epoch_seconds, result.seconds = distributed.from_main(
+                (val_f1, time.monotonic() - epoch_start, elapsed_before + time.monotonic() - started)
             )
+            result.history.append({"epoch": epoch, "loss": epoch_loss, "val_f1": val_f1, "seconds": epoch_seconds})
             if val_f1 > result.best_val_f1:
                 result.best_val_f1, result.best_epoch = val_f1, epoch
                 result.best_state = copy.deepcopy(model.state_dict())
-            result.seconds = elapsed_before + time.monotonic() - started
             progress.update(
                 task,
                 advance=1,
-                status=f"loss {np.mean(losses):.3f}  val F1 {val_f1:.3f}  best {result.best_val_f1:.3f}",
+                status=f"loss {epoch_loss:.3f}  val F1 {val_f1:.3f}  best {result.best_val_f1:.3f}",
             )
             if state_path is not None:
-                state_path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "epoch": epoch,
-                        "result": asdict(result),
-                        "torch_rng": torch.get_rng_state(),
-                    },
-                    state_path,
-                )
+                rng_states = distributed.gather(torch.get_rng_state())
+                if main:
+                    state_path.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save(
+                        {
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "epoch": epoch,
+                            "result": asdict(result),
+                            "torch_rng": rng_states[0],
+                            "torch_rng_ranks": rng_states,  # each rank's dropout draws go on where they stopped
+                        },
+                        state_path,
+                    )
             if epoch - result.best_epoch >= options.patience:
                 result.stopped = f"early stopping: no better validation F1 for {options.patience} epochs"
                 break
@@ -161,6 +186,7 @@ def fit(
     )
     model.load_state_dict(result.best_state)
     model.eval()
+    distributed.check_identical(model, label)
     return result
 
 
