@@ -7,6 +7,7 @@ Fixtures live in tests/conftest.py (pytest finds them); this module holds no fix
 from __future__ import annotations
 
 import csv
+import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,3 +158,13 @@ def assert_matches_offline(predictions: list[dict], expected: list[dict], classe
             assert p["modalities"]["video"] is None
         else:
             np.testing.assert_allclose([p["modalities"]["video"][c] for c in classes], e["video"], atol=2e-4)
+
+
+# --- network ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now (for a child process that must be told its port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -10,19 +10,31 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import NoReturn
 
 from rich.logging import RichHandler
+from rich.text import Text
 
 from streamrec import __version__
 from streamrec.cli import bench, data, engines, evaluate, run, train, tune
 from streamrec.cli.args import console
 from streamrec.core.errors import UserError
+from streamrec.core.redact import RedactingFilter, redact
 
 log = logging.getLogger("streamrec")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line like every other error (exit 2), the usage left to --help.
+    Subcommand parsers are of the same class (add_subparsers' default)."""
+
+    def error(self, message: str) -> NoReturn:
+        _print_error("error:", f"{self.prog}: {message} (see {self.prog} --help)")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="streamrec",
         description="Real-time recognition of musical instruments in live and recorded video.",
     )
@@ -36,15 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-    )
+    handler = RichHandler(console=console, show_path=False, show_time=False)
+    handler.addFilter(RedactingFilter())  # every log line, from any library: no URL credentials
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", handlers=[handler])
     try:
         code = args.func(args)
     except UserError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        _print_error("error:", str(e))
         code = 2
     except KeyboardInterrupt:
         console.print("interrupted")
@@ -52,10 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # an internal failure: one line, the traceback with --verbose
         if args.verbose:
             console.print_exception()
-        console.print(
-            f"[red]internal error:[/red] {type(e).__name__}: {e} (run with --verbose for the traceback)",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _print_error("internal error:", f"{type(e).__name__}: {e} (run with --verbose for the traceback)")
         code = 1
     sys.exit(code)
+
+
+def _print_error(prefix: str, message: str) -> None:
+    """One line: the message as plain text (a path may hold brackets), its URL credentials redacted."""
+    console.print(Text.assemble((prefix, "red"), " ", redact(message)), highlight=False, soft_wrap=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -25,8 +26,8 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not math.isfinite(value) or value <= 0:  # float() takes "nan" and "inf", no duration or rate can be either
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
     return value
 
 

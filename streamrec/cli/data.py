@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.text import Text
+
 from streamrec.cli.args import _positive_float, _positive_int, add_workers, console
 from streamrec.core.classes import DEFAULT_CLASSES, parse_class_list
 from streamrec.core.errors import UserError
@@ -61,7 +63,9 @@ def cmd_data_field_dev(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     plans = build_field_dev(options, args.long_clips, args.long_seconds, console=console)
-    console.print(f"[green]wrote {len(plans)} clips and {args.long_clips} long clips[/green] to {options.out}")
+    console.print(
+        Text.assemble((f"wrote {len(plans)} clips and {args.long_clips} long clips", "green"), f" to {options.out}")
+    )
     return 0
 
 
@@ -114,10 +118,9 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         preview=args.preview,
     )
     plans = build(options, console=console)
+    previews = ", preview_frames.png, preview_logmel.png" if args.preview else ""
     console.print(
-        f"[green]wrote {len(plans)} clips[/green] to {options.out} (labels.csv, README.md"
-        + (", preview_frames.png, preview_logmel.png" if args.preview else "")
-        + ")"
+        Text.assemble((f"wrote {len(plans)} clips", "green"), f" to {options.out} (labels.csv, README.md{previews})")
     )
     return 0
 
@@ -181,5 +184,5 @@ def cmd_data_sources(args: argparse.Namespace) -> int:
         console.print(f"  {name}: {licence}")
     if problems:
         raise UserError("; ".join(problems))
-    console.print("[green]all training sources present[/green]")
+    console.print("all training sources present", style="green")
     return 0

@@ -3,8 +3,10 @@
 Broadcasting never waits for a client: each client has a bounded queue drained by its own
 connection handler; when a client reads too slowly its queue drops the oldest event and counts
 the drop (the pattern of websockets' docs/topics/broadcast.rst). With a token, a client must
-present it (`?token=...` or `Authorization: Bearer ...`), else the handshake gets HTTP 401.
-Everything here runs on one asyncio event loop; pipeline.py owns the loop and its thread.
+present it (`?token=...` or `Authorization: Bearer ...`), else the handshake gets HTTP 401 (429 after
+repeated wrong ones). Browsers' handshakes from other sites and requests naming a foreign Host get
+403 (guard.py). What clients send is read and ignored: the server only talks. Everything here runs
+on one asyncio event loop; pipeline.py owns the loop and its thread.
 
 With a web address, a second listener serves the browser live view (streamrec/web/, plain files, no
 build step) over HTTP and the same events as a websocket at /ws: one origin, so the page needs no
@@ -14,13 +16,13 @@ configuration, and the token in the page's URL is handed on to /ws.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,6 +32,16 @@ from websockets.http11 import Request, Response
 
 from streamrec.core.assets import WEB_ROOT
 from streamrec.core.errors import UserError
+from streamrec.runtime.guard import (
+    AccessPolicy,
+    CheckedConnection,
+    TokenGuard,
+    is_loopback,
+    normalize_origin,
+    security_headers,
+    tls_context,
+    without_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +73,10 @@ class BroadcastOptions:
     queue_size: int = 64  # events queued per client before the oldest are dropped
     close_timeout: float = 0.5  # seconds clients get to answer the close frame at shutdown
     web: tuple[str, int] | None = None  # (host, port) of the browser live view; port 0 = any free port
+    allow_origins: tuple[str, ...] = ()  # browser origins allowed besides the web view's own ("*": any)
+    certfile: Path | None = None  # TLS (wss://, https://) with this PEM certificate chain...
+    keyfile: Path | None = None  # ...and its key, when not in certfile
+    keepalive: float = 20.0  # seconds between pings; a client that does not answer within as long is dropped
 
     def __post_init__(self) -> None:
         if self.port is None and self.web is None:
@@ -72,6 +88,24 @@ class BroadcastOptions:
             raise ValueError(f"the per-client queue must hold at least one event, got {self.queue_size}")
         if self.token is not None and not self.token:
             raise ValueError("the websocket token must not be empty")
+        object.__setattr__(self, "allow_origins", tuple(normalize_origin(o) for o in self.allow_origins))
+        if self.keyfile is not None and self.certfile is None:
+            raise ValueError("a TLS key needs its certificate (certfile)")
+        if not self.keepalive > 0:
+            raise ValueError(f"the keepalive interval must be positive seconds, got {self.keepalive}")
+
+    @property
+    def scheme(self) -> str:
+        """The web view's scheme; the websockets' is the same with ws instead of http."""
+        return "https" if self.certfile is not None else "http"
+
+
+def exposed_hosts(options: BroadcastOptions) -> list[str]:
+    """The listeners' hosts that other machines can reach while no token is required (warned about at start)."""
+    if options.token:
+        return []
+    hosts = ([options.host] if options.port is not None else []) + ([options.web[0]] if options.web else [])
+    return sorted({host for host in hosts if not is_loopback(host)})
 
 
 @dataclass(eq=False)
@@ -94,6 +128,7 @@ class Broadcaster:
         self._server: Server | None = None  # plain websocket server
         self._web: Server | None = None  # the web view and its /ws
         self._clients: set[ClientStats] = set()
+        self._tokens = TokenGuard(options.token) if options.token else None
         self.connected_total = 0
 
     @property
@@ -112,34 +147,50 @@ class Broadcaster:
 
     async def start(self) -> None:
         o = self.options
+        # Loaded before binding: a bad certificate is one line, not a half-started server.
+        tls = tls_context(o.certfile, o.keyfile) if o.certfile is not None else None
+        required = " (token required: add ?token=... to the address)" if o.token else ""  # never the token itself
         if o.port is not None:
-            self._server = await self._serve(o.host, o.port, self._check_token if o.token else None, "websockets")
-            log.info("websocket server on ws://%s:%d%s", o.host, self.port, " (token required)" if o.token else "")
+            self._server = await self._serve(o.host, o.port, self._ws_request, tls, "websockets")
+            log.info("websocket server on %s://%s:%d%s", o.scheme.replace("http", "ws"), o.host, self.port, required)
         if o.web is not None:
             try:
-                self._web = await self._serve(*o.web, self._web_request, "the web view")
+                self._web = await self._serve(*o.web, self._web_request, tls, "the web view")
             except OSError:
                 await self.stop()
                 raise
-            log.info("live view on %s", self.web_url)
+            log.info("live view on %s%s", self.web_url, required)
+        for host in exposed_hosts(o):
+            log.warning(
+                "listening on %s without --token: anyone who can reach this machine sees every prediction and "
+                "source; give --token (and --certfile/--keyfile for encryption)",
+                host,
+            )
 
     @property
     def web_url(self) -> str | None:
+        """The web view's address (without the token: it is never printed)."""
         if self.options.web is None or self.web_port is None:
             return None
         host = self.options.web[0]
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.web_port}/" + (f"?token={self.options.token}" if self.options.token else "")
+        return f"{self.options.scheme}://{shown}:{self.web_port}/"
 
-    async def _serve(self, host: str, port: int, process_request: Any, what: str) -> Server:
+    async def _serve(self, host: str, port: int, process_request: Any, tls: Any, what: str) -> Server:
         try:
             return await serve(
                 self._handle,
                 host,
                 port,
                 process_request=process_request,
+                process_response=self._http_response,
+                server_header=None,  # no version advertising
                 compression=None,  # small JSON messages: deflate would cost CPU per client for little
                 close_timeout=self.options.close_timeout,
+                ping_interval=self.options.keepalive,
+                ping_timeout=self.options.keepalive,
+                create_connection=CheckedConnection,  # 405 for POST & co., with or without a body
+                ssl=tls,
             )
         except OSError as e:
             raise OSError(f"cannot serve {what} on {host}:{port}: {e.strerror or e}") from e
@@ -178,24 +229,61 @@ class Broadcaster:
                 log.warning("the websocket server did not close in time")
         self._server = self._web = None
 
-    def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The checks of every request on both listeners: Host and Origin (403), then for websocket
+        handshakes the token (401, 429 after repeated wrong ones). None: go on."""
+        policy = AccessPolicy(self._bound_host(connection), self.options.allow_origins, self.options.scheme)
+        refusal = policy.refusal(request)
+        if refusal is not None:
+            log.warning("refused a request from %s: %s", _address(connection), refusal)
+            return connection.respond(HTTPStatus.FORBIDDEN, refusal + "\n")
+        if self._tokens is None or request.headers.get("Upgrade", "").lower() != "websocket":
+            return None
         presented = parse_qs(urlsplit(request.path).query).get("token", [None])[0]
         authorization = request.headers.get("Authorization", "")
         if presented is None and authorization.lower().startswith("bearer "):
             presented = authorization[7:].strip()
-        expected = self.options.token or ""
-        if presented is not None and hmac.compare_digest(presented.encode(), expected.encode()):
+        address = connection.remote_address[0] if connection.remote_address else "?"
+        refused = self._tokens.refusal(address, presented)
+        if refused is None:
             return None
-        log.warning("refused a websocket client from %s: missing or wrong token", _address(connection))
-        return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+        status, reason = refused
+        log.warning("refused a websocket client from %s: %s", _address(connection), reason)
+        response = connection.respond(status, reason + "\n")
+        if status == HTTPStatus.TOO_MANY_REQUESTS:
+            response.headers["Retry-After"] = str(int(self._tokens.window))
+        return response
+
+    def _bound_host(self, connection: ServerConnection) -> str:
+        """The host the user gave for the listener this connection came to (a name is a trusted Host)."""
+        web = self.options.web
+        local = connection.local_address
+        if web is not None and local is not None and local[1] == self.web_port:
+            return web[0]
+        return self.options.host
+
+    def _ws_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The plain websocket listener: only the checks; websockets answers what is not a handshake."""
+        return self._admit(connection, request)
+
+    def _http_response(self, connection: ServerConnection, request: Request, response: Response) -> Response | None:
+        """Every answer of both listeners, websockets' own refusals included: security headers on HTTP
+        answers, no body for HEAD."""
+        if response.status_code == HTTPStatus.SWITCHING_PROTOCOLS:
+            return None
+        security_headers(response, request)
+        return without_body(response) if request.method == "HEAD" else None
 
     def _web_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """The web listener: websocket upgrades on /ws (token checked), the page's files otherwise."""
+        """The web listener: websocket upgrades on /ws, the page's files otherwise, after the checks."""
+        refused = self._admit(connection, request)
+        if refused is not None:
+            return refused
         path = urlsplit(request.path).path
         if request.headers.get("Upgrade", "").lower() == "websocket":
             if path != WEB_SOCKET_PATH:
                 return connection.respond(HTTPStatus.NOT_FOUND, f"websockets are served at {WEB_SOCKET_PATH}\n")
-            return self._check_token(connection, request) if self.options.token else None
+            return None
         if path not in WEB_FILES:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
         name, content_type = WEB_FILES[path]
@@ -211,13 +299,13 @@ class Broadcaster:
         self.connected_total += 1
         log.info("websocket client %s connected", client.address)
         pump = asyncio.create_task(self._pump(connection, client))
-        closed = asyncio.create_task(connection.wait_closed())
+        reader = asyncio.create_task(_ignore_incoming(connection))
         try:
-            # Whichever ends first: the client leaves, the server closes, or sending fails.
-            await asyncio.wait({pump, closed}, return_when=asyncio.FIRST_COMPLETED)
+            # Whichever ends first: the client leaves or the server closes (the reader ends), or sending fails.
+            await asyncio.wait({pump, reader}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             pump.cancel()
-            closed.cancel()
+            reader.cancel()
             self._clients.discard(client)
             log.info(
                 "websocket client %s left: %d events sent, %d dropped", client.address, client.sent, client.dropped
@@ -232,6 +320,16 @@ class Broadcaster:
                 client.sent += 1
         except ConnectionClosed:
             pass
+
+
+async def _ignore_incoming(connection: ServerConnection) -> None:
+    """Reads and drops what a client sends: unread messages fill websockets' receive queue (16), then it stops
+    reading the socket, pongs go unseen too, and the keepalive drops the client with 1011."""
+    try:
+        async for _ in connection:
+            pass
+    except ConnectionClosed:
+        pass
 
 
 def _address(connection: ServerConnection) -> str:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from streamrec.core.redact import redact
+
 EVENT_VERSION = 1  # the "version" of the hello event (docs/events.md)
 STATES = ("started", "stalled", "reconnecting", "ended", "error")
 TERMINAL_STATES = ("ended", "error")
@@ -139,12 +141,13 @@ def _scores(classes: Sequence[str], values: np.ndarray) -> dict[str, float]:
 
 
 def hello_event(classes: Sequence[str], streams: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """The first message to every websocket client; streams are (id, source description) pairs."""
+    """The first message to every websocket client; streams are (id, source description) pairs, their
+    descriptions redacted (a URL's credentials never reach a client)."""
     return {
         "type": "hello",
         "version": EVENT_VERSION,
         "classes": list(classes),
-        "streams": [{"id": stream_id, "source": source} for stream_id, source in streams],
+        "streams": [{"id": stream_id, "source": redact(source)} for stream_id, source in streams],
     }
 
 
@@ -183,6 +186,7 @@ def prediction_event(
 
 
 def status_event(stream: str, state: str, detail: str = "") -> dict[str, Any]:
+    """A stream's state; the detail is redacted (FFmpeg's error texts repeat a source URL, credentials too)."""
     if state not in STATES:
         raise ValueError(f"unknown stream state {state!r}; known: {', '.join(STATES)}")
-    return {"type": "status", "stream": stream, "state": state, "detail": detail}
+    return {"type": "status", "stream": stream, "state": state, "detail": redact(detail)}

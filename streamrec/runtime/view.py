@@ -15,6 +15,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from streamrec.core.redact import redact
+
 TIMELINE_SECONDS = 30.0  # media seconds shown by the timeline
 TIMELINE_CELLS = 60  # 0.5 s per cell
 BARS = 6  # classes shown as bars, highest first
@@ -47,7 +49,8 @@ class TerminalView:
     """send(event) from any thread; start()/close() run the rich Live display."""
 
     def __init__(self, streams: list[tuple[str, str]], console: Console | None = None) -> None:
-        self._streams = {stream_id: _StreamView(source) for stream_id, source in streams}
+        # Sources shown redacted, as in events: a URL's credentials never reach the screen.
+        self._streams = {stream_id: _StreamView(redact(source)) for stream_id, source in streams}
         self._lock = threading.Lock()
         self._console = console or Console()
         self._live: Live | None = None
@@ -107,7 +110,7 @@ class TerminalView:
         active = Text("active: ") + (Text(", ".join(view.active), style="bold green") if view.active else Text("-"))
         return Panel(
             Group(header, bars, active, self._timeline(view)),
-            title=f"[bold]{stream_id}[/bold]  {view.source}",
+            title=Text.assemble((stream_id, "bold"), "  ", view.source),  # Text: a path's brackets are no markup
             title_align="left",
         )
 

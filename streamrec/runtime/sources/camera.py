@@ -21,6 +21,15 @@ from streamrec.runtime.types import Frame, SourceInfo, StateChange
 log = logging.getLogger(__name__)
 
 
+def _quiet_opencv() -> None:
+    """OpenCV's own log lines off (process-wide), unless debugging: a camera that cannot be opened or
+    read is reported as one line by this source, and OpenCV's WARN/ERROR lines before it say the same
+    in its own format (and print to stderr around the terminal view)."""
+    debug = log.isEnabledFor(logging.DEBUG)
+    levels = cv2.utils.logging
+    levels.setLogLevel(levels.LOG_LEVEL_INFO if debug else levels.LOG_LEVEL_SILENT)
+
+
 class CameraSource:
     """device: a camera index (0 = the first camera) or a path OpenCV can open (then paced like a file
     when realtime). fps: frames kept per second (default: the bundle's frame rate)."""
@@ -50,6 +59,7 @@ class CameraSource:
     def prepare(self) -> None:
         if self.is_file and not Path(str(self.device)).is_file():
             raise SourceError(f"no such video file: {self.device}")
+        _quiet_opencv()
         index = int(self.device) if not self.is_file else None
         capture = cv2.VideoCapture(index if index is not None else str(self.device))
         if not capture.isOpened():
