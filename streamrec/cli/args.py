@@ -142,6 +142,12 @@ def add_outputs(p: argparse.ArgumentParser, ws_default: str = "off") -> None:
         "in torch once per frame",
     )
     p.add_argument("--jsonl", metavar="FILE", help="also write every event to FILE, one JSON object per line")
+    p.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="also publish every event to an MQTT broker, mqtt://[USER:PASS@]HOST[:PORT][/PREFIX], on topics "
+        "PREFIX/STREAM/TYPE (QoS 1; default port 1883, prefix streamrec; docs/events.md)",
+    )
     p.add_argument("--no-view", action="store_true", help="no terminal live view")
     p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
 
@@ -150,6 +156,14 @@ def output_options(args: argparse.Namespace) -> dict:
     """The output options shared by run, live and demo."""
     if args.token and not (args.ws or args.web):
         raise UserError("--token needs --ws or --web: the token guards the websocket server")
+    mqtt = None
+    if args.mqtt:
+        from streamrec.runtime.mqtt_sink import MqttOptions  # imported here: CLI start-up time
+
+        try:
+            mqtt = MqttOptions.from_url(args.mqtt)
+        except ValueError as e:
+            raise UserError(f"--mqtt: {e}") from None
     return {
         "ws": args.ws,
         "web": args.web,
@@ -157,4 +171,5 @@ def output_options(args: argparse.Namespace) -> dict:
         "jsonl": Path(args.jsonl) if args.jsonl else None,
         "view": not args.no_view,
         "explain": args.explain,
+        "mqtt": mqtt,
     }

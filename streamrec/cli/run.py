@@ -16,6 +16,7 @@ from streamrec.core.assets import DEFAULT_BUNDLE, EXAMPLE_CLIP
 from streamrec.core.errors import UserError
 
 if TYPE_CHECKING:
+    from streamrec.runtime.mqtt_sink import MqttOptions
     from streamrec.runtime.pipeline import Runtime
     from streamrec.runtime.sources import SourceSpec
 
@@ -37,6 +38,17 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
         "possible by default, URLs and devices in real time.",
     )
     r.add_argument("sources", nargs="*", metavar="SOURCE")
+    r.add_argument(
+        "--streams",
+        metavar="FILE",
+        help="also run the sources listed in FILE: one per line, SOURCE [STREAM_ID], # comments (docs/deployment.md)",
+    )
+    r.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only this host's share (host K of N) of the --streams file; every host gets the same file "
+        "and the split is decided by stream id, not by line order (docs/deployment.md)",
+    )
     pace = r.add_mutually_exclusive_group()
     pace.add_argument("--realtime", action="store_true", help="pace files in real time (default for URLs/devices)")
     pace.add_argument("--fast", action="store_true", help="as fast as possible (default for files)")
@@ -56,12 +68,26 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     # imported here: CLI start-up time
     from streamrec.runtime.sources import SourceSpec, parse_source
+    from streamrec.runtime.sources.streams_file import Shard, read_streams_file
 
-    specs = [parse_source(s) for s in args.sources] + [
-        SourceSpec("camera", str(n), fps=args.fps) for n in args.camera or []
-    ]
+    shard = None
+    if args.shard is not None:
+        if not args.streams:
+            raise UserError("--shard needs --streams FILE: it splits that file's streams between hosts")
+        try:
+            shard = Shard.parse(args.shard)
+        except ValueError as e:
+            raise UserError(f"--shard: {e}") from None
+    specs = [parse_source(s) for s in args.sources]
+    if args.streams:
+        listed, total = read_streams_file(Path(args.streams), shard)
+        if shard is not None:
+            ids = ", ".join(str(spec.stream_id) for spec in listed)
+            log.info("shard %s: %d of the %d streams of %s: %s", shard, len(listed), total, args.streams, ids)
+        specs += listed
+    specs += [SourceSpec("camera", str(n), fps=args.fps) for n in args.camera or []]
     if not specs:
-        raise UserError("give at least one SOURCE (file, URL, camera:N, mic:[DEVICE]) or --camera N")
+        raise UserError("give at least one SOURCE (file, URL, camera:N, mic:[DEVICE]), --streams FILE or --camera N")
     realtime = True if args.realtime else False if args.fast else None
     if args.wait_clients and not (args.ws or args.web):
         raise UserError("--wait-clients needs --ws or --web: clients connect to those")
@@ -133,6 +159,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         outputs["token"],
         outputs["web"],
         outputs["explain"],
+        outputs["mqtt"],
     )
 
 
@@ -173,6 +200,7 @@ def run_streams(
     explain: bool = False,
     duration: float | None = None,
     hop: float | None = None,
+    mqtt: MqttOptions | None = None,
 ) -> int:
     """The entry point of `streamrec run`, `live` and `demo`: runs until the sources end or Ctrl-C /
     SIGTERM, and returns the exit code (0; 2 when a stream ended in error; 128 + signal number).
@@ -180,6 +208,7 @@ def run_streams(
     realtime: True paces every source in real time, False runs every source as fast as possible
     (devices are real time anyway), None keeps each source's default (files fast, URLs real time).
     hop: seconds between audio windows (None: the runtime's DEFAULT_HOP_SECONDS).
+    mqtt: also publish the events to this MQTT broker.
     Raises UserError (SourceError, BundleError) for a missing file, device, bundle or a busy port.
     """
     from streamrec.runtime.pipeline import Runtime, RuntimeOptions
@@ -202,9 +231,18 @@ def run_streams(
         view=view,
         duration=duration,
     )
-    runtime = Runtime(specs, options)
-    with _SignalStop(runtime):
-        summary = runtime.run()
+    sinks = []
+    if mqtt is not None:
+        from streamrec.runtime.mqtt_sink import MqttSink  # imported here: CLI start-up time
+
+        sinks.append(MqttSink(mqtt))
+    runtime = Runtime(specs, options, sinks=sinks)
+    try:
+        with _SignalStop(runtime):
+            summary = runtime.run()
+    finally:
+        for sink in sinks:
+            sink.close()  # run() closed it, unless it failed before opening the sinks (closing twice is a no-op)
     for stream_id, s in summary.streams.items():
         latency = f", latency p50 {s.latency_p50_ms:.0f} ms p95 {s.latency_p95_ms:.0f} ms" if s.latency_p50_ms else ""
         log.info("%s: %s %s; %d updates, %d skipped%s", stream_id, s.state, s.detail, s.updates, s.skipped, latency)
@@ -235,6 +273,7 @@ def run_demo(
     token: str | None = None,
     web: tuple[str, int] | None = None,
     explain: bool = False,
+    mqtt: MqttOptions | None = None,
 ) -> int:
     """`streamrec demo`: the bundled model on the bundled example clip, through the live runtime.
     The demo always serves websockets: ws None means the default address (127.0.0.1:8765)."""
@@ -254,4 +293,5 @@ def run_demo(
         duration=duration,
         web=web,
         explain=explain,
+        mqtt=mqtt,
     )

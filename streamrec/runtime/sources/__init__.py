@@ -58,9 +58,12 @@ class SourceSpec:
         return self.realtime if self.realtime is not None else self.kind != "file"
 
 
-def parse_source(text: str, stream_id: str | None = None, realtime: bool | None = None) -> SourceSpec:
+def parse_source(
+    text: str, stream_id: str | None = None, realtime: bool | None = None, must_exist: bool = True
+) -> SourceSpec:
     """A SOURCE argument of `streamrec run`: a file path, a URL (rtsp://, http(s)://, ...), camera:N,
-    or mic: / mic:DEVICE. Raises SourceError for a file that does not exist."""
+    or mic: / mic:DEVICE. Raises SourceError for a file that does not exist (unless must_exist is False:
+    a streams file names files that only the host running them has)."""
     lower = text.lower()
     if is_url(text):
         return SourceSpec("url", text, stream_id, realtime)
@@ -77,7 +80,7 @@ def parse_source(text: str, stream_id: str | None = None, realtime: bool | None 
             return SourceSpec(kind, target, stream_id, realtime)
     if lower in ("mic", "microphone"):
         return SourceSpec("microphone", "", stream_id, realtime)
-    if not Path(text).is_file():
+    if must_exist and not Path(text).is_file():
         raise SourceError(f"no such media file: {text} (a SOURCE is a file, a URL, camera:N or mic:[DEVICE])")
     return SourceSpec("file", text, stream_id, realtime)
 
