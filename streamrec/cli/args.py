@@ -51,6 +51,15 @@ def _address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _origin(text: str) -> str:
+    from streamrec.runtime.guard import normalize_origin  # imported here: CLI start-up time
+
+    try:
+        return normalize_origin(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled model)")
 
@@ -135,6 +144,21 @@ def add_outputs(p: argparse.ArgumentParser, ws_default: str = "off") -> None:
         "the web view takes it from its own URL",
     )
     p.add_argument(
+        "--allow-origin",
+        action="append",
+        type=_origin,
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN (https://host[:port], or * for any) connect to --ws and the web view's "
+        "websocket; by default browsers' handshakes from other sites get 403, so that no page you visit can read "
+        "the events (repeatable)",
+    )
+    p.add_argument(
+        "--certfile",
+        metavar="PEM",
+        help="serve --ws and --web over TLS (wss://, https://) with this certificate chain (PEM)",
+    )
+    p.add_argument("--keyfile", metavar="PEM", help="the private key of --certfile, when it is not in that file")
+    p.add_argument(
         "--explain",
         action="store_true",
         help="add Grad-CAM of the newest frame for the top class to each prediction (a 7x7 grid and "
@@ -156,6 +180,10 @@ def output_options(args: argparse.Namespace) -> dict:
     """The output options shared by run, live and demo."""
     if args.token and not (args.ws or args.web):
         raise UserError("--token needs --ws or --web: the token guards the websocket server")
+    if (args.allow_origin or args.certfile or args.keyfile) and not (args.ws or args.web):
+        raise UserError("--allow-origin, --certfile and --keyfile need --ws or --web: they apply to those")
+    if args.keyfile and not args.certfile:
+        raise UserError("--keyfile needs --certfile: the key belongs to a certificate")
     mqtt = None
     if args.mqtt:
         from streamrec.runtime.mqtt_sink import MqttOptions  # imported here: CLI start-up time
@@ -171,5 +199,8 @@ def output_options(args: argparse.Namespace) -> dict:
         "jsonl": Path(args.jsonl) if args.jsonl else None,
         "view": not args.no_view,
         "explain": args.explain,
+        "allow_origins": tuple(args.allow_origin or ()),
+        "certfile": Path(args.certfile) if args.certfile else None,
+        "keyfile": Path(args.keyfile) if args.keyfile else None,
         "mqtt": mqtt,
     }

@@ -160,6 +160,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         outputs["web"],
         outputs["explain"],
         outputs["mqtt"],
+        allow_origins=outputs["allow_origins"],
+        certfile=outputs["certfile"],
+        keyfile=outputs["keyfile"],
     )
 
 
@@ -200,6 +203,9 @@ def run_streams(
     explain: bool = False,
     duration: float | None = None,
     hop: float | None = None,
+    allow_origins: tuple[str, ...] = (),
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
     mqtt: MqttOptions | None = None,
 ) -> int:
     """The entry point of `streamrec run`, `live` and `demo`: runs until the sources end or Ctrl-C /
@@ -227,6 +233,9 @@ def run_streams(
         wait_clients=wait_clients,
         explain=explain,
         token=token,
+        allow_origins=allow_origins,
+        certfile=certfile,
+        keyfile=keyfile,
         jsonl=jsonl,
         view=view,
         duration=duration,
@@ -273,6 +282,9 @@ def run_demo(
     token: str | None = None,
     web: tuple[str, int] | None = None,
     explain: bool = False,
+    allow_origins: tuple[str, ...] = (),
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
     mqtt: MqttOptions | None = None,
 ) -> int:
     """`streamrec demo`: the bundled model on the bundled example clip, through the live runtime.
@@ -293,5 +305,8 @@ def run_demo(
         duration=duration,
         web=web,
         explain=explain,
+        allow_origins=allow_origins,
+        certfile=certfile,
+        keyfile=keyfile,
         mqtt=mqtt,
     )

@@ -24,6 +24,9 @@ class RuntimeOptions:
     web: tuple[str, int] | None = None  # browser live view (host, port), its websocket at /ws; port 0 = any
     explain: bool = False  # Grad-CAM of the newest frame for the top class in each prediction event
     token: str | None = None  # required from websocket clients when set
+    allow_origins: tuple[str, ...] = ()  # browser origins let in besides the web view's own ("*": any)
+    certfile: Path | None = None  # TLS for the websocket server and the web view (wss://, https://)...
+    keyfile: Path | None = None  # ...with this key, when it is not in certfile
     jsonl: Path | None = None
     view: bool = False
     duration: float | None = None  # seconds of media per source, then it ends

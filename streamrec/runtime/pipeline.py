@@ -155,7 +155,16 @@ class Runtime:
         o = self.options
         if o.ws is not None or o.web is not None:
             host, port = o.ws or (DEFAULT_HOST, None)
-            ws_options = BroadcastOptions(host or DEFAULT_HOST, port, o.token, o.client_queue, web=o.web)
+            ws_options = BroadcastOptions(
+                host or DEFAULT_HOST,
+                port,
+                o.token,
+                o.client_queue,
+                web=o.web,
+                allow_origins=o.allow_origins,
+                certfile=o.certfile,
+                keyfile=o.keyfile,
+            )
             self._ws = WebsocketSink(ws_options, self._hello)
             self._ws.start()
             self._sinks.append(self._ws)  # first to get each event, and first closed: clients hear the end
