@@ -108,7 +108,8 @@ def test_eval_json_has_every_contract_key_and_reports_skipped_rows(
     result = json.loads(out.read_text())
     assert {"classes", "dataset", "split", "model", "backend", "skipped", "audio", "video", "fusion"} <= set(result)
     assert result["classes"] == ["drums", "piano", "violin"] and result["split"] == "test"
-    assert result["skipped"] == [{"path": "clips/gone.mp4", "reason": "file not found"}]
+    line = len((data / "labels.csv").read_text(encoding="utf-8").splitlines())  # the row appended last
+    assert result["skipped"] == [{"path": "clips/gone.mp4", "reason": "file not found", "line": line}]
     for modality in ("audio", "video", "fusion"):
         block = result[modality]
         assert {"n", "hit1", "hit3", "f1_macro", "per_class_f1", "confusion"} <= set(block)

@@ -7,8 +7,10 @@ every backend (torch, ONNX Runtime, TensorRT) is evaluated by the same code.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +56,7 @@ def evaluate(
     backend: str = "torch",
     workers: int = 2,
     plot: Path | None = None,
+    triton_url: str | None = None,
 ) -> dict:
     """The eval JSON (docs/dataset.md). `n` counts the clips that have that modality; fusion covers every clip."""
     unknown = set(modalities) - set(MODALITIES)
@@ -64,10 +67,16 @@ def evaluate(
     missing = [m for m in modalities if not bundle.has(m)]
     if missing:
         raise UserError(f"bundle {bundle.root} has no {', '.join(missing)} network")
-    nets = load_networks(bundle.root, backend)
+    nets = load_networks(bundle.root, backend, triton_url=triton_url)  # triton_url: backend "triton"'s server
     setup = AudioSetup.from_dict(bundle.network("audio")["setup"]) if bundle.has("audio") else None
     spec = DecodeSpec(sample_rate=nets.info.sample_rate, frames=nets.info.frames)
     loaded = load_dataset(data, split=split, spec=spec, classes=bundle.classes, workers=workers)
+    if not loaded.clips:
+        # Metrics of nothing are not numbers: an empty split is a mistake (a wrong --split or dataset), not a result.
+        raise UserError(
+            f"no usable clips in split {split!r} of {data}"
+            + (f" ({len(loaded.skipped)} rows skipped, reasons above)" if loaded.skipped else "")
+        )
     classes = bundle.classes
     result: dict = {
         "classes": list(classes),
@@ -90,4 +99,16 @@ def evaluate(
             plot,
             title=f"{bundle.root.name} on {Path(data).name} ({split}, {backend})",
         )
-    return result
+    return json_safe(result)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (the metrics of a modality with n = 0) as None: JSON null,
+    since NaN and Infinity are not JSON and strict parsers reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -13,6 +13,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,7 @@ def soak(
     hop_seconds: float = DEFAULT_HOP_SECONDS,
     interval: float | None = None,
     workdir: Path | None = None,
+    progress: Callable[[SoakSample], None] = lambda sample: None,
 ) -> SoakResult:
     """The looped example clip as one real-time stream for `seconds` of media, through the runtime with
     its websocket server and a --jsonl file, a websocket client receiving every event; sampled every
@@ -178,6 +180,7 @@ def soak(
         def sample_loop() -> None:
             while not done.wait(interval):
                 result.samples.append(watch.sample(time.monotonic()))
+                progress(result.samples[-1])  # a long soak shows how it goes, and leaves a trace if it dies
 
         sampler = threading.Thread(target=sample_loop, name="soak-sampler", daemon=True)
         try:

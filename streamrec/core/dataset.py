@@ -59,14 +59,17 @@ class ClipRecord:
     label: str  # the predominant class
     labels: tuple[str, ...]  # every class of the clip, predominant first; (label,) without a `labels` column
     split: str  # one of SPLITS
+    line: int | None = None  # its line in labels.csv (the header is line 1)
 
 
 @dataclass(frozen=True)
 class Skipped:
-    """A row left out of the dataset: its path as written in labels.csv and why, in a few words."""
+    """A row left out of the dataset: its path as written in labels.csv, why, in a few words, and its
+    line in labels.csv (None for rows not read from one)."""
 
     path: str
     reason: str
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -205,34 +208,43 @@ def read_labels(
                     f"{csv_path} lacks the required column(s) {', '.join(missing)} "
                     f"(its header is: {', '.join(reader.fieldnames)})"
                 )
+            seen: dict[str, int] = {}  # normalised path -> line of its first usable row
             for row in reader:
                 # csv gives None for the missing cells of a short row.
                 cell = {key: (value or "").strip() for key, value in row.items() if isinstance(key, str)}
                 rel_path, label, split = cell["path"], cell["label"], cell["split"]
-                name = rel_path or f"line {reader.line_num}"
+                line = reader.line_num
+                name = rel_path or f"line {line}"
                 if split not in SPLITS:
-                    skipped.append(Skipped(name, f"unknown split {split!r}"))
+                    skipped.append(Skipped(name, f"unknown split {split!r}", line))
                     continue
                 if split not in wanted:
                     continue
                 extra = [s.strip() for s in cell.get("labels", "").split(LABELS_SEPARATOR) if s.strip()]
                 labels = tuple(dict.fromkeys([label, *extra]))
                 path = root_path / rel_path
+                normal = os.path.normpath(rel_path)
                 reason = None
                 if not rel_path:
                     reason = "empty path"
+                elif os.path.isabs(normal) or normal == ".." or normal.startswith(".." + os.sep):
+                    # A dataset names its own files: a path out of it would read anything the user can.
+                    reason = "path outside the dataset directory"
                 elif not label:
                     reason = "empty label"
                 elif label not in known:
                     reason = f"unknown label {label!r}"
                 elif unknown := [s for s in labels if s not in known]:
                     reason = f"unknown label {unknown[0]!r} in labels"
+                elif normal in seen:
+                    reason = f"duplicate of line {seen[normal]}"  # counted once
                 elif not path.is_file():
                     reason = "file not found" if not path.exists() else "not a regular file"
                 if reason is not None:
-                    skipped.append(Skipped(name, reason))
+                    skipped.append(Skipped(name, reason, line))
                     continue
-                records.append(ClipRecord(path=path, rel_path=rel_path, label=label, labels=labels, split=split))
+                seen[normal] = line
+                records.append(ClipRecord(path, rel_path, label, labels, split, line))
     except FileNotFoundError as e:
         raise DatasetError(f"dataset {root_path} has no {LABELS_FILE}") from e
     except UnicodeDecodeError as e:
@@ -476,8 +488,9 @@ def load_dataset(
         if isinstance(outcome, Clip):
             clips.append(outcome)
         else:
-            skipped.append(Skipped(record.rel_path, str(outcome)))
+            skipped.append(Skipped(record.rel_path, str(outcome), record.line))
     for item in skipped:
-        log.warning("skipped %s: %s", item.path, item.reason)
+        where = f" (labels.csv line {item.line})" if item.line is not None else ""
+        log.warning("skipped %s%s: %s", item.path, where, item.reason)
     log.info("%d clips, %d skipped", len(clips), len(skipped))
     return LoadedDataset(root=root_path, classes=class_names, clips=clips, skipped=skipped)
