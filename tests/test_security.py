@@ -296,11 +296,13 @@ def test_redaction_covers_user_info_secret_parameters_events_views_and_log_recor
 
 @pytest.mark.slow
 def test_no_credential_reaches_a_client_the_web_view_the_jsonl_or_the_log(runtime_bundle: Path, tmp_path: Path) -> None:
+    """The command line end to end: a credentialed RTSP URL that refuses connections; clients of both listeners
+    (one from a site let in by --allow-origin, one refused), the jsonl file and the log."""
     ws_port, web_port, jsonl = free_port(), free_port(), tmp_path / "events.jsonl"
     command = [
         sys.executable, "-m", "streamrec", "run", CREDENTIALED, "--model", str(runtime_bundle), "--backend", "torch",
         "--no-view", "--ws", f"127.0.0.1:{ws_port}", "--web", f"127.0.0.1:{web_port}", "--wait-clients", "2",
-        "--jsonl", str(jsonl),
+        "--jsonl", str(jsonl), "--allow-origin", "https://dash.example",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -308,11 +310,14 @@ def test_no_credential_reaches_a_client_the_web_view_the_jsonl_or_the_log(runtim
         deadline = time.monotonic() + 90
         while True:  # the child imports torch and loads the bundle first
             try:
-                client = await connect(f"ws://127.0.0.1:{ws_port}/", open_timeout=5)
+                client = await connect(f"ws://127.0.0.1:{ws_port}/", origin="https://dash.example", open_timeout=5)
                 break
             except OSError:
                 assert process.poll() is None and time.monotonic() < deadline, "the run did not start"
                 await asyncio.sleep(0.3)
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"ws://127.0.0.1:{web_port}/ws", origin=EVIL)
+        assert refused.value.response.status_code == 403
         page = await connect(f"ws://127.0.0.1:{web_port}/ws", origin=f"http://127.0.0.1:{web_port}")
         received = [await client.recv(), await page.recv()]
         while True:  # the source fails to connect: a status that repeats FFmpeg's error text
