@@ -129,6 +129,8 @@ def test_a_forged_host_is_rejected_as_dns_rebinding() -> None:
             assert status == 403 and b"<html" not in body
             status, _, _ = await http(server.web_port, "GET / HTTP/1.1\nHost: evil@127.0.0.1")
             assert status == 403
+            status, headers, _ = await http(server.web_port, "GET / HTTP/1.1\nHost: x; script-src *")
+            assert status == 403 and "script-src *" not in headers["content-security-policy"]  # no header injection
         finally:
             await server.stop()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -42,6 +43,7 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'{sockets}; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
+_PLAIN_HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 TOKEN_FAILURES = 5  # wrong tokens an address may present within TOKEN_WINDOW seconds...
 TOKEN_WINDOW = 60.0  # ...before it is answered 429 until the oldest of them is this old
 TRACKED_ADDRESSES = 4096  # addresses remembered for the token limit (the oldest forgotten first)
@@ -128,8 +130,10 @@ def security_headers(response: Response, request: Request | None) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers[name] = value
     host = request.headers.get("Host") if request is not None else None
-    # 'self' covers ws: and wss: in CSP level 3 only; the explicit addresses serve older browsers.
-    response.headers["Content-Security-Policy"] = CSP.format(sockets=f" ws://{host} wss://{host}" if host else "")
+    # 'self' covers ws: and wss: in CSP level 3 only; the explicit addresses serve older browsers. A refused
+    # request's Host may be anything: only a plain host[:port] goes into the header.
+    sockets = f" ws://{host} wss://{host}" if host and _PLAIN_HOST.fullmatch(host) else ""
+    response.headers["Content-Security-Policy"] = CSP.format(sockets=sockets)
 
 
 @dataclass
