@@ -24,7 +24,9 @@ from streamrec.runtime.pipeline import Runtime, RuntimeOptions
 from streamrec.runtime.sinks import CallbackSink
 from streamrec.runtime.sources import SourceSpec
 
-MOSQUITTO = shutil.which("mosquitto", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin")
+SEARCH = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin"  # Debian puts the broker in sbin
+MOSQUITTO = shutil.which("mosquitto", path=SEARCH)
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd", path=SEARCH)
 pytestmark = [
     pytest.mark.timeout(120),  # brokers, sockets and threads: never hang CI
     pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (scripts/install.sh installs it)"),
@@ -41,14 +43,15 @@ class Broker:
     """mosquitto on 127.0.0.1:port. Persistent (its folder): a restart keeps subscriptions and the
     messages queued for a subscriber, so a test sees only what the publisher lost."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, password_file: Path | None = None) -> None:
         self.port = free_port()
         self.root = root
         self.log = root / "mosquitto.log"
         self.config = root / "mosquitto.conf"
         # run as root (CI), mosquitto would switch to the user "mosquitto", who cannot write this folder
+        login = f"allow_anonymous false\npassword_file {password_file}\n" if password_file else "allow_anonymous true\n"
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\n{login}"
             f"persistence true\npersistence_location {root}/\nuser {getpass.getuser()}\n"
         )
         self.process: subprocess.Popen | None = None
@@ -123,13 +126,13 @@ def test_every_event_reaches_a_subscriber_in_order_as_the_websocket_json(
 ):
     subscriber = Subscriber(broker.port, "site/one/#", "viewer")
     jsonl = tmp_path / "events.jsonl"
-    clips = [str(runtime_clips / name) for name in ("av.mp4", "tone.wav")]
+    clips = [str(runtime_clips / name) for name in ("av.mp4", "short.wav")]
     url = f"mqtt://127.0.0.1:{broker.port}/site/one"
     common = ("--model", str(runtime_bundle), "--backend", "torch", "--no-view")
     assert streamrec_cli("run", *clips, *common, "--jsonl", str(jsonl), "--mqtt", url) == 0
     lines = jsonl.read_bytes().splitlines()
     expected = [json.loads(line) for line in lines]
-    assert {e["stream"] for e in expected} == {"av", "tone"} and len(expected) > 10
+    assert {e["stream"] for e in expected} == {"av", "short"} and len(expected) > 8
     received = subscriber.wait_for(lambda events: len(events) >= len(expected))
     subscriber.close()
     # every event, once, in the order emitted (two streams interleaved), the same JSON text as --jsonl
@@ -141,7 +144,7 @@ def test_every_event_reaches_a_subscriber_in_order_as_the_websocket_json(
     late = Subscriber(broker.port, "site/one/+/status", "late")
     retained = late.wait_for(lambda events: len(events) >= 2)
     late.close()
-    assert {(e["stream"], e["state"]) for e in retained} == {("av", "ended"), ("tone", "ended")}
+    assert {(e["stream"], e["state"]) for e in retained} == {("av", "ended"), ("short", "ended")}
     assert all(m.retain for m in late.messages)
 
 
@@ -201,6 +204,27 @@ def test_a_broker_that_is_down_costs_the_oldest_events_counted_and_logged(caplog
     assert any("0 of 5 events delivered" in m and "5 dropped" in m for m in messages)
     sink.send({"type": "prediction", "stream": "cam1", "seq": 5})  # after close: ignored, not counted
     assert sink.stats.events == 5
+
+
+def test_credentials_in_the_url_log_in_and_wrong_ones_are_refused_and_counted(tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO, logger="streamrec.runtime.mqtt_sink")
+    passwd = tmp_path / "passwd"
+    subprocess.run([str(MOSQUITTO_PASSWD), "-b", "-c", str(passwd), "ingest", "p@ss:1"], check=True)
+    broker = Broker(tmp_path, passwd)
+    broker.start()
+    try:
+        event = {"type": "status", "stream": "cam1", "state": "started", "detail": ""}
+        for password, delivered in (("p%40ss%3A1", 1), ("wrong", 0)):
+            url = f"mqtt://ingest:{password}@127.0.0.1:{broker.port}/secure"
+            sink = MqttSink(MqttOptions.from_url(url, min_delay=0.1, max_delay=0.2, close_timeout=1.0))
+            sink.send(event)
+            sink.close()
+            assert (sink.stats.delivered, sink.stats.dropped) == (delivered, 1 - delivered)
+    finally:
+        broker.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("refused the connection (Not authorized)" in m for m in warnings) == 1  # once, not per attempt
+    assert not any("p@ss" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(

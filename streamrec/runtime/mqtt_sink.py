@@ -268,8 +268,8 @@ class MqttSink:
     # --- paho's callbacks (its network thread) --------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if reason.is_failure:
-            log.warning("mqtt: %s refused the connection: %s", self.options.url, reason)
+        if reason.is_failure:  # bad credentials, say: paho retries, with back-off
+            self._log_outage(f"the broker {self.options.url} refused the connection ({reason})")
             return
         with self._cond:
             self._connected = True
@@ -284,25 +284,25 @@ class MqttSink:
             log.info("mqtt: reconnected to %s; %d events were dropped while it was unreachable", self.options.url, lost)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._log_outage("cannot reach")
+        self._log_outage(f"cannot reach the broker {self.options.url}")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         with self._cond:
             self._connected = False
             closing = self._closed
         if not closing:
-            self._log_outage("lost")
+            self._log_outage(f"lost the broker {self.options.url}")
 
     def _log_outage(self, what: str) -> None:
+        """One warning per outage, not one per attempt."""
         with self._cond:
             if self._outage_logged:
                 return
             self._outage_logged = True
         o = self.options
         log.warning(
-            "mqtt: %s the broker %s; retrying every %g-%g s, keeping the newest %d events meanwhile",
+            "mqtt: %s; retrying after %g s, doubling up to %g s, keeping the newest %d events meanwhile",
             what,
-            o.url,
             o.min_delay,
             o.max_delay,
             o.buffer,
