@@ -15,8 +15,9 @@ GPU, valid there) are reported and kept. A file whose bytes do not match its sid
 sidecar is missing or unreadable, or that its runtime refuses to load, is reported, removed and rebuilt.
 
 The sidecar is written last, so an interrupted build leaves an artifact without one: treated as damaged.
-When the bundle directory is read-only (the bundle shipped inside the package), the cache lives under
-$XDG_CACHE_HOME/streamrec/engines/ instead.
+For the bundled model, and for any bundle whose directory is read-only, the cache lives in the user's
+cache instead: $XDG_CACHE_HOME/streamrec/engines/<digest of the bundle's path>/ (~/.cache by default;
+$STREAMREC_CACHE replaces $XDG_CACHE_HOME/streamrec), so nothing is written into the installed package.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from streamrec.core.assets import DEFAULT_BUNDLE, user_cache_dir
 from streamrec.core.bundle import Bundle, sha256_of
 
 log = logging.getLogger(__name__)
@@ -68,12 +70,14 @@ class CachedEngine:
 
 
 def cache_root(bundle: Bundle) -> Path:
-    """BUNDLE/engines, or a per-bundle folder in the user's cache when the bundle cannot be written to."""
-    if os.access(bundle.root, os.W_OK):
+    """BUNDLE/engines for a user's own writable bundle. The bundled model (inside the installed package, or
+    the checkout a wheel is built from) and any read-only bundle get a per-bundle folder of the user's cache
+    instead: engines never land in site-packages nor in a wheel."""
+    if os.access(bundle.root, os.W_OK) and bundle.root.resolve() != DEFAULT_BUNDLE.resolve():
         return bundle.root / "engines"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = base / "streamrec" / "engines" / hashlib.sha256(str(bundle.root.resolve()).encode()).hexdigest()[:16]
-    log.info("bundle %s is read-only; engines are cached in %s", bundle.root, folder)
+    # One folder per bundle: a miss removes other weights' engines of a folder as stale (_report_others).
+    folder = user_cache_dir() / "engines" / hashlib.sha256(str(bundle.root.resolve()).encode()).hexdigest()[:16]
+    log.debug("engines of bundle %s are cached in %s", bundle.root, folder)
     return folder
 
 

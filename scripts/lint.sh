@@ -24,6 +24,8 @@ assert [t for t in top if not t.endswith(".dist-info")] == ["streamrec"], f"the 
 for needed in ("streamrec/train/corpus/build.py", "streamrec/engines/loader.py", "streamrec/core/models/audio.py",
                "streamrec/assets/model/manifest.json", "streamrec/web/index.html"):
     assert needed in names, f"{needed} is missing from the wheel"
+cached = [n for n in names if n.startswith("streamrec/assets/model/engines/")]
+assert not cached, f"the wheel ships engine caches: {cached[:3]}"
 print(f"    {len(names)} files, top-level: {', '.join(top)}")
 PY
 $PY -m zipfile -e "${wheel[0]}" "$work/site"

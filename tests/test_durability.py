@@ -210,3 +210,51 @@ def test_labels_outside_the_dataset_and_duplicates_are_skipped_with_their_line(m
         ("clips/piano.mp4", "duplicate of line 6", 7),
         ("clips/gone.mp4", "file not found", 8),
     ]
+
+
+# --- engine caches -----------------------------------------------------------------------------------
+
+
+def test_the_bundled_models_engines_go_to_the_user_cache(runtime_bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    from streamrec.core.assets import DEFAULT_BUNDLE
+    from streamrec.core.bundle import Bundle
+    from streamrec.engines.cache import EngineCache
+
+    monkeypatch.delenv("STREAMREC_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    bundled = EngineCache.for_bundle(Bundle.load(DEFAULT_BUNDLE)).root
+    assert bundled.is_relative_to(tmp_path / "xdg" / "streamrec" / "engines")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert EngineCache.for_bundle(Bundle.load(DEFAULT_BUNDLE)).root.is_relative_to(
+        tmp_path / "home" / ".cache" / "streamrec" / "engines"
+    )
+    # A user's own writable bundle keeps its engines beside it.
+    assert EngineCache.for_bundle(Bundle.load(runtime_bundle)).root == runtime_bundle / "engines"
+
+
+def test_package_data_globs_leave_engine_caches_out_of_the_wheel(tmp_path: Path) -> None:
+    """setuptools' own rules (build_py.find_data_files): package-data globs expanded recursively, then
+    exclude-package-data matched with fnmatch; applied to a package tree holding an engine cache."""
+    import fnmatch
+    import glob
+    import tomllib
+
+    setuptools = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "setuptools"
+    ]
+    package = tmp_path / "streamrec"
+    shipped = ["assets/example.mp4", "assets/model/manifest.json", "assets/model/reports/a.json", "web/index.html"]
+    cached = ["assets/model/engines/onnx/audio-fp32-0.onnx", "assets/model/engines/onnxruntime/.audio.lock"]
+    for name in shipped + cached:
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_bytes(b"x")
+    found = {
+        path
+        for pattern in setuptools["package-data"]["streamrec"]
+        for path in glob.glob(str(package / pattern), recursive=True)
+        if os.path.isfile(path)
+    }
+    for pattern in setuptools.get("exclude-package-data", {}).get("streamrec", []):
+        found -= set(fnmatch.filter(found, str(package / pattern)))
+    assert sorted(os.path.relpath(p, package) for p in found) == sorted(shipped)

@@ -30,6 +30,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from streamrec.core.assets import user_cache_dir
 from streamrec.core.classes import DEFAULT_CLASSES
 from streamrec.core.errors import UserError
 from streamrec.core.features import FrameConfig, preprocess_frame
@@ -270,14 +271,8 @@ def decode_clip(record: ClipRecord, spec: DecodeSpec) -> Clip:
 
 
 def default_cache_dir() -> Path:
-    """$STREAMREC_CACHE, else $XDG_CACHE_HOME/streamrec, else ~/.cache/streamrec; then /decoded."""
-    base = os.environ.get("STREAMREC_CACHE")
-    if base:
-        return Path(base).expanduser() / "decoded"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    # The XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
-    root = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return root / "streamrec" / "decoded"
+    """The user cache's decoded/ folder (streamrec.core.assets.user_cache_dir)."""
+    return user_cache_dir() / "decoded"
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
