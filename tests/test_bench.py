@@ -126,3 +126,54 @@ def test_streamrec_bench_refuses_an_unknown_backend_in_one_line() -> None:
     )
     assert done.returncode == 2
     assert "unknown cuda" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_soak_watch_counts_holes_in_media_time_as_skipped_windows_and_measures_gaps() -> None:
+    from streamrec.bench.soak import _Watch
+
+    watch = _Watch(hop_seconds=0.5)
+    for now, t in [(10.0, 1.0), (10.5, 1.5), (11.0, 2.0), (13.5, 3.5), (14.0, 4.0)]:  # 2.5 and 3.0 skipped
+        watch.event({"type": "prediction", "t": t}, now)
+    watch.event({"type": "status", "state": "started"}, 14.1)  # only predictions count
+    sample = watch.sample(14.2)
+    assert (sample.predictions, sample.skipped, sample.elapsed_s) == (5, 2, 4.2)
+    assert sample.max_gap_s == pytest.approx(2.5)
+    assert watch.sample(14.3).max_gap_s == pytest.approx(0.3)  # per interval: the open gap since the last event
+
+
+@pytest.mark.slow
+def test_streamrec_bench_soak_samples_a_real_time_run_and_writes_table_json_and_curve(
+    runtime_bundle: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "soak.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamrec",
+            "bench",
+            "--soak",
+            "6",
+            "--backends",
+            "torch",
+            "--model",
+            str(runtime_bundle),
+        ]
+        + ["--json", str(out), "--markdown", str(tmp_path / "soak.md")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode in (0, 1), done.stderr[-2000:]  # 1: a target missed (a busy 2-core CI machine)
+    result = json.loads(out.read_text(encoding="utf-8"), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert result["final_state"] == "ended"
+    assert result["predictions"] >= 8  # 6 s of media at a 0.5 s hop: 11 when real time is kept
+    assert result["jsonl_lines"] >= result["predictions"]  # the run's --jsonl file got every event too
+    samples = result["samples"]
+    assert len(samples) >= 4 and samples[-1]["predictions"] == result["predictions"]
+    assert all(s["rss_mb"] > 50 and s["threads"] >= 3 and s["fds"] >= 3 for s in samples)
+    assert {t["target"] for t in result["targets"]} >= {"RSS growth", "max event gap", "skipped windows"}
+    assert (done.returncode == 0) == all(t["met"] for t in result["targets"])
+    markdown = (tmp_path / "soak.md").read_text(encoding="utf-8")
+    assert "| elapsed s | RSS MB |" in markdown and "figures/soak_soak.png" in markdown
+    assert (tmp_path / "figures" / "soak_soak.png").stat().st_size > 10_000

@@ -27,6 +27,7 @@ from streamrec.runtime.windowing import DEFAULT_HOP_SECONDS
 # Targets of the soak (issue #20): memory flat, events steady, nothing skipped.
 RSS_GROWTH_TARGET_PCT = 5.0
 MAX_GAP_TARGET_S = 2.0
+REALTIME_TARGET = 0.98  # media seconds per wall second: a file paced in real time that falls behind re-anchors
 WARMUP_FRACTION = 0.1  # RSS growth is measured from this far into the run (first allocations settle)
 WARMUP_MAX_S = 60.0
 CLIENT_TIMEOUT_S = 30.0  # no message this long: the run is stuck, the soak fails rather than hangs
@@ -55,6 +56,8 @@ class SoakResult:
     skipped: int = 0  # seen by the client
     runtime_skipped: int = 0  # the runtime's own count (summary): windows skipped or lost
     final_state: str = ""
+    media_s: float = 0.0  # media time from the first prediction the client received to the last
+    wall_s: float = 0.0  # wall time between their receipts
 
     @property
     def rss_growth_pct(self) -> float:
@@ -64,6 +67,12 @@ class SoakResult:
         warmup = min(WARMUP_MAX_S, WARMUP_FRACTION * self.seconds)
         base = next((s for s in self.samples if s.elapsed_s >= warmup), self.samples[0])
         return 100.0 * (self.samples[-1].rss_mb - base.rss_mb) / base.rss_mb
+
+    @property
+    def realtime_ratio(self) -> float:
+        """Media seconds the client received per wall second: 1.0 when the stream kept real time. A starved
+        file source re-anchors its clock (sources.base.Pacer) and skips no window, so only this shows it."""
+        return self.media_s / self.wall_s if self.wall_s > 0 else 0.0
 
     def targets(self) -> list[tuple[str, str, str, bool]]:
         """(target, required, measured, met) of the soak's targets."""
@@ -86,6 +95,12 @@ class SoakResult:
                 f"{self.skipped} (runtime: {self.runtime_skipped})",
                 self.skipped == 0 and self.runtime_skipped == 0,
             ),
+            (
+                "media per wall second",
+                f">= {REALTIME_TARGET:g}",
+                f"{self.realtime_ratio:.3f}",
+                self.realtime_ratio >= REALTIME_TARGET,
+            ),
             ("stream end", "ended", self.final_state, self.final_state == "ended"),
         ]
 
@@ -93,6 +108,7 @@ class SoakResult:
         return {
             **{k: v for k, v in asdict(self).items() if k != "samples"},
             "rss_growth_pct": self.rss_growth_pct,
+            "realtime_ratio": self.realtime_ratio,
             "targets": [dict(zip(("target", "required", "measured", "met"), t)) for t in self.targets()],
             "samples": [asdict(s) for s in self.samples],
         }
@@ -118,6 +134,7 @@ class _Watch:
         self.gap = 0.0  # longest gap since the last sample
         self.max_gap = 0.0
         self.last_t: float | None = None
+        self.first_t: float | None = None
 
     def event(self, event: dict[str, Any], now: float) -> None:
         if event.get("type") != "prediction":
@@ -131,6 +148,7 @@ class _Watch:
             self.last = now
             self.predictions += 1
             t = float(event["t"])
+            self.first_t = t if self.first_t is None else self.first_t
             if self.last_t is not None:
                 # Updates come every hop of media; a longer step means windows were skipped.
                 self.skipped += max(0, round((t - self.last_t) / self.hop) - 1)
@@ -202,6 +220,8 @@ def soak(
             if sampler.is_alive():
                 sampler.join()
         result.predictions, result.skipped, result.max_gap_s = watch.predictions, watch.skipped, watch.max_gap
+        if watch.started is not None and watch.last is not None and watch.first_t is not None:
+            result.media_s, result.wall_s = (watch.last_t or 0.0) - watch.first_t, watch.last - watch.started
         result.jsonl_lines = sum(1 for _ in jsonl.open(encoding="utf-8")) if jsonl.exists() else 0
         if summary:
             result.runtime_skipped = sum(s.skipped for s in summary[0].streams.values())
