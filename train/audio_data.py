@@ -8,12 +8,22 @@ from pathlib import Path
 import numpy as np
 
 from streamrec.core.dataset import Clip, DecodeSpec, dataset_classes, load_dataset
+from streamrec.train import distributed
 
 
 def audio_clips(data: Path, splits: str, sample_rate: int, workers: int) -> tuple[list[Clip], tuple[str, ...], list]:
-    """The clips that have audio, decoded at the network's rate (frames are not decoded)."""
+    """The clips that have audio, decoded at the network's rate (frames are not decoded). Under torchrun the
+    first process of each host decodes into the decode cache and the others read from it."""
     spec = DecodeSpec(sample_rate=sample_rate, video=False)
-    loaded = load_dataset(data, split=splits, spec=spec, classes=dataset_classes(data), workers=workers)
+    with distributed.local_main_first():
+        loaded = load_dataset(
+            data,
+            split=splits,
+            spec=spec,
+            classes=dataset_classes(data),
+            workers=workers,
+            progress=distributed.is_main(),
+        )
     return [c for c in loaded.clips if c.audio is not None], loaded.classes, loaded.skipped
 
 

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -67,8 +68,10 @@ def session(backend: str = "auto", join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     try:  # the rendezvous on its own, so that joining has its own, short timeout
+        if rank != 0 and not os.environ.get("TORCHELASTIC_USE_AGENT_STORE"):
+            _wait_for_listener(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), join_timeout_s)
         store, _, _ = next(dist.rendezvous("env://", timeout=timedelta(seconds=join_timeout_s)))
-    except (RuntimeError, ValueError) as e:  # DistStoreError, DistNetworkError: timeouts, refused connections
+    except (RuntimeError, ValueError, OSError) as e:  # DistStoreError, DistNetworkError, TimeoutError
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
             f"distributed training: rank {rank} of {world} could not meet the other processes at {address} "
@@ -80,11 +83,26 @@ def session(backend: str = "auto", join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_
     dist.init_process_group(
         chosen, store=dist.PrefixStore("default_pg", store), rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT
     )
-    log.info("distributed training: %d processes, backend %s, rendezvous %s", world, chosen, address)
+    if rank == 0:
+        log.info("distributed training: %d processes, backend %s, rendezvous %s", world, chosen, address)
     try:
         yield
     finally:
         dist.destroy_process_group()
+
+
+def _wait_for_listener(host: str, port: int, timeout_s: float) -> None:
+    """Waits for rank 0's rendezvous server to accept connections. c10d's client would wait too, but
+    logs a C++ stack trace on stderr when it gives up: a missing rank 0 should be one line."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic())):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"nothing accepted connections there: {e.strerror or e}") from e
+            time.sleep(0.2)
 
 
 def active() -> bool:

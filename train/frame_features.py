@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from streamrec.core.dataset import Clip, default_cache_dir
 from streamrec.core.features import frames_to_tensor
 from streamrec.core.models.video import FrameNet
+from streamrec.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,16 @@ def trunk_features(
 ) -> list[np.ndarray | None]:
     """Per clip: (n_frames, 2 if flips else 1, trunk_dim) float32 (index 1 = horizontally flipped), None without video.
 
-    Cached on disk by the clip file's identity and the trunk's weights.
+    Cached on disk by the clip file's identity and the trunk's weights. Under torchrun the first process of
+    each host computes them and the others read them from the cache.
     """
+    with distributed.local_main_first():
+        return _trunk_features(clips, model, flips, cache_dir, progress and distributed.is_main())
+
+
+def _trunk_features(
+    clips: list[Clip], model: FrameNet, flips: bool, cache_dir: Path | None, progress: bool
+) -> list[np.ndarray | None]:
     directory = cache_dir or default_cache_dir().parent / "trunk"
     directory.mkdir(parents=True, exist_ok=True)
     model.trunk.eval()
@@ -75,7 +85,7 @@ def trunk_features(
             features = torch.stack(
                 [torch.cat([model.trunk(v[i : i + BATCH]) for i in range(0, len(v), BATCH)]) for v in views], dim=1
             ).numpy()
-            tmp = path.with_suffix(".tmp.npy")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # hosts may share the cache folder
             np.save(tmp, features)
             tmp.replace(path)
             out.append(features)

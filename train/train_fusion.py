@@ -24,6 +24,7 @@ from streamrec.core.features import LogMel
 from streamrec.core.models import load_network
 from streamrec.core.models.fusion import FusionDims, LateFusion
 from streamrec.core.scores import fusion_inputs, spread_indices
+from streamrec.train import distributed
 from streamrec.train.corpus.records import training_sources
 from streamrec.train.frame_features import trunk_features
 from streamrec.train.loop import FitOptions, fit, plot_curves
@@ -128,13 +129,15 @@ def train_fusion(options: FusionTrainOptions) -> dict:
     sample_rate = extractors.setup.frontend.sample_rate
     splits = {}
     for split in ("train", "val", "test"):
-        loaded = load_dataset(
-            options.val_data if split == "val" and options.val_data else options.data,
-            split=split,
-            spec=DecodeSpec(sample_rate=sample_rate),
-            classes=classes,
-            workers=options.workers,
-        )
+        with distributed.local_main_first():  # one decoder per host fills the decode cache
+            loaded = load_dataset(
+                options.val_data if split == "val" and options.val_data else options.data,
+                split=split,
+                spec=DecodeSpec(sample_rate=sample_rate),
+                classes=classes,
+                workers=options.workers,
+                progress=distributed.is_main(),
+            )
         splits[split] = clip_inputs(loaded.clips, extractors, classes)
     if not splits["train"] or not splits["val"]:
         raise UserError(f"{options.data} has no training or no validation clips")
@@ -218,6 +221,8 @@ def train_fusion(options: FusionTrainOptions) -> dict:
         parameters=parameters,
         label=f"training fusion ({options.scheme}, k={dims.k_frames})",
     )
+    if not distributed.is_main():  # rank 0 evaluates and writes the bundle; the others wait for its summary
+        return distributed.from_main(None)
     test_items = splits["test"]
     both = [it for it in test_items if it.windows is not None and it.trunk is not None]
     metrics = {
@@ -272,4 +277,4 @@ def train_fusion(options: FusionTrainOptions) -> dict:
         "train_seconds": training["train_seconds"],
     }
     (reports / f"fusion_{options.scheme}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return distributed.from_main(summary)

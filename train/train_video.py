@@ -21,6 +21,7 @@ from streamrec.core.dataset import Clip, DecodeSpec, dataset_classes, encode_tar
 from streamrec.core.errors import UserError
 from streamrec.core.features import FrameConfig
 from streamrec.core.models.video import FrameNet, VideoDims, build_video_model, imagenet_rows
+from streamrec.train import distributed
 from streamrec.train.corpus.records import training_sources
 from streamrec.train.frame_features import trunk_features
 from streamrec.train.loop import FitOptions, FitResult, fit, plot_curves
@@ -48,7 +49,10 @@ class VideoTrainOptions:
 
 def video_clips(data: Path, split: str, workers: int) -> tuple[list[Clip], tuple[str, ...]]:
     spec = DecodeSpec(sample_rate=16000, frames=FrameConfig())
-    loaded = load_dataset(data, split=split, spec=spec, classes=dataset_classes(data), workers=workers)
+    with distributed.local_main_first():  # one decoder per host fills the decode cache
+        loaded = load_dataset(
+            data, split=split, spec=spec, classes=dataset_classes(data), workers=workers, progress=distributed.is_main()
+        )
     return [c for c in loaded.clips if c.frames is not None], loaded.classes
 
 
@@ -131,6 +135,8 @@ def train_video(options: VideoTrainOptions) -> dict:
             options.fit,
             label=f"training video head ({options.backbone}, k={options.k_frames})",
         )
+    if not distributed.is_main():  # rank 0 evaluates and writes the bundle; the others wait for its summary
+        return distributed.from_main(None)
     test_report, _ = evaluate_video(model, features["test"], test_clips, classes)
     val_report, _ = evaluate_video(model, features["val"], val_clips, classes)
     name = f"{options.backbone}-{'imagenet' if options.pretrained else 'random'}-k{options.k_frames}"
@@ -176,4 +182,4 @@ def train_video(options: VideoTrainOptions) -> dict:
         "train_seconds": training["train_seconds"],
     }
     (reports / f"video_{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return distributed.from_main(summary)
