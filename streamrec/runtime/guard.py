@@ -105,7 +105,7 @@ class AccessPolicy:
             return None
         host = request.headers.get("Host")
         if host is not None and not self._trusted_host(host):
-            return f"unexpected Host {host!r}"
+            return f"unexpected Host {host!r} (to serve this name, allow its origin with --allow-origin)"
         origin = request.headers.get("Origin")
         if origin is None:  # not a browser, or a browser's same-origin page load
             return None
