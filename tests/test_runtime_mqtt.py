@@ -206,6 +206,31 @@ def test_a_broker_that_is_down_costs_the_oldest_events_counted_and_logged(caplog
     assert sink.stats.events == 5
 
 
+def test_a_drop_report_carries_the_state_at_the_gap_even_a_final_one(tmp_path: Path):
+    broker = Broker(tmp_path)  # not started yet: the sink buffers, then connects with back-off
+    sink = MqttSink(MqttOptions("127.0.0.1", broker.port, "r", buffer=1, min_delay=0.1, max_delay=0.2))
+    sink.send({"type": "status", "stream": "a", "state": "started", "detail": "audio aac"})
+    sink.send({"type": "status", "stream": "a", "state": "ended", "detail": "end of media"})
+    sink.send({"type": "status", "stream": "b", "state": "started", "detail": "video h264"})  # pushes out a's
+    broker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sink.stats.delivered < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sink.close()
+        # statuses are retained: a subscriber that comes now gets each stream's last one
+        late = Subscriber(broker.port, "r/+/status", "late")
+        retained = {e["stream"]: e for e in late.wait_for(lambda events: len(events) >= 2)}
+        late.close()
+    finally:
+        broker.stop()
+    assert (sink.stats.delivered, sink.stats.dropped, sink.stats.dropped_by_stream) == (1, 2, {"a": 2})
+    report = retained["a"]
+    assert (report["state"], report["dropped"]) == ("ended", 2)  # the final state survives as the report
+    assert report["detail"].startswith("end of media (2 events of this stream dropped")
+    assert retained["b"] == {"type": "status", "stream": "b", "state": "started", "detail": "video h264"}
+
+
 def test_credentials_in_the_url_log_in_and_wrong_ones_are_refused_and_counted(tmp_path: Path, caplog):
     caplog.set_level(logging.INFO, logger="streamrec.runtime.mqtt_sink")
     passwd = tmp_path / "passwd"
