@@ -151,7 +151,7 @@ class Broadcaster:
         tls = tls_context(o.certfile, o.keyfile) if o.certfile is not None else None
         required = " (token required: add ?token=... to the address)" if o.token else ""  # never the token itself
         if o.port is not None:
-            self._server = await self._serve(o.host, o.port, self._ws_request, tls, "websockets")
+            self._server = await self._serve(o.host, o.port, self._admit, tls, "websockets")
             log.info("websocket server on %s://%s:%d%s", o.scheme.replace("http", "ws"), o.host, self.port, required)
         if o.web is not None:
             try:
@@ -231,7 +231,8 @@ class Broadcaster:
 
     def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
         """The checks of every request on both listeners: Host and Origin (403), then for websocket
-        handshakes the token (401, 429 after repeated wrong ones). None: go on."""
+        handshakes the token (401, 429 after repeated wrong ones). None: go on. All of the plain websocket
+        listener's handling: websockets itself answers a request there that is not a handshake."""
         policy = AccessPolicy(self._bound_host(connection), self.options.allow_origins, self.options.scheme)
         refusal = policy.refusal(request)
         if refusal is not None:
@@ -261,10 +262,6 @@ class Broadcaster:
         if web is not None and local is not None and local[1] == self.web_port:
             return web[0]
         return self.options.host
-
-    def _ws_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """The plain websocket listener: only the checks; websockets answers what is not a handshake."""
-        return self._admit(connection, request)
 
     def _http_response(self, connection: ServerConnection, request: Request, response: Response) -> Response | None:
         """Every answer of both listeners, websockets' own refusals included: security headers on HTTP
