@@ -324,7 +324,7 @@ def test_no_credential_reaches_a_client_the_web_view_the_jsonl_or_the_log(runtim
         received = [await client.recv(), await page.recv()]
         while True:  # the source fails to connect: a status that repeats FFmpeg's error text
             received.append(await asyncio.wait_for(client.recv(), 60))
-            if json.loads(received[-1])["state"] in ("reconnecting", "error"):
+            if json.loads(received[-1]).get("state") in ("reconnecting", "error"):
                 break
         await client.close()
         await page.close()
