@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 
 # A file whose streams decode to less than this share of their declared duration is truncated.
 MIN_DECODED_SHARE = 0.9
+# A stream's timestamps may step back this many seconds (packets of B-frames are out of order)
+# and leap ahead this many (FFmpeg's -dts_delta_threshold) before the step counts as a reset.
+TIMESTAMP_BACKSTEP = 1.0
+TIMESTAMP_LEAP = 10.0
 
 
 class MediaError(Exception):
@@ -109,30 +114,151 @@ def _check_complete(path: str | Path, kind: str, decoded: float, declared: float
         raise MediaError(f"truncated {kind}: decoded {decoded:.1f} s of the {declared:.1f} s declared in {path}")
 
 
+class Timeline:
+    """The one time axis of a file (or of one connection to a URL): seconds since the earliest
+    declared start of its streams, each stream keeping its offset (a video that starts 6 s after its
+    audio starts at 6 s), and continuous.
+
+    A stream's timestamps that step back by more than TIMESTAMP_BACKSTEP or leap ahead by more than
+    TIMESTAMP_LEAP (concatenated MPEG-TS files, an encoder restarting, a wrap) are bridged: the stream
+    goes on one step after where it was, instead of going back in time (its frames were dropped until
+    the old time came back) or leaping ahead.
+    """
+
+    def __init__(self, streams: Sequence[av.stream.Stream]) -> None:
+        starts = [float(s.start_time * s.time_base) for s in streams if s.start_time is not None and s.time_base]
+        self.origin: float | None = min(starts) if starts else None  # None until the first timestamp
+        self.jumps = 0  # resets bridged
+        self._shift: dict[Hashable, float] = {}
+        self._last: dict[Hashable, float] = {}
+
+    def time(self, key: Hashable, raw: float, step: float = 0.0) -> float:
+        """Seconds on the axis of the timestamp `raw` (seconds) of stream `key`; step: seconds the
+        stream is expected to advance from its previous timestamp (a frame's duration)."""
+        if self.origin is None:  # no stream declared a start: the first timestamp seen is zero
+            self.origin = raw
+        t = raw + self._shift.setdefault(key, -self.origin)
+        last = self._last.get(key)
+        if last is not None and not last - TIMESTAMP_BACKSTEP <= t <= last + TIMESTAMP_LEAP:
+            self._shift[key] += last + step - t
+            t = last + step
+            self.jumps += 1
+        self._last[key] = t if last is None else max(last, t)
+        return t
+
+
+class Extent:
+    """How far a file's streams reach, from the timestamps of their packets: tells a truncated file
+    (every stream stops early) from a valid one whose streams differ in length or start late."""
+
+    def __init__(self, streams: Sequence[av.stream.Stream]) -> None:
+        self.streams = list(streams)
+        self._timeline = Timeline(self.streams)
+        self._first: dict[int, float] = {}
+        self._end: dict[int, float] = {}
+
+    def add(self, packet: av.packet.Packet) -> None:
+        raw = packet.pts if packet.pts is not None else packet.dts
+        if raw is None or packet.time_base is None:  # the flush packets at the end carry no time
+            return
+        duration = float(packet.duration * packet.time_base) if packet.duration else 0.0
+        index = packet.stream.index
+        t = self._timeline.time(index, float(raw * packet.time_base), duration)
+        self._first.setdefault(index, t)
+        self._end[index] = max(self._end.get(index, t), t + duration)
+
+    def check(self, path: str | Path, container: av.container.InputContainer) -> None:
+        """Raises MediaError when the file ends well before the durations it declares."""
+        for stream in self.streams:
+            declared = _declared_length(stream, container)
+            if declared is not None:
+                covered = self._end.get(stream.index, 0.0) - self._first.get(stream.index, 0.0)
+                _check_complete(path, stream.type, covered, declared)
+        if container.duration is None:
+            return
+        # Matroska and WebM declare only the file's duration: the length of its longest stream, which
+        # FFmpeg counts from the first timestamp for some formats (MPEG-TS) and from zero for others
+        # (Matroska, whose timestamps may start late): reaching it either way will do.
+        declared = container.duration / av.time_base
+        reached = max(self._end.values(), default=0.0)
+        from_zero = reached + (self._timeline.origin or 0.0)
+        if declared > 0.5 and max(reached, from_zero) < MIN_DECODED_SHARE * declared:
+            raise MediaError(
+                f"truncated file: its streams end after {reached:.1f} s of the {declared:.1f} s declared in {path}"
+            )
+
+
+def _declared_length(stream: av.stream.Stream, container: av.container.InputContainer) -> float | None:
+    """Seconds a stream declares itself (MP4, MPEG-TS), or None. Matroska and WebM declare no stream's
+    length: FFmpeg then fills in the file's start and duration, which say nothing about the stream."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    length = float(stream.duration * stream.time_base)
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else None
+    filled = (
+        container.duration is not None
+        and container.start_time is not None
+        and start is not None
+        and abs(length - container.duration / av.time_base) < 2e-3
+        and abs(start - container.start_time / av.time_base) < 2e-3
+    )
+    return None if filled else length
+
+
+class CorruptPackets:
+    """Decodes packets, skipping those that fail to decode (a damaged packet: FFmpeg's own tools go on
+    the same way), counted, with one warning per input."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.count = 0
+
+    def decode(self, packet: av.packet.Packet) -> list[av.frame.Frame]:
+        try:
+            return packet.decode()
+        except av.error.FFmpegError as e:
+            self.count += 1
+            if self.count == 1:
+                log.warning(
+                    "%s: skipped a corrupt %s packet (%s); further ones are counted", self.name, packet.stream.type, e
+                )
+            return []
+
+
+def _demuxed(container: av.container.InputContainer) -> list[av.stream.Stream]:
+    """The streams read: the first audio and the first video stream."""
+    return [*container.streams.audio[:1], *container.streams.video[:1]]
+
+
 def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray | None:
     """Decodes the first audio stream to mono float32 in [-1, 1] at `sample_rate` Hz.
 
     Returns None when the file has no audio stream. Raises MediaError for unreadable or
-    truncated files.
+    truncated files; packets that fail to decode are skipped.
     """
     with _open(path) as container:
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
-        declared = _stream_duration(stream, container)
+        # The video's packets are read too (not decoded): they tell how long the file is (Extent).
+        extent, corrupt = Extent(_demuxed(container)), CorruptPackets(str(path))
         # PyAV converts sample format and downmixes; the rate change is left to torchaudio.
         converter = av.AudioResampler(format="flt", layout="mono", rate=stream.rate)
         pieces: list[np.ndarray] = []
         try:
-            for frame in container.decode(stream):
-                for converted in converter.resample(frame):
-                    pieces.append(converted.to_ndarray().reshape(-1))
+            for packet in container.demux(extent.streams):
+                extent.add(packet)
+                for frame in corrupt.decode(packet) if packet.stream.index == stream.index else ():
+                    for converted in converter.resample(frame):
+                        pieces.append(converted.to_ndarray().reshape(-1))
             for converted in converter.resample(None):
                 pieces.append(converted.to_ndarray().reshape(-1))
         except av.error.FFmpegError as e:
             raise MediaError(f"corrupt audio in {path}: {e}") from e
+        if corrupt.count and not pieces:
+            raise MediaError(f"corrupt audio in {path}: none of its packets decode")
+        extent.check(path, container)
         native = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-        _check_complete(path, "audio", len(native) / stream.rate, declared)
         return resample(native, stream.rate, sample_rate)
 
 
@@ -148,25 +274,25 @@ def decode_frames(path: str | Path, fps: float = 1.0) -> tuple[np.ndarray, np.nd
             return None
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        declared = _stream_duration(stream, container)
+        streams = _demuxed(container)
+        extent, corrupt, timeline = Extent(streams), CorruptPackets(str(path)), Timeline(streams)
+        interval = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0  # seconds per frame
         sampler = FrameSampler(fps)
         frames: list[np.ndarray] = []
         times: list[float] = []
-        last_time = 0.0
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         try:
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    continue
-                t = float(frame.pts * stream.time_base) - start
-                last_time = t
-                if sampler.take(t):
-                    frames.append(frame.to_ndarray(format="rgb24"))
-                    times.append(t)
+            for packet in container.demux(streams):
+                extent.add(packet)
+                for frame in corrupt.decode(packet) if packet.stream.index == stream.index else ():
+                    if frame.pts is None:
+                        continue
+                    t = timeline.time("video", float(frame.pts * stream.time_base), interval)
+                    if sampler.take(t):
+                        frames.append(frame.to_ndarray(format="rgb24"))
+                        times.append(t)
         except av.error.FFmpegError as e:
             raise MediaError(f"corrupt video in {path}: {e}") from e
-        frame_interval = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
-        _check_complete(path, "video", last_time + frame_interval, declared)
+        extent.check(path, container)
         if not frames:
             raise MediaError(f"no decodable video frames in {path}")
         return np.stack(frames), np.asarray(times, dtype=np.float64)

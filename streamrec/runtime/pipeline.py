@@ -258,6 +258,8 @@ class Runtime:
             if change.state == "error" and len(stream.running) > 1:  # the stream goes on with its other inputs
                 self._publish(status_event(stream.id, "error", f"{stream.sources[index].description}: {change.detail}"))
             return
+        if change.state == "reconnecting":  # issue #20: nothing from before an outage mixes with what follows it
+            stream.restart()
         stream.state = change.state
         self._publish(status_event(stream.id, change.state, change.detail))
 
@@ -324,6 +326,8 @@ class Runtime:
             else:
                 t = request.frames[-1].media_time
                 captured = request.frames[-1].capture_time
+            if stream.take_restart():  # issue #20: smoothing starts over after a reconnection, as windows do
+                stream.smoother.reset()
             smoothed = stream.smoother.update(t, result.fused, result.background, result.energy_db, result.audio)
             explanation = None
             if self._explainer is not None and request.frames:

@@ -136,6 +136,11 @@ class FrameRing:
             self._frames.append(frame)
             self._total += 1
 
+    def clear(self) -> None:
+        """Forgets the kept frames (the count written goes on): the stream starts over."""
+        with self._lock:
+            self._frames.clear()
+
     def latest(self, n: int | None = None) -> list[Frame]:
         """The newest n frames (all kept frames when n is None), oldest first."""
         with self._lock:

@@ -74,6 +74,24 @@ class StreamState:
         self.frames_done = 0
         self.cond = threading.Condition()  # back-pressure: sources wait here for inference
         self.stall_after = stall_seconds  # seconds without data before a real-time stream counts as stalled
+        self._restarted = False  # a reconnection the smoother has not heard of yet
+
+    def restart(self) -> None:
+        """A source lost its connection and reconnects (called on its thread): what comes next starts
+        the stream over, so that no window mixes audio from both sides of the outage, no update uses
+        frames from before it, and the smoothed `active` set does not carry across it."""
+        with self.cond:
+            self.windower.restart(self.audio.total_written)
+            self.frame_windower.restart(self.frames.total_written)
+            self.frames.clear()
+            self._restarted = True
+
+    def take_restart(self) -> bool:
+        """Whether the stream restarted since the last call (the inference thread then resets the smoother,
+        which only it touches)."""
+        with self.cond:
+            restarted, self._restarted = self._restarted, False
+            return restarted
 
     @property
     def oldest_needed(self) -> int:

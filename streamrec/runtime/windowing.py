@@ -83,6 +83,11 @@ class AudioWindower:
         self.emitted += count
         return ends
 
+    def restart(self, total_written: int) -> None:
+        """The stream starts over after total_written samples (a reconnection): the next window holds
+        only samples written after them, never a mix of both sides of an outage."""
+        self._next_end = total_written + self.spec.size
+
     def has_tail(self, total_written: int) -> bool:
         """Whether tail() would give a window (without handing it out)."""
         return not self.emitted and 0 < total_written < self.spec.size
@@ -123,6 +128,11 @@ class FrameWindower:
         if pending:
             self._done = pending[-1]
         return pending
+
+    def restart(self, total_frames: int) -> None:
+        """The stream starts over after total_frames frames (a reconnection): the next update is the
+        next new frame."""
+        self._done = total_frames
 
 
 def frames_for_update(frames: Sequence[Frame], end_time: float, k: int, max_age: float) -> list[Frame]:

@@ -4,8 +4,11 @@ Audio is downmixed and resampled to the model rate exactly as media.decode_audio
 file (StreamingResampler equals its result), frames are sampled with media.FrameSampler and
 preprocessed as in training, so a clip streamed here gives the windows the offline evaluation sees.
 Items of the two streams are released in media-time order (files interleave them in blocks), paced
-in real time or as fast as the runtime takes them. A URL that fails or ends while live is reopened
-with back-off; a corrupt or truncated file ends its stream with state error.
+in real time or as fast as the runtime takes them. Both streams share the file's one time axis
+(media.Timeline: offsets kept, timestamp resets bridged). A URL that fails or ends while live is
+reopened with back-off, unless the error cannot mend (no such protocol, HTTP 4xx) on a URL that never
+delivered; a packet that fails to decode is skipped and counted; a truncated file ends its stream
+with state error.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +25,7 @@ import av
 import numpy as np
 
 from streamrec.core.features import preprocess_frame
-from streamrec.core.media import FrameSampler, MediaError, StreamingResampler, _check_complete, _stream_duration
+from streamrec.core.media import CorruptPackets, Extent, FrameSampler, MediaError, StreamingResampler, Timeline
 from streamrec.runtime.sources.base import CaptureFormat, Emit, Pacer, ReconnectPolicy, SourceError
 from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
 
@@ -36,11 +40,43 @@ LIVE_PROTOCOLS = ("rtsp", "rtmp", "udp", "srt", "rtp", "tcp")
 # FFmpeg probes 5 s of a stream by default before the first frame; live protocols announce their
 # codecs, so half a second of probing opens an RTSP camera in ~0.7 s instead of ~3 s.
 LIVE_PROBE = {"analyzeduration": "500000", "probesize": "100000"}  # microseconds, bytes
+HOST_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https")  # no listening mode: a host is needed
+# Errors a retry cannot mend: FFmpeg lacks the protocol, the server refuses the path (HTTP and RTSP
+# 4xx), an invalid argument (a port out of range), or what answers is not media.
+PERMANENT_ERRORS = (
+    av.error.ProtocolNotFoundError,
+    av.error.HTTPClientError,
+    av.error.ArgumentError,
+    av.error.InvalidDataError,
+    av.error.DemuxerNotFoundError,
+)
+AUDIO_GAP = 0.05  # seconds: a longer gap in the audio's timestamps is filled with silence
 
 
 def is_url(target: str) -> bool:
     scheme, sep, _ = target.partition("://")
     return bool(sep) and scheme.lower() in URL_SCHEMES
+
+
+def check_url(url: str) -> str:
+    """The URL with its scheme in lower case (FFmpeg's protocol names are: `HTTP://` was "Protocol not
+    found"); raises SourceError for one that cannot work (no host, a port out of 1-65535)."""
+    scheme, _, rest = url.partition("://")
+    url = scheme.lower() + "://" + rest
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises ValueError when out of range
+    except ValueError as e:
+        raise SourceError(f"malformed URL {url}: {e}") from e
+    if port == 0:
+        raise SourceError(f"malformed URL {url}: port 0 cannot be connected to (ports are 1-65535)")
+    if scheme.lower() in HOST_SCHEMES and not parts.hostname:
+        raise SourceError(f"malformed URL {url}: it names no host ({scheme.lower()}://HOST[:PORT]/PATH)")
+    return url
+
+
+class _Permanent(MediaError):
+    """A URL that cannot work as given: retrying would not mend it."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +140,9 @@ class FileSource:
         if duration is not None and duration <= 0:
             raise ValueError(f"duration must be positive seconds, got {duration}")
         self.target = str(target)
+        if is_url(self.target):  # the scheme in lower case; prepare() checks the rest
+            scheme, _, rest = self.target.partition("://")
+            self.target = scheme.lower() + "://" + rest
         self.description = self.target
         self.fmt = fmt
         self.realtime = realtime
@@ -115,9 +154,12 @@ class FileSource:
         self._last_wall: float | None = None  # monotonic time it was delivered
         self._live = False  # set per connection: a URL without a declared duration
         self._clock = "audio"
+        self._corrupt = CorruptPackets(self.description)  # over every connection: one warning per source
 
     def prepare(self) -> None:
-        if not self.is_url and not Path(self.target).is_file():
+        if self.is_url:
+            check_url(self.target)
+        elif not Path(self.target).is_file():
             raise SourceError(f"no such media file: {self.target}")
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
@@ -137,13 +179,20 @@ class FileSource:
             try:
                 self._play(emit, stop)
                 if not self.is_url or not self._live:
-                    emit(StateChange("ended", "end of media"))
+                    skipped = self._corrupt.count
+                    emit(
+                        StateChange(
+                            "ended", "end of media" + (f" ({skipped} corrupt packets skipped)" if skipped else "")
+                        )
+                    )
                     return
                 reason = "the stream ended"
             except MediaError as e:
                 # Reopen a live stream, or a URL that could not be opened; a file or a recording that
-                # broke after delivering data would only start over from its beginning.
-                if not self.is_url or (not self._live and self._last_wall != delivered_before):
+                # broke after delivering data would only start over from its beginning, and a URL that
+                # never delivered and fails in a way a retry cannot mend is reported at once.
+                broke = not self._live and self._last_wall != delivered_before
+                if not self.is_url or broke or (isinstance(e, _Permanent) and self._last_wall is None):
                     emit(StateChange("error", str(e)))
                     return
                 reason = str(e)
@@ -169,8 +218,10 @@ class FileSource:
                     options["rtsp_transport"] = "tcp"  # no lost UDP packets on a busy machine
                 return av.open(self.target, mode="r", options=options, timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
             return av.open(self.target, mode="r")
+        except PERMANENT_ERRORS as e:
+            raise _Permanent(f"cannot open {self.target}: {e.strerror}") from e
         except (av.error.FFmpegError, OSError) as e:
-            raise MediaError(f"cannot open {self.target}: {e}") from e
+            raise MediaError(f"cannot open {self.target}: {e.strerror or e}") from e  # FFmpeg's: no errno, no URL again
 
     def _play(self, emit: Emit, stop: threading.Event) -> None:
         """One connection (or one pass over a file), from opening to the end of its data."""
@@ -190,7 +241,9 @@ class FileSource:
             # opening burst as latency. Files and recordings behind URLs are paced when realtime.
             self._pacer.enabled = self.realtime and not self._live
             self._pacer.reset()
-            decoder = _Decoder(self.target, audio, video, self.fmt, offset, self._pacer.enabled or self._live)
+            decoder = _Decoder(
+                self.target, audio, video, self.fmt, offset, self._pacer.enabled or self._live, self._corrupt
+            )
             merge = Interleaver(
                 tuple(k for k, s in (("audio", audio), ("video", video)) if s is not None),
                 LIVE_MAX_LEAD if self._live else FILE_MAX_LEAD,
@@ -203,15 +256,19 @@ class FileSource:
                         merge.push(item)
                     self._deliver(merge.ready(), emit, stop)
             except av.error.FFmpegError as e:
-                self._deliver(merge.flush(), emit, stop)
+                if not self._live:  # what decoded is delivered first
+                    self._deliver(merge.flush(), emit, stop)
                 raise MediaError(
                     f"{'connection lost' if self.is_url else 'corrupt media'} in {self.target}: {e}"
                 ) from e
+            if self._live:
+                # A lost live connection: what it still holds is as old as the outage (seconds), and
+                # delivering it now would say data flows again before the stream reconnects.
+                return
             for item in decoder.finish():
                 merge.push(item)
             self._deliver(merge.flush(), emit, stop)
-            if not self._live:
-                decoder.check_complete(container)
+            decoder.check_complete(container)
 
     def _media_offset(self) -> float:
         """Media time of a new connection's start: the stream's clock keeps running across an outage."""
@@ -252,11 +309,18 @@ class _Decoder:
         fmt: CaptureFormat,
         offset: float,
         realtime: bool = False,
+        corrupt: CorruptPackets | None = None,
     ) -> None:
         self.target, self.audio, self.video, self.fmt, self.offset = target, audio, video, fmt, offset
+        streams = [s for s in (audio, video) if s is not None]
+        self._timeline = Timeline(streams)  # the connection's one time axis; offset puts it on the source's
+        self._extent = Extent(streams)
+        self._corrupt = corrupt or CorruptPackets(target)
         self._samples_out = 0  # samples at the model rate delivered so far
         self._native_samples = 0
-        self._last_video = 0.0
+        self._audio_start: float | None = None  # seconds on the timeline of the first audio sample
+        self._audio_step = 0.0  # seconds of the previous audio frame
+        self._frame_step = 0.0  # seconds between video frames
         self._sampler = FrameSampler(fmt.frames.fps)
         if audio is not None:
             # As media.decode_audio: PyAV converts format and downmixes; the rate change is torchaudio's.
@@ -269,20 +333,37 @@ class _Decoder:
                 video.codec_context.thread_count = 1
             else:
                 video.thread_type = "AUTO"
-            self._video_start = float(video.start_time * video.time_base) if video.start_time is not None else 0.0
+            self._frame_step = 1.0 / float(video.average_rate) if video.average_rate else 0.0
 
     def decode(self, packet: av.packet.Packet) -> list[_Pending]:
+        self._extent.add(packet)
         out: list[_Pending] = []
-        for frame in packet.decode():
+        for frame in self._corrupt.decode(packet):
             if isinstance(frame, av.AudioFrame):
-                for converted in self._converter.resample(frame):
-                    out += self._audio_item(converted.to_ndarray().reshape(-1))
+                out += self._audio_frame(frame)
             elif isinstance(frame, av.VideoFrame) and frame.pts is not None:
-                t = float(frame.pts * frame.time_base) - self._video_start
-                self._last_video = max(self._last_video, t)
+                t = self._timeline.time("video", float(frame.pts * frame.time_base), self._frame_step)
                 if self._sampler.take(t):
                     image = preprocess_frame(frame.to_ndarray(format="rgb24"), self.fmt.frames)
                     out.append(_Pending(self.offset + t, "video", image, self.offset + t))
+        return out
+
+    def _audio_frame(self, frame: av.AudioFrame) -> list[_Pending]:
+        out: list[_Pending] = []
+        if frame.pts is not None and frame.time_base is not None:
+            t = self._timeline.time("audio", float(frame.pts * frame.time_base), self._audio_step)
+            if self._audio_start is None:
+                self._audio_start = t
+            # Samples are counted, not stamped: a gap in the timestamps (packets lost, or skipped as
+            # corrupt) becomes silence, so that the audio after it keeps its place beside the video.
+            gap = t - (self._audio_start + self._native_samples / frame.sample_rate)
+            if gap > AUDIO_GAP:
+                out += self._audio_item(np.zeros(round(gap * frame.sample_rate), np.float32))
+        elif self._audio_start is None:
+            self._audio_start = 0.0
+        self._audio_step = frame.samples / frame.sample_rate
+        for converted in self._converter.resample(frame):
+            out += self._audio_item(converted.to_ndarray().reshape(-1))
         return out
 
     def _audio_item(self, native: np.ndarray) -> list[_Pending]:
@@ -293,9 +374,10 @@ class _Decoder:
     def _samples_item(self, samples: np.ndarray) -> list[_Pending]:
         if not len(samples):
             return []
-        start = self.offset + self._samples_out / self.fmt.sample_rate
+        zero = self.offset + (self._audio_start or 0.0)  # media time of the first sample
+        start = zero + self._samples_out / self.fmt.sample_rate
         self._samples_out += len(samples)
-        end = self.offset + self._samples_out / self.fmt.sample_rate
+        end = zero + self._samples_out / self.fmt.sample_rate
         return [_Pending(end, "audio", samples, start)]
 
     def finish(self) -> list[_Pending]:
@@ -308,14 +390,8 @@ class _Decoder:
         return out + self._samples_item(self._resampler.flush())
 
     def check_complete(self, container: av.container.InputContainer) -> None:
-        """Raises MediaError when a stream decoded to less than media.MIN_DECODED_SHARE of its declared length."""
-        if self.audio is not None:
-            decoded = self._native_samples / self.audio.rate
-            _check_complete(self.target, "audio", decoded, _stream_duration(self.audio, container))
-        if self.video is not None:
-            rate = float(self.video.average_rate) if self.video.average_rate else 0.0
-            decoded = self._last_video + (1.0 / rate if rate else 0.0)
-            _check_complete(self.target, "video", decoded, _stream_duration(self.video, container))
+        """Raises MediaError when the file ended well before the durations it declares (media.Extent)."""
+        self._extent.check(self.target, container)
 
 
 def _describe(audio: av.audio.stream.AudioStream | None, video: av.video.stream.VideoStream | None) -> str:
