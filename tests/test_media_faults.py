@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from streamrec.core.features import FrameConfig
-from streamrec.core.media import decode_audio, decode_frames
+from streamrec.core.media import Timeline, decode_audio, decode_frames
 from streamrec.runtime.options import CustomSource
 from streamrec.runtime.pipeline import Runtime, RuntimeOptions
 from streamrec.runtime.sinks import CallbackSink
@@ -120,6 +120,16 @@ def test_a_late_audio_keeps_its_place_beside_the_video(tmp_path: Path) -> None:
     audio, frames, _ = play(path)
     assert frames[0].media_time == 0.0 and audio[0].media_time == pytest.approx(2.0, abs=0.05)
     assert audio[-1].end_time == pytest.approx(5.0, abs=0.1)
+
+
+def test_the_timeline_keeps_offsets_and_reordering_and_bridges_resets() -> None:
+    timeline = Timeline([])  # no stream declares a start: the first timestamp is zero
+    assert timeline.time("audio", 100.0) == 0.0
+    assert timeline.time("video", 106.0) == pytest.approx(6.0)  # a later start keeps its offset
+    assert timeline.time("video", 105.9) == pytest.approx(5.9)  # packets of B-frames out of order
+    assert timeline.time("video", 1.4, step=0.04) == pytest.approx(6.04)  # a reset: one step on
+    assert timeline.time("video", 1.44, step=0.04) == pytest.approx(6.08)
+    assert timeline.time("audio", 130.0, step=0.02) == pytest.approx(0.02)  # a leap of 30 s
 
 
 def test_a_timestamp_reset_mid_file_keeps_the_video(tmp_path: Path) -> None:

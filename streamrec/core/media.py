@@ -128,7 +128,6 @@ class Timeline:
     def __init__(self, streams: Sequence[av.stream.Stream]) -> None:
         starts = [float(s.start_time * s.time_base) for s in streams if s.start_time is not None and s.time_base]
         self.origin: float | None = min(starts) if starts else None  # None until the first timestamp
-        self.jumps = 0  # resets bridged
         self._shift: dict[Hashable, float] = {}
         self._last: dict[Hashable, float] = {}
 
@@ -142,7 +141,6 @@ class Timeline:
         if last is not None and not last - TIMESTAMP_BACKSTEP <= t <= last + TIMESTAMP_LEAP:
             self._shift[key] += last + step - t
             t = last + step
-            self.jumps += 1
         self._last[key] = t if last is None else max(last, t)
         return t
 

@@ -58,11 +58,17 @@ def is_url(target: str) -> bool:
     return bool(sep) and scheme.lower() in URL_SCHEMES
 
 
-def check_url(url: str) -> str:
-    """The URL with its scheme in lower case (FFmpeg's protocol names are: `HTTP://` was "Protocol not
-    found"); raises SourceError for one that cannot work (no host, a port out of 1-65535)."""
+def lower_scheme(url: str) -> str:
+    """The URL with its scheme in lower case, as FFmpeg's protocol names are (`HTTP://` was "Protocol
+    not found")."""
     scheme, _, rest = url.partition("://")
-    url = scheme.lower() + "://" + rest
+    return scheme.lower() + "://" + rest
+
+
+def check_url(url: str) -> None:
+    """Raises SourceError for a URL that cannot work: no host, a port outside 1-65535."""
+    url = lower_scheme(url)
+    scheme = url.partition("://")[0]
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port  # raises ValueError when out of range
@@ -70,9 +76,8 @@ def check_url(url: str) -> str:
         raise SourceError(f"malformed URL {url}: {e}") from e
     if port == 0:
         raise SourceError(f"malformed URL {url}: port 0 cannot be connected to (ports are 1-65535)")
-    if scheme.lower() in HOST_SCHEMES and not parts.hostname:
-        raise SourceError(f"malformed URL {url}: it names no host ({scheme.lower()}://HOST[:PORT]/PATH)")
-    return url
+    if scheme in HOST_SCHEMES and not parts.hostname:
+        raise SourceError(f"malformed URL {url}: it names no host ({scheme}://HOST[:PORT]/PATH)")
 
 
 class _Permanent(MediaError):
@@ -139,15 +144,12 @@ class FileSource:
     ) -> None:
         if duration is not None and duration <= 0:
             raise ValueError(f"duration must be positive seconds, got {duration}")
-        self.target = str(target)
-        if is_url(self.target):  # the scheme in lower case; prepare() checks the rest
-            scheme, _, rest = self.target.partition("://")
-            self.target = scheme.lower() + "://" + rest
+        self.is_url = is_url(str(target))
+        self.target = lower_scheme(str(target)) if self.is_url else str(target)  # prepare() checks the rest
         self.description = self.target
         self.fmt = fmt
         self.realtime = realtime
         self.duration = duration
-        self.is_url = is_url(self.target)
         self.reconnect = reconnect or ReconnectPolicy()
         self._pacer = Pacer(realtime)
         self._last_end = 0.0  # newest media time delivered, seconds
@@ -179,12 +181,10 @@ class FileSource:
             try:
                 self._play(emit, stop)
                 if not self.is_url or not self._live:
-                    skipped = self._corrupt.count
-                    emit(
-                        StateChange(
-                            "ended", "end of media" + (f" ({skipped} corrupt packets skipped)" if skipped else "")
-                        )
-                    )
+                    detail = "end of media"
+                    if self._corrupt.count:
+                        detail += f" ({self._corrupt.count} corrupt packets skipped)"
+                    emit(StateChange("ended", detail))
                     return
                 reason = "the stream ended"
             except MediaError as e:
@@ -219,9 +219,9 @@ class FileSource:
                 return av.open(self.target, mode="r", options=options, timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
             return av.open(self.target, mode="r")
         except PERMANENT_ERRORS as e:
-            raise _Permanent(f"cannot open {self.target}: {e.strerror}") from e
+            raise _Permanent(f"cannot open {self.target}: {_why(e, OPEN_TIMEOUT)}") from e
         except (av.error.FFmpegError, OSError) as e:
-            raise MediaError(f"cannot open {self.target}: {e.strerror or e}") from e  # FFmpeg's: no errno, no URL again
+            raise MediaError(f"cannot open {self.target}: {_why(e, OPEN_TIMEOUT)}") from e
 
     def _play(self, emit: Emit, stop: threading.Event) -> None:
         """One connection (or one pass over a file), from opening to the end of its data."""
@@ -259,7 +259,7 @@ class FileSource:
                 if not self._live:  # what decoded is delivered first
                     self._deliver(merge.flush(), emit, stop)
                 raise MediaError(
-                    f"{'connection lost' if self.is_url else 'corrupt media'} in {self.target}: {e}"
+                    f"{'connection lost' if self.is_url else 'corrupt media'} in {self.target}: {_why(e, READ_TIMEOUT)}"
                 ) from e
             if self._live:
                 # A lost live connection: what it still holds is as old as the outage (seconds), and
@@ -392,6 +392,14 @@ class _Decoder:
     def check_complete(self, container: av.container.InputContainer) -> None:
         """Raises MediaError when the file ended well before the durations it declares (media.Extent)."""
         self._extent.check(self.target, container)
+
+
+def _why(error: Exception, timeout: float) -> str:
+    """FFmpeg's reason in words, without its error number and the URL again; its "Immediate exit
+    requested" is PyAV's timeout."""
+    if isinstance(error, av.error.ExitError):
+        return f"no answer for {timeout:g} s"
+    return getattr(error, "strerror", None) or str(error)
 
 
 def _describe(audio: av.audio.stream.AudioStream | None, video: av.video.stream.VideoStream | None) -> str:
