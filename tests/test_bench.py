@@ -177,3 +177,17 @@ def test_streamrec_bench_soak_samples_a_real_time_run_and_writes_table_json_and_
     markdown = (tmp_path / "soak.md").read_text(encoding="utf-8")
     assert "| elapsed s | RSS MB |" in markdown and "figures/soak_soak.png" in markdown
     assert (tmp_path / "figures" / "soak_soak.png").stat().st_size > 10_000
+
+
+def test_the_soak_section_replaces_its_own_part_of_a_report_and_nothing_else() -> None:
+    from streamrec.bench.soak import soak_section, with_soak_section
+
+    report = "# Benchmarks\n\n## Targets\n\nmet\n\n## What is measured\n\n- stages\n"
+    first = with_soak_section(report, "## Soak: 10 s in real time\n\n| a |\n")
+    assert first == report + "\n## Soak: 10 s in real time\n\n| a |\n"
+    second = with_soak_section(first, "## Soak: 3600 s in real time\n\n| b |\n")
+    assert second == report + "\n## Soak: 3600 s in real time\n\n| b |\n"
+    # A regenerated report (the full bench) gets the soak section back, in front of nothing it had.
+    middle = "# Benchmarks\n\n## Soak: 1 s\n\nold\n\n## Z\n\nz\n"
+    assert with_soak_section(middle, "## Soak: 2 s\n\nnew\n") == "# Benchmarks\n\n## Soak: 2 s\n\nnew\n\n## Z\n\nz\n"
+    assert soak_section(second) == "## Soak: 3600 s in real time\n\n| b |\n" and soak_section(report) is None

@@ -295,3 +295,31 @@ def soak_markdown(result: SoakResult, figure: Path | None, relative_to: Path, co
     if figure is not None:
         lines += ["", f"![soak curve]({os.path.relpath(figure, relative_to)})"]
     return "\n".join(lines) + "\n"
+
+
+SOAK_HEADING = "## Soak"
+
+
+def _soak_span(document: str) -> tuple[int, int] | None:
+    """Where the soak section lies: from its heading to the next `## ` heading (or the end)."""
+    start = document.find("\n" + SOAK_HEADING)
+    if start < 0:
+        return None
+    end = document.find("\n## ", start + 1)
+    return start + 1, end + 1 if end >= 0 else len(document)
+
+
+def soak_section(document: str) -> str | None:
+    """The soak section of a markdown document, if it has one."""
+    span = _soak_span(document)
+    return document[span[0] : span[1]].rstrip("\n") + "\n" if span else None
+
+
+def with_soak_section(document: str, section: str) -> str:
+    """`document` with its soak section replaced by `section`, or with `section` appended. The full bench
+    and the soak each write their own part of docs/benchmarks.md, and neither erases the other's."""
+    span = _soak_span(document)
+    if span is None:
+        return document.rstrip("\n") + "\n\n" + section
+    after = document[span[1] :]
+    return document[: span[0]] + section.rstrip("\n") + "\n" + ("\n" + after if after else "")

@@ -57,6 +57,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from streamrec.bench.report import latency_series, markdown, plot_latency, print_report
     from streamrec.bench.run import BenchOptions, run_bench
+    from streamrec.bench.soak import soak_section, with_soak_section
 
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     unknown = [b for b in backends if b not in ("torch", "onnxruntime", "tensorrt")]
@@ -80,7 +81,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         path = Path(args.markdown)
         histogram = path.parent / "figures" / f"{path.stem}_latency.png"
         plot_latency(latency_series(report), histogram)
-        path.write_text(markdown(report, histogram, path.parent), encoding="utf-8")
+        text = markdown(report, histogram, path.parent)
+        # The soak's section (bench --soak) is not this run's to erase.
+        kept = soak_section(path.read_text(encoding="utf-8")) if path.exists() else None
+        path.write_text(with_soak_section(text, kept) if kept else text, encoding="utf-8")
         console.print(f"wrote {path} and {histogram}")
     return 0
 
@@ -91,11 +95,21 @@ def _soak(args: argparse.Namespace, model: Path | None, backend: str, command: s
 
     from rich.table import Table
 
-    from streamrec.bench.soak import SAMPLE_HEADER, plot_soak, sample_rows, soak, soak_markdown
+    from streamrec.bench.soak import SAMPLE_HEADER, plot_soak, sample_rows, soak, soak_markdown, with_soak_section
     from streamrec.engines import load_networks
 
     console.print(f"soak: {args.soak:g} s in real time ({backend}), one websocket client", highlight=False)
-    result = soak(load_networks(model, backend, threads=1), backend, args.soak)
+    result = soak(
+        load_networks(model, backend, threads=1),
+        backend,
+        args.soak,
+        progress=lambda s: console.print(
+            f"  {s.elapsed_s:6.0f} s: RSS {s.rss_mb:.1f} MB, {s.threads} threads, {s.fds} descriptors, "
+            f"{s.predictions} predictions, max gap {s.max_gap_s:.2f} s, {s.skipped} skipped",
+            highlight=False,
+            soft_wrap=True,
+        ),
+    )
     table = Table(*SAMPLE_HEADER, title="soak samples")
     for row in sample_rows(result):
         table.add_row(*row)
@@ -111,6 +125,10 @@ def _soak(args: argparse.Namespace, model: Path | None, backend: str, command: s
         path = Path(args.markdown)
         figure = path.parent / "figures" / f"{path.stem}_soak.png"
         plot_soak(result, figure)
-        path.write_text(soak_markdown(result, figure, path.parent, command), encoding="utf-8")
+        section = soak_markdown(result, figure, path.parent, command)
+        # Into an existing report (docs/benchmarks.md) as its soak section; the rest is kept.
+        path.write_text(
+            with_soak_section(path.read_text(encoding="utf-8"), section) if path.exists() else section, encoding="utf-8"
+        )
         console.print(f"wrote {path} and {figure}")
     return 0 if all(met for *_, met in result.targets()) else 1
