@@ -194,7 +194,7 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     server.server_close()
 
 
-FAST_RETRY = ReconnectPolicy(initial=0.1, factor=2.0, max_delay=0.2, give_up_after=3.0)
+FAST_RETRY = ReconnectPolicy(initial=0.1, factor=2.0, max_delay=0.2, give_up_after=1.0)
 
 
 @pytest.mark.parametrize(
