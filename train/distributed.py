@@ -140,6 +140,22 @@ def local_main_first() -> Iterator[None]:
         dist.barrier()
 
 
+@contextmanager
+def host_threads() -> Iterator[None]:
+    """For work rank 0 does alone while this host's other ranks wait (blocked in a collective, not
+    spinning): on the CPU it takes their threads too (torchrun gives each process one)."""
+    if not active() or device().type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, min(os.cpu_count() or 1, before * local)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def from_main(value: T) -> T:
     """The value rank 0 holds, on every rank (any picklable object); also waits for rank 0 to get here."""
     if not active():

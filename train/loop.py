@@ -140,7 +140,11 @@ def fit(
                 model.load_state_dict(trained.state_dict())
             model.eval()
             # Rank 0 validates and keeps time; every rank takes its figures, so all stop at the same epoch.
-            val_f1 = float(validate()) if main else 0.0
+            if main:
+                with distributed.host_threads():
+                    val_f1 = float(validate())
+            else:
+                val_f1 = 0.0
             val_f1, epoch_seconds, result.seconds = distributed.from_main(
                 (val_f1, time.monotonic() - epoch_start, elapsed_before + time.monotonic() - started)
             )
