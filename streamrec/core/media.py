@@ -47,17 +47,22 @@ class FrameSampler:
     """Keeps one frame per tick of 1/fps seconds: the first frame at or after each tick.
 
     Pure logic shared by file decoding and live capture: feed it the timestamp of every decoded
-    frame in rising order and it says whether to keep that frame.
+    frame in rising order and it says whether to keep that frame. Ticks fall at phase + n/fps: the
+    live runtime gives concurrent real-time streams different phases, so that their frames reach the
+    frame network spread over the second instead of all in the same instant (0 everywhere else).
     """
 
-    def __init__(self, fps: float = 1.0) -> None:
+    def __init__(self, fps: float = 1.0, phase: float = 0.0) -> None:
         if fps <= 0:
             raise ValueError(f"frame rate must be positive, got {fps}")
         self.interval = 1.0 / fps
+        if not 0.0 <= phase < self.interval:
+            raise ValueError(f"the sampling phase must lie in [0, {self.interval:g}) seconds, got {phase}")
+        self.phase = phase
         self.reset()
 
     def reset(self) -> None:
-        self._next_tick = 0.0
+        self._next_tick = self.phase
 
     def take(self, t: float) -> bool:
         # A tolerance of 1 ms keeps a frame stamped 0.9999 s for the tick at 1 s.

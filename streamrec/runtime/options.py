@@ -33,7 +33,15 @@ class RuntimeOptions:
     smoothing: SmoothingOptions | None = None  # None: the bundle's tuned settings (`streamrec tune`), else defaults
     client_queue: int = 64  # events per websocket client before its oldest are dropped
     wait_clients: int = 0  # start the sources only once this many websocket clients are connected
-    max_batch: int = 16  # updates per network call
+    # Cross-stream batching (runtime/batching.py): at most max_batch updates (or frames) per network call;
+    # a batch that is not full waits at most batch_wait seconds for windows other real-time streams are
+    # about to complete (never when none is: one stream alone adds no latency).
+    max_batch: int = 16
+    batch_wait: float = 0.005
+    # Threads running the frame network beside the inference thread (None: one per core but one, at least
+    # one). The inference thread embeds frames too when no update is due, so all cores work without
+    # oversubscribing them; each network call runs on `threads` intra-op threads.
+    frame_workers: int | None = None
     stall_seconds: float = 3.0  # a real-time stream without data this long is reported stalled
     lag_seconds: float = 2.0  # seconds of audio a non-real-time source may run ahead of inference
 
@@ -44,6 +52,8 @@ class RuntimeOptions:
             raise ValueError(f"the duration must be positive seconds, got {self.duration}")
         if self.max_batch < 1 or self.threads < 1 or self.wait_clients < 0:
             raise ValueError("max_batch and threads must be >= 1, wait_clients >= 0")
+        if not 0 <= self.batch_wait <= 1 or (self.frame_workers is not None and self.frame_workers < 1):
+            raise ValueError("batch_wait must lie in [0, 1] seconds and frame_workers be >= 1")
         if self.stall_seconds <= 0 or self.lag_seconds <= 0:
             raise ValueError("stall_seconds and lag_seconds must be > 0")
         if self.wait_clients and self.ws is None and self.web is None:

@@ -12,7 +12,10 @@ everything within about a second: sources stop, files are flushed, clients get a
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
+import os
 import signal
 import threading
 import time
@@ -26,6 +29,7 @@ from streamrec.core.bundle import Bundle
 from streamrec.core.errors import UserError
 from streamrec.core.networks import NetworkInfo, Networks
 from streamrec.engines import load_networks
+from streamrec.runtime.batching import due_requests, fill_batch
 from streamrec.runtime.broadcast import DEFAULT_HOST, BroadcastOptions, WebsocketSink
 from streamrec.runtime.explain import LiveExplainer
 from streamrec.runtime.options import CustomSource, RuntimeOptions
@@ -40,7 +44,7 @@ from streamrec.runtime.sources import (
     assign_stream_ids,
     open_source,
 )
-from streamrec.runtime.streams import RunSummary, StreamState, StreamSummary
+from streamrec.runtime.streams import RunSummary, StreamState
 from streamrec.runtime.types import (
     TERMINAL_STATES,
     AudioChunk,
@@ -53,7 +57,6 @@ from streamrec.runtime.types import (
     status_event,
 )
 from streamrec.runtime.view import TerminalView
-from streamrec.runtime.windowing import frames_for_update
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +123,16 @@ class Runtime:
         fmt = CaptureFormat(info.sample_rate, info.frames)
         specs = [s for s in self.specs if isinstance(s, SourceSpec)]
         ids = iter(assign_stream_ids(specs))
+        # Real-time inputs keep their 1 fps frames at different phases of the second (media.FrameSampler),
+        # so the frame network gets them spread in time, not all at once; others keep phase 0, as eval does.
+        live, phases = sum(s.is_realtime for s in specs), itertools.count()
         grouped: dict[str, list[tuple[Source, bool, float]]] = {}  # id -> (source, realtime, seconds between items)
         for item in self.specs:
             if isinstance(item, CustomSource):
                 grouped.setdefault(item.stream_id, []).append((item.source, item.realtime, 0.0))
             else:
-                source = open_source(item, fmt, self.options.duration)
+                phase = next(phases) / live / info.frames.fps if item.is_realtime else 0.0
+                source = open_source(item, dataclasses.replace(fmt, frame_phase=phase), self.options.duration)
                 # A camera sends only the frames it keeps: at a low rate it is quiet between them.
                 gap = 1.0 / (item.fps or info.frames.fps) if item.kind == "camera" else 0.0
                 grouped.setdefault(next(ids), []).append((source, item.is_realtime, gap))
@@ -278,43 +285,15 @@ class Runtime:
 
     # --- inference --------------------------------------------------------------------------
 
-    def _collect(self) -> list[tuple[StreamState, Request]]:
+    def _collect(self, limit: int) -> list[tuple[StreamState, Request]]:
+        """The updates due on all streams, at most `limit` (batching.due_requests per stream)."""
         due: list[tuple[StreamState, Request]] = []
-        k = self._info.k_frames
         # Start with another stream each time, so that fast streams share the batch budget fairly.
         self._turn = (self._turn + 1) % len(self._streams)
         for stream in self._streams[self._turn :] + self._streams[: self._turn]:
-            budget = self.options.max_batch - len(due)
-            if budget <= 0:
+            if len(due) >= limit:
                 break
-            if stream.finished or stream.driver is None:
-                continue
-            if stream.driver == "audio":
-                # Under the stream's lock: due() advances the windower, which lets a waiting source write
-                # again (see _backpressure_audio); it must not overwrite these windows before they are read.
-                with stream.cond:
-                    ends = stream.windower.due(stream.audio.total_written, latest_only=stream.realtime, limit=budget)
-                    if not ends and not stream.running:
-                        tail = stream.windower.tail(stream.audio.total_written)
-                        ends = [tail] if tail is not None else []
-                    windows = [stream.audio.read_window(end, stream.spec.size, pad=True) for end in ends]
-                frames = stream.frames.latest()
-                for window in windows:
-                    if window is None:
-                        stream.lost += 1
-                        continue
-                    chosen = frames_for_update(frames, window.end_time, k, stream.max_age)
-                    due.append((stream, Request(stream.id, window, tuple(chosen))))
-            else:
-                frames, total = stream.frames.snapshot()
-                for count in stream.frame_windower.due(total, latest_only=stream.realtime, limit=budget):
-                    newest = len(frames) - 1 - (total - count)
-                    if newest < 0:
-                        stream.lost += 1
-                        continue
-                    chosen = frames_for_update(frames[: newest + 1], frames[newest].media_time, k, stream.max_age)
-                    due.append((stream, Request(stream.id, None, tuple(chosen))))
-                stream.frames_done = stream.frame_windower.done
+            due += [(stream, r) for r in due_requests(stream, limit - len(due), self._info.k_frames)]
         return due
 
     def _evaluate(self, due: list[tuple[StreamState, Request]]) -> None:
@@ -347,15 +326,19 @@ class Runtime:
             with stream.cond:
                 stream.cond.notify_all()
 
+    def _prime(self, limit: int) -> int:
+        """Embeds up to `limit` frames not seen yet, oldest first; returns how many."""
+        k = self._info.k_frames
+        return self._recognizer.prime({s.id: s.frames.latest(k) for s in self._streams if not s.finished}, limit)
+
     def _frame_loop(self) -> None:
-        """Runs the frame network on frames as they arrive, beside the inference loop: the update that
-        needs a frame then finds it embedded (or waits for it), and the two networks use both cores."""
+        """A frame worker: runs the frame network on frames as they arrive, beside the inference loop, so the
+        update that needs a frame finds it embedded (or waits for it). Several workers share the frames."""
         try:
             while not self._stop.is_set():
-                self._frame_wake.wait(IDLE_WAIT)
                 self._frame_wake.clear()
-                k = self._info.k_frames
-                self._recognizer.prime({s.id: s.frames.latest(k) for s in self._streams if not s.finished})
+                if not self._prime(self.options.max_batch):
+                    self._frame_wake.wait(IDLE_WAIT)
         except BaseException as e:
             log.exception("the frame loop failed")
             self._failure = e
@@ -390,10 +373,14 @@ class Runtime:
         try:
             while not self._stop.is_set():
                 self._wake.clear()
-                due = self._collect()
+                due = self._collect(self.options.max_batch)
+                if due and self.options.batch_wait > 0:
+                    due = fill_batch(due, self._collect, self._streams, self._info.sample_rate, *self._batching)
                 if due:
                     self._evaluate(due)
                     continue
+                if self._info.has_video and self._prime(1):
+                    continue  # nothing due: one frame for the frame workers (a short call), then look again
                 if self._finish():
                     return
                 self._check_stalls()
@@ -422,6 +409,8 @@ class Runtime:
         self._info = networks.info
         self._classes = self._info.classes
         self._recognizer = Recognizer(networks)
+        o = self.options
+        self._batching = (o.max_batch, o.batch_wait, self._wake, self._stop)  # fill_batch's bounds
         if self.options.explain and self._info.has_video:
             self._explainer = LiveExplainer.from_bundle(self.options.bundle)
         self._smoothing = self.options.smoothing or SmoothingOptions.of_bundle(Bundle.load(self.options.bundle))
@@ -436,10 +425,10 @@ class Runtime:
             self._wait_for_clients()
             inference = threading.Thread(target=self._infer_loop, name="inference", daemon=True)
             inference.start()
-            if self._info.has_video:
-                frame_thread = threading.Thread(target=self._frame_loop, name="frames", daemon=True)
-                frame_thread.start()
-                threads.append(frame_thread)
+            workers = self.options.frame_workers or max(1, (os.cpu_count() or 1) - 1)
+            for n in range(workers if self._info.has_video else 0):
+                threads.append(threading.Thread(target=self._frame_loop, name=f"frames-{n}", daemon=True))
+                threads[-1].start()
             for stream in self._streams:
                 for index in range(len(stream.sources)):
                     thread = threading.Thread(
@@ -476,22 +465,11 @@ class Runtime:
             self._stop.wait(0.02)
 
     def _summary(self) -> RunSummary:
-        streams = {}
-        for stream in self._streams:
-            final = stream.final_state() if stream.ends else StateChange("ended", "stopped")
-            latencies = np.array(stream.latencies) if stream.latencies else None
-            streams[stream.id] = StreamSummary(
-                final.state,
-                final.detail,
-                stream.seq,
-                stream.windower.skipped + stream.frame_windower.skipped + stream.lost,
-                float(np.percentile(latencies, 50)) if latencies is not None else None,
-                float(np.percentile(latencies, 95)) if latencies is not None else None,
-            )
+        streams = {stream.id: stream.summary() for stream in self._streams}
         stopped = self._stopped_by if self._stopped_by not in (None, "end") else None
         code = 0
         if any(s.state == "error" for s in streams.values()):
             code = 2
         if stopped in ("SIGINT", "SIGTERM"):
             code = 128 + int(getattr(signal, stopped))
-        return RunSummary(streams, stopped, code)
+        return RunSummary(streams, stopped, code, self._recognizer.batches.summary())

@@ -4,14 +4,15 @@ Written against the small `Networks` protocol (numpy in, numpy out), so the same
 bundle's torch modules (`TorchNetworks`) or on exported engines. One call takes the updates due on
 every stream at once and batches them: one audio-network call for all windows, one frame-network
 call for all frames not seen before (frame embeddings are cached per stream: at 1 fps a frame is
-reused by every update of the next k seconds), one fusion call.
+reused by every update of the next k seconds), one fusion call. prime() embeds frames ahead of the
+updates, from any number of threads at once (each claims its own frames, oldest first).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -43,6 +44,29 @@ def energy_db(samples: np.ndarray) -> float:
     return 20.0 * np.log10(rms) if rms > 0 else SILENCE_DB
 
 
+class BatchSizes:
+    """How many items each batched network call took, per kind ("updates", "frames"); thread-safe."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, Counter[int]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, kind: str, size: int) -> None:
+        if size > 0:
+            with self._lock:
+                self._counts.setdefault(kind, Counter())[size] += 1
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per kind: calls, items, mean and largest batch."""
+        with self._lock:
+            counts = {kind: Counter(c) for kind, c in self._counts.items()}
+        out = {}
+        for kind, c in counts.items():
+            calls, items = sum(c.values()), sum(size * n for size, n in c.items())
+            out[kind] = {"calls": calls, "items": items, "mean": items / calls, "max": max(c)}
+        return out
+
+
 class Recognizer:
     """The stage: requests of any streams -> one Recognition each, in order; reset() per stream."""
 
@@ -57,6 +81,7 @@ class Recognizer:
         # caller that needs one waits for it instead of running the frame network on it again.
         self._in_flight: dict[tuple[str, tuple[float, float]], threading.Event] = {}
         self._lock = threading.Lock()
+        self.batches = BatchSizes()  # sizes of the batched network calls ("updates", "frames")
 
     def reset(self, stream: str | None = None) -> None:
         """Forget cached frame results of one stream (all streams when None)."""
@@ -66,29 +91,35 @@ class Recognizer:
             else:
                 self._cache.pop(stream, None)
 
-    def prime(self, frames: Mapping[str, Sequence[Frame]]) -> int:
-        """Runs the frame network, in one batch, on the frames of any streams not seen yet, ahead of the
-        updates that need them (the runtime calls this from its own thread as frames arrive).
+    def prime(self, frames: Mapping[str, Sequence[Frame]], limit: int | None = None) -> int:
+        """Runs the frame network, in one batch, on at most `limit` frames of any streams not seen yet (the
+        oldest captured first), ahead of the updates that need them. The runtime calls this from its frame
+        workers as frames arrive; frames another thread is embedding are left to it, not awaited.
         Returns how many frames it ran."""
-        return self._embed_frames([(stream, list(f)) for stream, f in frames.items()])
+        return self._embed_frames([(stream, list(f)) for stream, f in frames.items()], limit, wait=False)
 
-    def _embed_frames(self, wanted: list[tuple[str, list[Frame]]]) -> int:
+    def _embed_frames(self, wanted: list[tuple[str, list[Frame]]], limit: int | None = None, wait: bool = True) -> int:
         if not self.info.has_video:
             return 0
         mine: dict[tuple[str, tuple[float, float]], Frame] = {}
         others: list[threading.Event] = []
         with self._lock:
+            todo: dict[tuple[str, tuple[float, float]], Frame] = {}
             for stream, frames in wanted:
                 cache = self._cache.setdefault(stream, OrderedDict())
                 for f in frames:
                     key = (stream, f.key)
-                    if f.key in cache or key in mine:
+                    if f.key in cache or key in todo:
                         continue
                     if key in self._in_flight:
                         others.append(self._in_flight[key])
                     else:
-                        mine[key] = f
-                        self._in_flight[key] = threading.Event()
+                        todo[key] = f
+            # Oldest captured first: under load the frames nearest their deadline go first.
+            for key in sorted(todo, key=lambda k: todo[k].capture_time)[:limit]:
+                mine[key] = todo[key]
+                self._in_flight[key] = threading.Event()
+        self.batches.add("frames", len(mine))
         try:
             if mine:
                 probabilities, embeddings = self.networks.frames(np.stack([f.image for f in mine.values()]))
@@ -102,13 +133,14 @@ class Recognizer:
             with self._lock:
                 for key in mine:
                     self._in_flight.pop(key).set()
-        for event in others:
+        for event in others if wait else ():
             event.wait()
         return len(mine)
 
     def __call__(self, requests: Sequence[Request]) -> list[Recognition]:
         if not requests:
             return []
+        self.batches.add("updates", len(requests))
         info = self.info
         used = [list(r.frames[-info.k_frames :]) if info.has_video else [] for r in requests]
         self._embed_frames([(r.stream, frames) for r, frames in zip(requests, used)])

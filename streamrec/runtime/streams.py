@@ -6,7 +6,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from streamrec.core.networks import NetworkInfo
 from streamrec.runtime.ringbuffer import AudioRing, FrameRing
@@ -33,6 +35,8 @@ class RunSummary:
     streams: dict[str, StreamSummary]
     stopped_by: str | None = None  # "SIGINT", "SIGTERM", "stop()" when stopped before the end
     exit_code: int = 0  # 0, 2 when a stream ended in error (bad input), 128 + signal number when stopped by one
+    # Sizes of the batched network calls, per kind ("updates", "frames"): calls, items, mean, max.
+    batches: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class StreamState:
@@ -102,6 +106,18 @@ class StreamState:
         if self.driver is None and len(self.infos) == len(self.sources):
             audio = any(i.audio for i in self.infos.values()) and has_audio_network
             self.driver = "audio" if audio else "video"
+
+    def summary(self) -> StreamSummary:
+        final = self.final_state() if self.ends else StateChange("ended", "stopped")
+        latencies = np.array(self.latencies) if self.latencies else None
+        return StreamSummary(
+            final.state,
+            final.detail,
+            self.seq,
+            self.windower.skipped + self.frame_windower.skipped + self.lost,
+            float(np.percentile(latencies, 50)) if latencies is not None else None,
+            float(np.percentile(latencies, 95)) if latencies is not None else None,
+        )
 
     def final_state(self) -> StateChange:
         errors = [e for e in self.ends if e.state == "error"]

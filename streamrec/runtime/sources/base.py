@@ -26,6 +26,7 @@ class CaptureFormat:
 
     sample_rate: int  # Hz
     frames: FrameConfig = FrameConfig()
+    frame_phase: float = 0.0  # seconds after each 1/fps tick a frame is kept (media.FrameSampler)
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:

@@ -321,7 +321,7 @@ class _Decoder:
         self._audio_start: float | None = None  # seconds on the timeline of the first audio sample
         self._audio_step = 0.0  # seconds of the previous audio frame
         self._frame_step = 0.0  # seconds between video frames
-        self._sampler = FrameSampler(fmt.frames.fps)
+        self._sampler = FrameSampler(fmt.frames.fps, fmt.frame_phase)
         if audio is not None:
             # As media.decode_audio: PyAV converts format and downmixes; the rate change is torchaudio's.
             self._converter = av.AudioResampler(format="flt", layout="mono", rate=audio.rate)
