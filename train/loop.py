@@ -41,7 +41,8 @@ class FitResult:
     best_state: dict
     best_epoch: int
     best_val_f1: float
-    history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, val_f1, seconds
+    # per epoch: epoch, loss, val_f1, seconds (all of it), step_seconds (the training steps, without validation)
+    history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     stopped: str = ""  # why training ended
 
@@ -135,6 +136,7 @@ def fit(
                     task, status=f"loss {np.mean(losses) * world:.3f}  best val F1 {max(result.best_val_f1, 0):.3f}"
                 )
             epoch_loss = distributed.sum_over_ranks(float(np.sum(losses))) / len(losses) if losses else math.nan
+            step_seconds = time.monotonic() - epoch_start
             distributed.sync_buffers(trained)
             if trained is not model:
                 model.load_state_dict(trained.state_dict())
@@ -145,10 +147,11 @@ def fit(
                     val_f1 = float(validate())
             else:
                 val_f1 = 0.0
-            val_f1, epoch_seconds, result.seconds = distributed.from_main(
-                (val_f1, time.monotonic() - epoch_start, elapsed_before + time.monotonic() - started)
+            val_f1, step_seconds, epoch_seconds, result.seconds = distributed.from_main(
+                (val_f1, step_seconds, time.monotonic() - epoch_start, elapsed_before + time.monotonic() - started)
             )
-            result.history.append({"epoch": epoch, "loss": epoch_loss, "val_f1": val_f1, "seconds": epoch_seconds})
+            seconds = {"seconds": epoch_seconds, "step_seconds": step_seconds}
+            result.history.append({"epoch": epoch, "loss": epoch_loss, "val_f1": val_f1, **seconds})
             if val_f1 > result.best_val_f1:
                 result.best_val_f1, result.best_epoch = val_f1, epoch
                 result.best_state = copy.deepcopy(model.state_dict())
