@@ -2,13 +2,13 @@
 
 An engine runs one network of a model bundle (kind "audio", "video" or "fusion"); the graphs each kind
 exposes are described in streamrec.engines.export. Backends: "torch" (the reference), "onnxruntime" (CPU),
-"tensorrt" (NVIDIA GPU).
+"tensorrt" (NVIDIA GPU), and "triton" (a Triton Inference Server over gRPC, streamrec.engines.triton_client).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -17,6 +17,8 @@ from streamrec.core.errors import UserError
 from streamrec.core.graphs import TensorSpec
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+# Not among BACKENDS: the networks run on a Triton server (streamrec.engines.triton_client), not in this process.
+TRITON = "triton"
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -47,6 +49,17 @@ class Engine(Protocol):
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def close(self) -> None: ...
+
+
+StatusListener = Callable[[str, str], None]  # (state, detail) of an engine's server: "reconnecting" or "started"
+
+
+@runtime_checkable
+class ReportsStatus(Protocol):
+    """An engine, or networks, whose server can go away and come back (the triton backend): the listener hears
+    "reconnecting" when requests start failing and "started" when they succeed again."""
+
+    def set_status_listener(self, listener: StatusListener | None) -> None: ...
 
 
 def check_inputs(kind: str, spec: tuple[TensorSpec, ...], inputs: Mapping[str, np.ndarray]) -> None:

@@ -7,6 +7,7 @@ The audio front end (log-mel) runs in torch before the audio engine, FP32 always
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from streamrec.core.bundle import Bundle
 from streamrec.core.features import LogMel, LogMelConfig, frames_to_tensor, writable_array
 from streamrec.core.networks import NetworkInfo, Networks, TorchNetworks
 from streamrec.core.scores import softmax
-from streamrec.engines.base import Engine
+from streamrec.engines.base import TRITON, Engine, ReportsStatus, StatusListener
 from streamrec.engines.loader import AUTO, EngineOptions, choose_backend, load_engine
 
 log = logging.getLogger(__name__)
@@ -31,18 +32,24 @@ class EngineNetworks:
         backend: str = "auto",
         precision: str = "fp32",
         options: EngineOptions | None = None,
+        engines: Mapping[str, Engine] | None = None,
     ) -> None:
+        """engines: made elsewhere (the triton backend's TritonEngines), each taking any batch; default: loaded
+        for `backend` and `precision` through the bundle's engine cache."""
         loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.info = NetworkInfo.from_bundle(loaded)
-        self.backend = choose_backend(backend)
-        options = options or EngineOptions()
-        # TensorRT engines take batches up to their profile's maximum; the others take any batch.
-        self._chunk = options.max_batch if self.backend == "tensorrt" else None
-        self._engines: dict[str, Engine] = {
-            kind: load_engine(loaded, kind, self.backend, precision, options)
-            for kind in ("audio", "video", "fusion")
-            if loaded.has(kind)
-        }
+        if engines is not None:
+            self.backend, self._chunk, self._engines = backend, None, dict(engines)
+        else:
+            self.backend = choose_backend(backend)
+            options = options or EngineOptions()
+            # TensorRT engines take batches up to their profile's maximum; the others take any batch.
+            self._chunk = options.max_batch if self.backend == "tensorrt" else None
+            self._engines = {
+                kind: load_engine(loaded, kind, self.backend, precision, options)
+                for kind in ("audio", "video", "fusion")
+                if loaded.has(kind)
+            }
         self._logmel: LogMel | None = None
         if "audio" in self._engines:
             meta = self._engines["audio"].metadata
@@ -91,12 +98,24 @@ class EngineNetworks:
         out = self._run("fusion", {"audio": audio, "frames": frames, "present": present})
         return softmax(out["logits"])
 
+    def set_status_listener(self, listener: StatusListener | None) -> None:
+        """Engines on a server (the triton backend) report it going away and coming back; others never do."""
+        for engine in self._engines.values():
+            if isinstance(engine, ReportsStatus):
+                engine.set_status_listener(listener)
+
     def close(self) -> None:
         for engine in self._engines.values():
             engine.close()
 
 
-def load_networks(bundle_path: str | Path | None = None, backend: str = AUTO, threads: int | None = None) -> Networks:
+def load_networks(
+    bundle_path: str | Path | None = None,
+    backend: str = AUTO,
+    threads: int | None = None,
+    *,
+    triton_url: str | None = None,
+) -> Networks:
     """The networks of a bundle (default: the bundled model) on one inference backend.
 
     "auto" picks TensorRT with a CUDA GPU, else ONNX Runtime, else torch (streamrec.engines.loader says why);
@@ -104,6 +123,10 @@ def load_networks(bundle_path: str | Path | None = None, backend: str = AUTO, th
     threads per network (None: one per core, up to 4).
     """
     bundle = Bundle.load(bundle_path)
+    if backend == TRITON:  # served by a Triton server at triton_url (grpc://HOST:PORT), not run here
+        from streamrec.engines.triton_client import triton_engines  # imported here: tritonclient is optional
+
+        return EngineNetworks(bundle, TRITON, engines=triton_engines(bundle, triton_url))
     chosen = choose_backend(backend)  # an unknown or unusable backend: EngineError, a one-line UserError
     if chosen == "torch":
         return TorchNetworks(bundle)

@@ -42,9 +42,19 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-echo "==> pip install -e .[dev] with the versions CI tested (constraints.txt)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' \
+echo "==> pip install -e .[dev,triton] with the versions CI tested (constraints.txt)"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,triton]' \
   2> >(grep -v "is ignored: it is neither" >&2)
+
+# The Triton test server (streamrec/tools/triton_server.py): PyTriton bundles tritonserver but needs numpy<2, so it
+# gets its own environment (~125 MB of wheels, ~450 MB installed).
+if [ ! -x .venv-triton/bin/python ]; then
+  echo "==> creating .venv-triton (PyTriton: a Triton server on loopback for the triton backend's tests)"
+  "$PYTHON" -m venv .venv-triton
+fi
+echo "==> pip install nvidia-pytriton onnxruntime into .venv-triton (constraints-triton.txt)"
+.venv-triton/bin/python -m pip install -q --disable-pip-version-check -c constraints-triton.txt \
+  nvidia-pytriton onnxruntime "numpy<2" 2> >(grep -v "is ignored: it is neither" >&2)
 
 echo "==> fetching emoji artwork (npm registry) into the training-source cache"
 .venv/bin/streamrec data sources --fetch

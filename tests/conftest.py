@@ -7,14 +7,16 @@ Session fixtures, each built once and only when a selected test asks for it:
   tiny_bundle     a bundle trained on it by `streamrec train all` (minutes: the tests using it are slow)
   runtime_bundle  a bundle of small untrained networks made in a second (the live runtime's tests)
   runtime_clips   tiny real media clips for the live runtime's tests
+  triton_repository, triton_server   the runtime bundle's Triton model repository, served on loopback (PyTriton)
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +36,8 @@ from .helpers import (
     H264,
     K_FRAMES,
     TINY_CORPUS_OPTIONS,
+    TRITON_PYTHON,
+    TritonServer,
     ffmpeg,
     make_av_clip,
     sine_input,
@@ -196,3 +200,33 @@ def runtime_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
         *H264, *AAC, "-shortest", "-movflags", "+faststart", str(root / "long.mp4"),
     )  # fmt: skip
     return root
+
+
+# --- Triton (tests/test_triton.py) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def triton_repository(runtime_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`streamrec engines triton` of the runtime bundle: ONNX models (no TensorRT here)."""
+    from streamrec.cli import main
+
+    out = tmp_path_factory.mktemp("triton") / "repository"
+    with pytest.raises(SystemExit) as exited:
+        main(["engines", "triton", str(out), "--model", str(runtime_bundle), "--format", "onnx"])
+    assert exited.value.code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def triton_server(triton_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """A real Triton server (PyTriton's bundled tritonserver, run from .venv-triton) on loopback, serving
+    triton_repository's models through ONNX Runtime; a test may kill and restart it (it is up after each test)."""
+    if not TRITON_PYTHON.exists():
+        reason = f"{TRITON_PYTHON} is missing: scripts/install.sh makes it (PyTriton needs numpy<2)"
+        if os.environ.get("CI"):  # CI ran install.sh: a missing server is a failure there, not a skip
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = TritonServer(triton_repository, tmp_path_factory.mktemp("triton_log") / "server.log")
+    server.start()
+    yield server
+    server.stop()

@@ -7,8 +7,13 @@ Fixtures live in tests/conftest.py (pytest finds them); this module holds no fix
 from __future__ import annotations
 
 import csv
+import os
+import queue
+import signal
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -168,3 +173,78 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- a Triton server (PyTriton, in .venv-triton) --------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+TRITON_PYTHON = REPO / ".venv-triton" / "bin" / "python"  # made by scripts/install.sh: PyTriton needs numpy<2
+TRITON_SERVER = REPO / "streamrec" / "tools" / "triton_server.py"
+
+
+class TritonServer:
+    """streamrec/tools/triton_server.py serving a model repository on loopback, as a child process group (the
+    script, the tritonserver it starts and its Python stubs), so that kill() takes the server down at once."""
+
+    def __init__(self, repository: Path, log: Path) -> None:
+        self.repository, self.log = repository, log
+        self.port, self.http_port = free_port(), free_port()
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"grpc://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Starts it on the same ports as before and waits for its "ready" line (every model loaded)."""
+        command = [str(TRITON_PYTHON), str(TRITON_SERVER), str(self.repository)]
+        command += ["--grpc-port", str(self.port), "--http-port", str(self.http_port)]
+        # A killed server leaves its workspace (a copy of tritonserver) behind: keep it beside the log.
+        self.starts += 1
+        command += ["--workspace", str(self.log.parent / f"workspace-{self.starts}")]
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
+            )
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._forward, args=(self.process, lines), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if "ready grpc://" in lines.get(timeout=0.5):  # tritonserver writes to the same pipe
+                    return
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+        self.stop()
+        pytest.fail(f"the Triton test server did not start: {self.log.read_text()[-2000:]}")
+
+    def _forward(self, process: subprocess.Popen, lines: queue.Queue[str]) -> None:
+        """The server's stdout (tritonserver's log) into the log file, and each line to start()."""
+        with self.log.open("a") as log:
+            for line in process.stdout:
+                log.write(line)
+                log.flush()
+                lines.put(line)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group, as a crash or a pulled cable would take it."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+            time.sleep(0.2)  # the group's other processes die a moment after its leader
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # whatever of the group outlived a clean stop (PyTriton leaves Python backend stubs behind)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

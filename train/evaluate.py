@@ -56,6 +56,7 @@ def evaluate(
     backend: str = "torch",
     workers: int = 2,
     plot: Path | None = None,
+    triton_url: str | None = None,
 ) -> dict:
     """The eval JSON (docs/dataset.md). `n` counts the clips that have that modality; fusion covers every clip."""
     unknown = set(modalities) - set(MODALITIES)
@@ -66,7 +67,7 @@ def evaluate(
     missing = [m for m in modalities if not bundle.has(m)]
     if missing:
         raise UserError(f"bundle {bundle.root} has no {', '.join(missing)} network")
-    nets = load_networks(bundle.root, backend)
+    nets = load_networks(bundle.root, backend, triton_url=triton_url)  # triton_url: backend "triton"'s server
     setup = AudioSetup.from_dict(bundle.network("audio")["setup"]) if bundle.has("audio") else None
     spec = DecodeSpec(sample_rate=nets.info.sample_rate, frames=nets.info.frames)
     loaded = load_dataset(data, split=split, spec=spec, classes=bundle.classes, workers=workers)

@@ -37,6 +37,7 @@ class BenchOptions:
     max_streams: int = 160
     offline_seconds: float = 180.0  # length of the offline clip
     workdir: Path | None = None  # where the test media are cut (default: a temporary folder)
+    triton_url: str | None = None  # the server of backend "triton" (grpc://HOST:PORT)
 
     @classmethod
     def quick(cls, bundle: Path | None = None, backends: tuple[str, ...] = ("torch", "onnxruntime")) -> BenchOptions:

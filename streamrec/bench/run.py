@@ -82,7 +82,7 @@ def run_bench(o: BenchOptions, command: str, say: Callable[[str], None] = log.in
         make_long_clip(long_clip, o.offline_seconds)
         say(f"loading the networks: {', '.join(o.backends)} (engines are exported on first use)")
         # One intra-op thread per network, as the runtime runs them (pipeline.RuntimeOptions.threads).
-        networks = {b: load_networks(bundle.root, b, threads=1) for b in o.backends}
+        networks = {b: load_networks(bundle.root, b, threads=1, triton_url=o.triton_url) for b in o.backends}
         say(f"stages: {o.repeats} timed calls per stage and backend")
         import torch
 

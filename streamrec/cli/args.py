@@ -115,11 +115,22 @@ def add_runtime_model(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "torch", "onnxruntime", "tensorrt"),
-        help="inference backend; auto = TensorRT with a CUDA GPU, else ONNX Runtime (default auto)",
+        choices=("auto", "torch", "onnxruntime", "tensorrt", "triton"),
+        help="inference backend; auto = TensorRT with a CUDA GPU, else ONNX Runtime; triton = a Triton server "
+        "at --triton-url (default auto)",
     )
+    add_triton_url(p)
     p.add_argument(
         "--hop", type=_positive_float, default=0.5, metavar="S", help="seconds between audio windows (default 0.5)"
+    )
+
+
+def add_triton_url(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--triton-url",
+        metavar="grpc://HOST:PORT",
+        help="the Triton Inference Server of --backend triton, serving the model repository that "
+        "`streamrec engines triton` wrote for this model (docs/engines.md#triton-inference-server)",
     )
 
 

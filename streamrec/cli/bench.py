@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from streamrec.cli.args import _positive_float, _positive_int, add_model, console
+from streamrec.cli.args import _positive_float, _positive_int, add_model, add_triton_url, console
 from streamrec.core.errors import UserError
 
 
@@ -32,6 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="backends side by side, comma-separated; the last one runs the live, streams and "
         "offline measurements as the best (default torch,onnxruntime)",
     )
+    add_triton_url(bn)
     bn.add_argument("--max-streams", type=_positive_int, metavar="N", help="stop the streams search at N (default 160)")
     bn.add_argument("--quick", action="store_true", help="tiny sizes: seconds instead of minutes")
     bn.add_argument(
@@ -60,13 +61,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from streamrec.bench.soak import soak_section, with_soak_section
 
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
-    unknown = [b for b in backends if b not in ("torch", "onnxruntime", "tensorrt")]
+    unknown = [b for b in backends if b not in ("torch", "onnxruntime", "tensorrt", "triton")]
     if unknown or not backends:
-        raise UserError(f"--backends: unknown {', '.join(unknown) or 'empty list'}; use torch, onnxruntime, tensorrt")
+        named = ", ".join(unknown) or "empty list"
+        raise UserError(f"--backends: unknown {named}; use torch, onnxruntime, tensorrt, triton (with --triton-url)")
     model = Path(args.model) if args.model else None
     options = BenchOptions.quick(model, backends) if args.quick else BenchOptions(model, backends)
     if args.max_streams:
         options = replace(options, max_streams=args.max_streams)
+    options = replace(options, triton_url=args.triton_url)
     command = "streamrec bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "streamrec bench"
     if args.soak:
         return _soak(args, model, backends[-1], command)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from streamrec.cli.args import _positive_int, add_model, add_workers, console
+from streamrec.cli.args import _positive_int, add_model, add_triton_url, add_workers, console
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -36,9 +36,10 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--backend",
         default="torch",
-        choices=("torch", "onnxruntime", "tensorrt"),
+        choices=("torch", "onnxruntime", "tensorrt", "triton"),
         help="inference backend (default torch, the reference)",
     )
+    add_triton_url(e)
     e.add_argument("--json", metavar="FILE", help="write the eval JSON here (and FILE.png with the confusion matrices)")
     e.add_argument("--plot", metavar="FILE", help="write the confusion matrices here (PNG)")
     add_workers(e)
@@ -64,6 +65,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.backend,
         args.workers,
         plot,
+        triton_url=args.triton_url,
     )
     table = Table(title=f"{result['model']} on {result['dataset']} ({result['split']}, {result['backend']})")
     for column in ("modality", "clips", "Hit@1", "Hit@3", "F1 macro"):
@@ -74,7 +76,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         table.add_row(m, str(r["n"]), number(r["hit1"]), number(r["hit3"]), number(r["f1_macro"]))
     Console().print(table)
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
-    timelines = _score_timelines(Path(args.dataset), Path(args.model) if args.model else None, args.backend, splits)
+    model = Path(args.model) if args.model else None
+    timelines = _score_timelines(Path(args.dataset), model, args.backend, splits, args.triton_url)
     if timelines is not None:
         result["timelines"] = timelines
     if result["skipped"]:
@@ -87,7 +90,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score_timelines(dataset: Path, model: Path | None, backend: str, splits: list[str]) -> dict | None:
+def _score_timelines(
+    dataset: Path, model: Path | None, backend: str, splits: list[str], triton_url: str | None = None
+) -> dict | None:
     """The dataset's long clips through the runtime, scored against their timelines (None without any)."""
     # imported here: CLI start-up time
     from streamrec.engines import load_networks
@@ -98,7 +103,7 @@ def _score_timelines(dataset: Path, model: Path | None, backend: str, splits: li
     timelines = load_timelines(dataset, splits)
     if not timelines:
         return None
-    networks = load_networks(model, backend)
+    networks = load_networks(model, backend, triton_url=triton_url)
     scores = []
     for timeline in timelines:
         events = replay(dataset / timeline.clip, RuntimeOptions(bundle=model, backend=backend), networks)

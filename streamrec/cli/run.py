@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamrec.cli.args import _positive_float, _positive_int, add_outputs, add_runtime_model, output_options
+from streamrec.cli.args import (
+    _positive_float,
+    _positive_int,
+    add_outputs,
+    add_runtime_model,
+    add_triton_url,
+    output_options,
+)
 from streamrec.core.assets import DEFAULT_BUNDLE, EXAMPLE_CLIP
 from streamrec.core.errors import UserError
 
@@ -95,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         specs,
         Path(args.model) if args.model else None,
         args.backend,
+        triton_url=args.triton_url,
         realtime=realtime,
         duration=args.duration,
         hop=args.hop,
@@ -129,6 +137,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         specs,
         Path(args.model) if args.model else None,
         args.backend,
+        triton_url=args.triton_url,
         realtime=True,
         duration=args.duration,
         hop=args.hop,
@@ -144,6 +153,13 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         "bundled model: terminal live view and websocket server on 127.0.0.1:8765. Offline.",
     )
     d.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
+    d.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime", "tensorrt", "triton"),
+        help="inference backend (default torch)",
+    )
+    add_triton_url(d)
     add_outputs(d, ws_default="127.0.0.1:8765")
     d.set_defaults(func=cmd_demo)
 
@@ -160,6 +176,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         outputs["web"],
         outputs["explain"],
         outputs["mqtt"],
+        backend=args.backend,
+        triton_url=args.triton_url,
         allow_origins=outputs["allow_origins"],
         certfile=outputs["certfile"],
         keyfile=outputs["keyfile"],
@@ -207,6 +225,7 @@ def run_streams(
     certfile: Path | None = None,
     keyfile: Path | None = None,
     mqtt: MqttOptions | None = None,
+    triton_url: str | None = None,
 ) -> int:
     """The entry point of `streamrec run`, `live` and `demo`: runs until the sources end or Ctrl-C /
     SIGTERM, and returns the exit code (0; 2 when a stream ended in error; 128 + signal number).
@@ -227,6 +246,7 @@ def run_streams(
     options = RuntimeOptions(
         bundle=bundle_path,
         backend=backend,
+        triton_url=triton_url,
         hop_seconds=DEFAULT_HOP_SECONDS if hop is None else hop,
         ws=ws,
         web=web,
@@ -286,6 +306,8 @@ def run_demo(
     certfile: Path | None = None,
     keyfile: Path | None = None,
     mqtt: MqttOptions | None = None,
+    backend: str = "torch",
+    triton_url: str | None = None,
 ) -> int:
     """`streamrec demo`: the bundled model on the bundled example clip, through the live runtime.
     The demo always serves websockets: ws None means the default address (127.0.0.1:8765)."""
@@ -296,12 +318,13 @@ def run_demo(
     return run_streams(
         demo_sources(),
         None,
-        "torch",
+        backend,
         ws or (DEFAULT_HOST, DEFAULT_PORT),
         token,
         jsonl,
         view,
         realtime=not fast,
+        triton_url=triton_url,
         duration=duration,
         web=web,
         explain=explain,

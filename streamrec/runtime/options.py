@@ -14,6 +14,7 @@ from streamrec.runtime.windowing import DEFAULT_HOP_SECONDS
 class RuntimeOptions:
     bundle: Path | None = None  # model bundle; None = the bundled model
     backend: str = "torch"
+    triton_url: str | None = None  # backend "triton": the server, grpc://HOST:PORT
     # Intra-op threads per network, ONNX Runtime's and torch's (torch's setting is process-wide: set for
     # the run, restored after). One: the frame and audio networks already run in parallel threads; 2 + 2
     # threads on 2 cores cost 25% more CPU for the same work, and the small torch ops of every update

@@ -29,6 +29,7 @@ from streamrec.core.bundle import Bundle
 from streamrec.core.errors import UserError
 from streamrec.core.networks import NetworkInfo, Networks
 from streamrec.engines import load_networks
+from streamrec.engines.base import ReportsStatus
 from streamrec.runtime.batching import due_requests, fill_batch
 from streamrec.runtime.broadcast import DEFAULT_HOST, BroadcastOptions, WebsocketSink
 from streamrec.runtime.explain import LiveExplainer
@@ -361,6 +362,13 @@ class Runtime:
             return total < stream.windower.next_end and not stream.windower.has_tail(total)
         return stream.frames.total_written <= stream.frame_windower.done
 
+    def _server_status(self, state: str, detail: str) -> None:
+        """The inference server went away ("reconnecting") or came back ("started"): a remote backend's
+        state (streamrec.engines.triton_client), reported on every stream still running."""
+        for stream in self._streams:
+            if not stream.finished:
+                self._publish(status_event(stream.id, state, detail))
+
     def _check_stalls(self) -> None:
         now = time.monotonic()
         for stream in self._streams:
@@ -405,7 +413,11 @@ class Runtime:
             torch.set_num_threads(torch_threads)
 
     def _run(self) -> RunSummary:
-        networks = self._networks or load_networks(self.options.bundle, self.options.backend, self.options.threads)
+        networks = self._networks or load_networks(
+            self.options.bundle, self.options.backend, self.options.threads, triton_url=self.options.triton_url
+        )
+        if isinstance(networks, ReportsStatus):
+            networks.set_status_listener(self._server_status)
         self._info = networks.info
         self._classes = self._info.classes
         self._recognizer = Recognizer(networks)
@@ -450,6 +462,8 @@ class Runtime:
                     stream.finished = True
                     self._publish(status_event(stream.id, "ended", "stopped"))
                     stream.state = "ended"
+            if isinstance(networks, ReportsStatus):
+                networks.set_status_listener(None)  # networks shared between runs must not call this one
             self._close_sinks()
         if isinstance(self._failure, UserError):
             raise self._failure  # a sink that lost events: its one-line reason
