@@ -7,6 +7,8 @@ not carry over: the network took real speech for instruments (docs/results.md, f
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from streamrec.core.media import resample
@@ -14,21 +16,33 @@ from streamrec.train.corpus import audio as A
 from streamrec.train.corpus.sources import cache_dir, recorded_speech
 
 
+@functools.lru_cache(maxsize=2)
+def _speech_pools(sample_rate: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(synthesized, recorded) speech at sample_rate, decoded once per process: the recorded prompts are
+    several hundred files, and training, evaluation and tests each build a BackgroundSource."""
+    synthesized = [resample(s, A.AUDIO_RATE, sample_rate) for s in A.speech_pool(cache_dir() / "speech")]
+    recorded = [resample(A.recording(p), A.AUDIO_RATE, sample_rate) for p in recorded_speech()]
+    return synthesized, recorded
+
+
 class BackgroundSource:
     """Draws background windows at a network's sample rate."""
 
-    KINDS = ("silence", "noise", "speech", "speech+noise", "hum")
+    # babble, claps, rain and rumble imitate crowds, applause, rain and traffic: real noise beds the first
+    # bundle took for instruments (applause for banjo, a crowd for flute; docs/results.md, field accuracy).
+    KINDS = ("silence", "noise", "speech", "speech+noise", "hum", "babble", "claps", "rain", "rumble")
 
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
-        self.speech = [resample(s, A.AUDIO_RATE, sample_rate) for s in A.speech_pool(cache_dir() / "speech")]
-        self.recorded = [resample(A.recording(p), A.AUDIO_RATE, sample_rate) for p in recorded_speech()]
+        self.speech, self.recorded = _speech_pools(sample_rate)
 
     def window(self, n: int, rng: np.random.Generator) -> np.ndarray:
         kind = self.KINDS[int(rng.integers(len(self.KINDS)))]
         if kind == "silence":
             return (rng.standard_normal(n) * 10 ** (rng.uniform(-90, -60) / 20)).astype(np.float32)
-        if kind == "hum":
+        if kind in ("babble", "claps", "rain", "rumble"):
+            signal = getattr(self, f"_{kind}")(n, rng)
+        elif kind == "hum":
             t = np.arange(n) / self.sample_rate + rng.uniform(0, 1)
             mains = rng.choice([50.0, 60.0])
             hum = sum(np.sin(2 * np.pi * mains * h * t) / h for h in (1, 2, 3))
@@ -36,11 +50,7 @@ class BackgroundSource:
         else:
             signal = np.zeros(n, np.float32)
             if "speech" in kind:
-                pool = self.recorded if self.recorded and rng.random() < 0.5 else self.speech
-                line = pool[int(rng.integers(len(pool)))]
-                start = int(rng.integers(0, max(1, len(line) - n)))
-                piece = line[start : start + n]
-                signal[: len(piece)] = piece
+                signal = self._speech_line(n, rng)
             if "noise" in kind:
                 noise = A.coloured_noise(n, str(rng.choice(["white", "pink", "brown"])), rng)
                 signal = signal + noise * (A.rms(signal) / 10 ** (rng.uniform(0, 20) / 20) if signal.any() else 1.0)
@@ -49,3 +59,45 @@ class BackgroundSource:
     def windows(self, count: int, n: int, rng: np.random.Generator) -> np.ndarray:
         """(count, n) float32."""
         return np.stack([self.window(n, rng) for _ in range(count)]) if count else np.zeros((0, n), np.float32)
+
+    def _speech_line(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        pool = self.recorded if self.recorded and rng.random() < 0.5 else self.speech
+        line = pool[int(rng.integers(len(pool)))]
+        start = int(rng.integers(0, max(1, len(line) - n)))
+        return A.fit_length(line[start : start + n], n)
+
+    def _babble(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Several voices at once, each at its own level: a room full of people talking."""
+        voices = [self._speech_line(n, rng) for _ in range(int(rng.integers(3, 8)))]
+        return sum(v / A.rms(v) * 10 ** (rng.uniform(-12, 0) / 20) for v in voices).astype(np.float32)
+
+    def _claps(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Applause: many short band-passed noise bursts at random times, each decaying in ~10 ms."""
+        out = np.zeros(n + self.sample_rate // 10, np.float32)
+        burst_len = self.sample_rate // 25
+        decay = np.exp(-np.arange(burst_len) / (rng.uniform(0.004, 0.015) * self.sample_rate))
+        for start in rng.integers(0, n, size=int(rng.uniform(5, 60) * n / self.sample_rate)):
+            out[start : start + burst_len] += rng.standard_normal(burst_len) * decay * rng.uniform(0.2, 1.0)
+        return out[:n] + 0.05 * A.coloured_noise(n, "pink", rng)
+
+    def _rain(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Rain or a forest: dense tiny clicks over a hiss, sometimes a bird-like chirp."""
+        clicks = np.zeros(n, np.float32)
+        clicks[rng.integers(0, n, size=int(rng.uniform(200, 2000) * n / self.sample_rate))] = rng.uniform(-1, 1)
+        signal = np.convolve(clicks, np.exp(-np.arange(40) / 6.0), mode="same") + 0.3 * A.coloured_noise(
+            n, "white", rng
+        )
+        if rng.random() < 0.4:
+            t = np.arange(n) / self.sample_rate
+            chirp = np.sin(2 * np.pi * (rng.uniform(2000, 5000) + 800 * np.sin(2 * np.pi * 9 * t)) * t)
+            signal = signal + 0.3 * chirp * (np.sin(2 * np.pi * rng.uniform(0.5, 3) * t) > 0.6)
+        return signal.astype(np.float32)
+
+    def _rumble(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """A train, an engine, traffic: brown noise with a slow swell and a low periodic thud."""
+        t = np.arange(n) / self.sample_rate
+        swell = 1 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.1, 1.0) * t + rng.uniform(0, 6.3))
+        thud = np.sin(2 * np.pi * rng.uniform(20, 90) * t) * (np.sin(2 * np.pi * rng.uniform(1, 4) * t) > 0.8)
+        return (A.coloured_noise(n, "brown", rng) * swell + 0.3 * thud + 0.1 * A.coloured_noise(n, "pink", rng)).astype(
+            np.float32
+        )

@@ -310,12 +310,14 @@ def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
     return signal + noise * (rms(signal) / rms(noise)) / (10 ** (snr_db / 20))
 
 
-def room_reverb(signal: np.ndarray, rt60: float, wet: float, rng: np.random.Generator) -> np.ndarray:
+def room_reverb(
+    signal: np.ndarray, rt60: float, wet: float, rng: np.random.Generator, rate: int = AUDIO_RATE
+) -> np.ndarray:
     """Convolution with a synthetic room response: exponentially decaying noise (RT60 in seconds)."""
-    n = round(rt60 * AUDIO_RATE)
-    t = np.arange(n) / AUDIO_RATE
+    n = round(rt60 * rate)
+    t = np.arange(n) / rate
     response = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
-    response[: round(0.005 * AUDIO_RATE)] = 0  # direct sound is the dry path
+    response[: round(0.005 * rate)] = 0  # direct sound is the dry path
     response /= np.sqrt(np.sum(response**2)) + 1e-12
     spectrum_len = 1 << int(np.ceil(np.log2(len(signal) + n)))
     tail = np.fft.irfft(np.fft.rfft(signal, spectrum_len) * np.fft.rfft(response, spectrum_len), spectrum_len)
