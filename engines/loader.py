@@ -34,6 +34,8 @@ from streamrec.engines.onnxruntime_engine import (
     INT8_REDUCE_RANGE,
     OnnxRuntimeEngine,
     check_precision,
+    cpu_family,
+    int8_refusal,
     quantize_int8,
     runtime_version,
 )
@@ -112,6 +114,9 @@ class EngineOptions:
     device: str | None = None  # torch backend: "cpu" or "cuda" (None: cuda when available)
     rebuild: bool = False  # ignore what the cache holds
     cache_dir: Path | None = None  # the engine cache (None: BUNDLE/engines, see streamrec.engines.cache.cache_root)
+    # ONNX Runtime INT8 where it is not qualified for this CPU (onnxruntime_engine.int8_refusal): only for
+    # measuring a qualification (scripts/int8_qualify.py), never for serving.
+    int8_unqualified: bool = False
 
 
 def _bundle(bundle: Bundle | str | Path) -> Bundle:
@@ -212,6 +217,11 @@ def _onnxruntime(
     bundle: Bundle, kind: str, precision: str, options: EngineOptions, cache: EngineCache, stage: Stage
 ) -> Engine:
     precision = check_precision(precision)
+    refusal = int8_refusal(kind, cpu_family()) if precision == "int8" else None
+    if refusal is not None:
+        if not options.int8_unqualified:
+            raise EngineError(refusal)
+        log.warning("%s; built anyway for measurement (int8_unqualified)", refusal)
 
     def open_engine(cached: CachedEngine) -> Engine:
         stage("loading")

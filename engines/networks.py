@@ -17,7 +17,7 @@ from streamrec.core.bundle import Bundle
 from streamrec.core.features import LogMel, LogMelConfig, frames_to_tensor, writable_array
 from streamrec.core.networks import NetworkInfo, Networks, TorchNetworks
 from streamrec.core.scores import softmax
-from streamrec.engines.base import TRITON, Engine, ReportsStatus, StatusListener
+from streamrec.engines.base import TRITON, Engine, EngineError, ReportsStatus, StatusListener
 from streamrec.engines.loader import AUTO, EngineOptions, choose_backend, load_engine
 
 log = logging.getLogger(__name__)
@@ -113,14 +113,16 @@ def load_networks(
     bundle_path: str | Path | None = None,
     backend: str = AUTO,
     threads: int | None = None,
+    precision: str = "fp32",
     *,
     triton_url: str | None = None,
 ) -> Networks:
-    """The networks of a bundle (default: the bundled model) on one inference backend.
+    """The networks of a bundle (default: the bundled model) on one inference backend and precision.
 
     "auto" picks TensorRT with a CUDA GPU, else ONNX Runtime, else torch (streamrec.engines.loader says why);
     engines are exported and cached beside the bundle on first use. threads: ONNX Runtime intra-op
-    threads per network (None: one per core, up to 4).
+    threads per network (None: one per core, up to 4). An INT8 engine not qualified for this CPU is
+    refused (EngineError, one line).
     """
     bundle = Bundle.load(bundle_path)
     if backend == TRITON:  # served by a Triton server at triton_url (grpc://HOST:PORT), not run here
@@ -129,5 +131,7 @@ def load_networks(
         return EngineNetworks(bundle, TRITON, engines=triton_engines(bundle, triton_url))
     chosen = choose_backend(backend)  # an unknown or unusable backend: EngineError, a one-line UserError
     if chosen == "torch":
+        if precision != "fp32":
+            raise EngineError(f"the torch backend runs FP32 only, not {precision}; choose onnxruntime or tensorrt")
         return TorchNetworks(bundle)
-    return EngineNetworks(bundle, chosen, options=EngineOptions(threads=threads))
+    return EngineNetworks(bundle, chosen, precision, EngineOptions(threads=threads))

@@ -30,6 +30,24 @@ INT8_OP_TYPES = ("MatMul", "Gemm")
 # off by 0.64 (of 5.2) against torch. Reduced range avoids the saturation on every x86 CPU, for a 1-bit loss
 # of weight precision that the check against torch below still bounds (ORT's quantization guide, "saturation").
 INT8_REDUCE_RANGE = True
+# INT8 is offered only where it was qualified: per CPU family (cpu_family()), the networks whose INT8 engine
+# matched FP32 within INT8_F1_TOLERANCE macro F1 on the corpus test split and on field-dev's test split
+# (bundled model, scripts/int8_qualify.py; table and dates in docs/engines.md#int8-qualification-per-cpu).
+# A family or network not listed is refused with a reason: INT8 kernels differ per instruction set (u8s8 sums
+# saturate without VNNI), so accuracy measured on one family says nothing certain about another.
+INT8_F1_TOLERANCE = 0.005
+INT8_QUALIFIED: dict[str, frozenset[str]] = {
+    # AMD EPYC, ONNX Runtime 1.32.0, 2026-12-03: audio +0.0000 / +0.0000, fusion +0.0000 / -0.0046 (corpus test /
+    # field-dev test); the frame network lost 0.0069 on field-dev (+0.0000 on the corpus), so it is not offered.
+    "avx2": frozenset({"audio", "fusion"}),
+    # avx512_vnni, avx_vnni: not measured with the current quantization (reduced range) and bundle: refused.
+}
+CPU_FAMILIES = {
+    "avx512_vnni": "x86-64 with AVX-512 VNNI",
+    "avx_vnni": "x86-64 with AVX-VNNI (256-bit)",
+    "avx2": "x86-64 with AVX2, without VNNI",
+    "other": "a CPU without AVX2 (or not x86-64)",
+}
 
 
 def runtime_version() -> str:
@@ -136,6 +154,36 @@ def _quiet_quantizer() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def cpu_family(cpuinfo: str | None = None) -> str:
+    """The CPU family INT8 kernels depend on, from /proc/cpuinfo's flags: a key of CPU_FAMILIES."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux: no flags to read, so nothing is known about the INT8 kernels
+            return "other"
+    flags = next((line.partition(":")[2].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    for family in ("avx512_vnni", "avx_vnni", "avx2"):
+        if family in flags:
+            return family
+    return "other"
+
+
+def int8_refusal(kind: str, family: str) -> str | None:
+    """Why the INT8 engine of network `kind` is not offered on a CPU of `family`; None where it is qualified."""
+    if kind in INT8_QUALIFIED.get(family, frozenset()):
+        return None
+    measured = family in INT8_QUALIFIED
+    why = (
+        f"it differs from FP32 by more than {INT8_F1_TOLERANCE} F1 there"
+        if measured
+        else "its accuracy was not measured on this CPU type"
+    )
+    return (
+        f"INT8 is not offered for the {kind} network on this CPU ({CPU_FAMILIES[family]}): {why} "
+        "(docs/engines.md#int8-qualification-per-cpu); use fp32"
+    )
 
 
 def check_precision(precision: str) -> str:

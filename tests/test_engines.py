@@ -28,6 +28,7 @@ from streamrec.engines import Engine, EngineError, EngineOptions, TensorSpec, bu
 from streamrec.engines.cache import EngineCache, EngineKey
 from streamrec.engines.export import representative_inputs
 from streamrec.engines.loader import export_key
+from streamrec.engines.onnxruntime_engine import CPU_FAMILIES, INT8_QUALIFIED, cpu_family, int8_refusal
 from streamrec.engines.tensorrt_engine import calibration_batches, calibration_profile, profile_shapes, tensorrt_status
 from streamrec.engines.torch_engine import TorchEngine
 
@@ -229,7 +230,8 @@ def test_attention_audio_graph_outputs_probabilities(tmp_path: Path) -> None:
 
 
 def test_int8_engines_stay_close_to_torch(bundle: Bundle) -> None:
-    options = EngineOptions(threads=1)
+    # The quantizer on any CPU, qualified for INT8 or not (int8_unqualified): the test below covers the refusal.
+    options = EngineOptions(threads=1, int8_unqualified=True)
     for kind in ("audio", "fusion"):
         engine = load_engine(bundle, kind, "onnxruntime", "int8", options)
         check = engine.metadata["check"]  # measured against torch when the engine was built
@@ -239,6 +241,28 @@ def test_int8_engines_stay_close_to_torch(bundle: Bundle) -> None:
         _assert_close(got, expected, 0.1)  # weights rounded to 8 bits: a few percent, not more
         fp32 = load_engine(bundle, kind, "onnxruntime", "fp32", options).metadata["path"]
         assert Path(engine.metadata["path"]).stat().st_size < Path(fp32).stat().st_size  # 8-bit weights
+
+
+def test_cpu_family_is_read_from_the_cpuinfo_flags() -> None:
+    assert cpu_family("processor\t: 0\nflags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni\n") == "avx512_vnni"
+    assert cpu_family("flags\t\t: fpu avx2 avx_vnni\n") == "avx_vnni"
+    assert cpu_family("flags\t\t: fpu sse4_2 avx avx2 fma\n") == "avx2"  # AMD EPYC here: no VNNI
+    assert cpu_family("processor\t: 0\nFeatures\t: fp asimd\n") == "other"  # aarch64: no flags line
+
+
+def test_int8_is_offered_only_where_qualified_and_refused_in_one_line_elsewhere(bundle: Bundle, monkeypatch) -> None:
+    for family, kinds in INT8_QUALIFIED.items():
+        assert all(int8_refusal(kind, family) is None for kind in kinds)
+    for family in set(CPU_FAMILIES) - set(INT8_QUALIFIED):
+        reason = int8_refusal("audio", family)
+        assert reason is not None and "not measured" in reason and "\n" not in reason
+    monkeypatch.setattr("streamrec.engines.loader.cpu_family", lambda: "other")  # a CPU nobody qualified
+    options = EngineOptions(threads=1)
+    with pytest.raises(EngineError, match="INT8 is not offered for the fusion network on this CPU"):
+        load_engine(bundle, "fusion", "onnxruntime", "int8", options)
+    assert load_engine(bundle, "fusion", "onnxruntime", "fp32", options).metadata["precision"] == "fp32"
+    forced = load_engine(bundle, "fusion", "onnxruntime", "int8", EngineOptions(threads=1, int8_unqualified=True))
+    assert forced.metadata["precision"] == "int8"  # for measuring a qualification only
 
 
 def test_fp16_on_onnxruntime_falls_back_to_fp32_with_a_warning(bundle, ort_engines, caplog) -> None:

@@ -57,6 +57,7 @@ def evaluate(
     workers: int = 2,
     plot: Path | None = None,
     triton_url: str | None = None,
+    precision: str = "fp32",
 ) -> dict:
     """The eval JSON (docs/dataset.md). `n` counts the clips that have that modality; fusion covers every clip."""
     unknown = set(modalities) - set(MODALITIES)
@@ -67,7 +68,8 @@ def evaluate(
     missing = [m for m in modalities if not bundle.has(m)]
     if missing:
         raise UserError(f"bundle {bundle.root} has no {', '.join(missing)} network")
-    nets = load_networks(bundle.root, backend, triton_url=triton_url)  # triton_url: backend "triton"'s server
+    # triton_url: backend "triton"'s server; an INT8 engine not qualified for this CPU is refused (one line)
+    nets = load_networks(bundle.root, backend, precision=precision, triton_url=triton_url)
     setup = AudioSetup.from_dict(bundle.network("audio")["setup"]) if bundle.has("audio") else None
     spec = DecodeSpec(sample_rate=nets.info.sample_rate, frames=nets.info.frames)
     loaded = load_dataset(data, split=split, spec=spec, classes=bundle.classes, workers=workers)
@@ -84,6 +86,7 @@ def evaluate(
         "split": split,
         "model": str(bundle.root),
         "backend": backend,
+        "precision": precision,
         "skipped": [asdict(s) for s in loaded.skipped],
     }
     targets, _ = encode_targets([c.record for c in loaded.clips], classes)

@@ -40,6 +40,12 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
         help="inference backend (default torch, the reference)",
     )
     add_triton_url(e)
+    e.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "fp16", "int8"),
+        help="engine precision (default fp32); INT8 (onnxruntime) only where qualified for this CPU (docs/engines.md)",
+    )
     e.add_argument("--json", metavar="FILE", help="write the eval JSON here (and FILE.png with the confusion matrices)")
     e.add_argument("--plot", metavar="FILE", help="write the confusion matrices here (PNG)")
     add_workers(e)
@@ -66,6 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.workers,
         plot,
         triton_url=args.triton_url,
+        precision=args.precision,
     )
     table = Table(title=f"{result['model']} on {result['dataset']} ({result['split']}, {result['backend']})")
     for column in ("modality", "clips", "Hit@1", "Hit@3", "F1 macro"):
@@ -77,7 +84,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     Console().print(table)
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
     model = Path(args.model) if args.model else None
-    timelines = _score_timelines(Path(args.dataset), model, args.backend, splits, args.triton_url)
+    timelines = _score_timelines(Path(args.dataset), model, args.backend, splits, args.triton_url, args.precision)
     if timelines is not None:
         result["timelines"] = timelines
     if result["skipped"]:
@@ -91,7 +98,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _score_timelines(
-    dataset: Path, model: Path | None, backend: str, splits: list[str], triton_url: str | None = None
+    dataset: Path,
+    model: Path | None,
+    backend: str,
+    splits: list[str],
+    triton_url: str | None = None,
+    precision: str = "fp32",
 ) -> dict | None:
     """The dataset's long clips through the runtime, scored against their timelines (None without any)."""
     # imported here: CLI start-up time
@@ -103,7 +115,7 @@ def _score_timelines(
     timelines = load_timelines(dataset, splits)
     if not timelines:
         return None
-    networks = load_networks(model, backend, triton_url=triton_url)
+    networks = load_networks(model, backend, precision=precision, triton_url=triton_url)
     scores = []
     for timeline in timelines:
         events = replay(dataset / timeline.clip, RuntimeOptions(bundle=model, backend=backend), networks)
