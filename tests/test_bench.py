@@ -110,7 +110,14 @@ def test_streamrec_bench_quick_writes_tables_json_and_a_histogram(runtime_bundle
     assert compute["peak_gmacs_one_thread"] > 0
     assert {r["network"] for r in compute["rows"]} == {"audio network", "frame network", "fusion"}
     assert all(r["macs_per_call"] > 0 for r in compute["rows"])
-    assert len(report["targets"]) == 5
+    assert len(report["targets"]) == 8
+    # Issue #17: the streams held and offline speed against the multiply-add limit, RSS at rss_streams (3 here).
+    ratios = {t["target"].split(" (")[0]: t for t in report["targets"]}
+    assert ratios["real-time streams held / multiply-add limit"]["measured"].endswith("%")
+    assert ratios["offline x real time / multiply-add limit"]["met"] in (True, False)
+    assert ratios["peak RSS at 3 streams"]["met"] is True
+    assert max(t["streams"] for t in report["trials"]) == 3  # the memory trial after the search (2 at most)
+    assert all(t["batches"]["updates"]["calls"] > 0 for t in report["trials"])
     text = out.read_text()
     assert "## Targets" in text and "## Machine" in text and "figures/benchmarks_latency.png" in text
     assert (out.parent / "figures" / "benchmarks_latency.png").stat().st_size > 5000

@@ -15,10 +15,12 @@ STREAM_HEADER = [
     "streams",
     "kept real time",
     "skipped windows",
+    "p50 ms",
     "worst p95 ms",
     "CPU % of one core",
     "CPU % per stream",
     "peak RSS MB",
+    "mean batch: updates / frames",
 ]
 COMPUTE_HEADER = [
     "network",
@@ -33,6 +35,10 @@ COMPUTE_HEADER = [
 
 def _ms(p: Percentiles, digits: int = 2) -> list[str]:
     return [f"{p.p50:.{digits}f}", f"{p.p95:.{digits}f}", f"{p.p99:.{digits}f}"]
+
+
+def _mean_batches(batches: dict[str, dict[str, float]]) -> str:
+    return " / ".join(f"{batches[k]['mean']:.1f}" if k in batches else "-" for k in ("updates", "frames"))
 
 
 def _met(met: bool | None) -> str:
@@ -76,19 +82,21 @@ def tables(report: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
     if report.trials:
         out.append(
             (
-                "Concurrent real-time streams (identical, started together)",
+                "Concurrent real-time streams (identical, started together): the scaling curve",
                 STREAM_HEADER,
                 [
                     [
                         str(t.streams),
                         "yes" if t.held else "no",
                         str(t.skipped),
+                        f"{t.latency_p50_ms:.0f}",
                         f"{t.latency_p95_ms:.0f}",
                         f"{t.cpu_percent:.0f}",
                         f"{t.cpu_per_stream_percent:.2f}",
                         f"{t.rss_mb:.0f}",
+                        _mean_batches(t.batches),
                     ]
-                    for t in report.trials
+                    for t in sorted(report.trials, key=lambda t: t.streams)
                 ],
             )
         )
@@ -186,9 +194,10 @@ def markdown(report: BenchReport, histogram: Path | None, relative_to: Path) -> 
     lines += [
         "",
         "Shared and noisy: backends are compared round-robin within one run, so ratios are more trustworthy",
-        "than absolute figures. Each network runs on one intra-op thread, as in the live runtime (the frame",
-        "network runs in its own thread beside the audio updates). Engine micro-benchmarks at other batch sizes",
-        "and precisions, and the backends' accuracy parity, are in [engines.md](engines.md).",
+        "than absolute figures. Each network call runs on one intra-op thread, as in the live runtime: updates",
+        "of all streams are batched into one call per network on the inference thread, frames on frame workers",
+        "(one per core but one) and on the inference thread when it is idle. Engine micro-benchmarks at other",
+        "batch sizes and precisions, and the backends' accuracy parity, are in [engines.md](engines.md).",
         "",
     ]
     for title, header, rows in tables(report):
@@ -220,16 +229,19 @@ def _definitions(report: BenchReport) -> list[str]:
         "the client's receipt of that event minus the wall time at which the source released the change.",
         f"- **Streams**: N copies of the example clip as real-time file streams in one process for "
         f"{o['trial_seconds']:g} s of media, all started together (their frames arrive in the same instant: "
-        "the worst case for latency). N doubles until a trial falls behind, then is bisected. A trial keeps "
+        "the worst case for latency). N doubles until a trial falls behind, then is bisected; then one trial "
+        f"of {o.get('rss_streams', 0)} streams for its memory unless one had as many. A trial keeps "
         "real time when every stream ends normally with no window skipped or overwritten and its p95 "
-        "capture-to-emission latency stays within one hop. CPU is the process's CPU time over wall time.",
+        "capture-to-emission latency stays within one hop. CPU is the process's CPU time over wall time; "
+        "mean batch = updates (audio windows) and frames per batched network call.",
         f"- **Offline**: the example clip looped to {o['offline_seconds']:g} s, run as `streamrec run --fast` "
         "runs it (every window evaluated), best of 2 after a warm-up.",
         "- **Compute**: multiply-adds per call counted by torch's FLOP counter on the bundle's modules (the "
         "log-mel FFT is not counted), per second of media at 1/hop audio updates and the frame rate; the peak "
         "is a 2048 x 2048 float32 matrix product in torch, best of 5, on one thread and on all cores. "
         "'Streams at peak' would be the whole CPU at the matrix-product rate: an upper bound no real network "
-        f"reaches (here {report.compute.streams_at_peak:.0f})."
+        f"reaches (here {report.compute.streams_at_peak:.0f}). It is the multiply-add limit the targets compare "
+        "the streams held and the offline speed (x real time) with."
         if report.compute
         else "",
         "",

@@ -21,6 +21,10 @@ TARGETS = {
     "switch_median_s": 1.5,
     "realtime_streams": 40,
     "offline_x_realtime": 100.0,
+    # Issue #17: against the multiply-add limit measured in the same run (ComputeResult.streams_at_peak).
+    "streams_share_of_limit": 0.40,  # real-time streams held
+    "offline_share_of_limit": 0.50,  # offline x real time (one stream on the whole CPU)
+    "rss_mb_at_rss_streams": 4096.0,  # peak RSS of a trial of BenchOptions.rss_streams streams
 }
 
 
@@ -35,6 +39,7 @@ class BenchOptions:
     trial_seconds: float = 12.0  # seconds of media per concurrency trial
     first_streams: int = 10  # concurrency search: first N, doubled until a trial fails, then bisected
     max_streams: int = 160
+    rss_streams: int = 100  # after the search: a trial of this many streams for its memory, if none had as many
     offline_seconds: float = 180.0  # length of the offline clip
     workdir: Path | None = None  # where the test media are cut (default: a temporary folder)
     triton_url: str | None = None  # the server of backend "triton" (grpc://HOST:PORT)
@@ -51,6 +56,7 @@ class BenchOptions:
             trial_seconds=3.0,
             first_streams=1,
             max_streams=2,
+            rss_streams=3,
             offline_seconds=20.0,
         )
 
@@ -89,6 +95,8 @@ class StreamTrial:
     cpu_per_stream_percent: float
     rss_mb: float  # peak resident memory during the trial
     latencies_ms: list[float] = field(repr=False, default_factory=list)
+    latency_p50_ms: float = float("nan")  # all streams' updates together
+    batches: dict[str, dict[str, float]] = field(default_factory=dict)  # RunSummary.batches: sizes of network calls
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,31 @@ class BenchReport:
             offline.x_realtime if offline else None,
             "{:.0f}x",
             lambda v: v >= TARGETS["offline_x_realtime"],
+        )
+        limit = self.compute.streams_at_peak if self.compute else None
+        held = (best_streams.streams if best_streams else 0) if self.trials else None
+        add(
+            f"real-time streams held / multiply-add limit ({limit or 0:.0f})",
+            f">= {TARGETS['streams_share_of_limit']:.0%}",
+            held / limit if held is not None and limit else None,
+            f"{held} streams = {{:.0%}}",
+            lambda v: v >= TARGETS["streams_share_of_limit"],
+        )
+        add(
+            f"offline x real time / multiply-add limit ({limit or 0:.0f}x)",
+            f">= {TARGETS['offline_share_of_limit']:.0%}",
+            offline.x_realtime / limit if offline and limit else None,
+            f"{offline.x_realtime if offline else 0:.0f}x = {{:.0%}}",
+            lambda v: v >= TARGETS["offline_share_of_limit"],
+        )
+        n = self.options.get("rss_streams") or 0
+        probe = min((t for t in self.trials if t.streams >= n), key=lambda t: t.streams, default=None) if n else None
+        add(
+            f"peak RSS at {probe.streams if probe else n} streams",
+            f"< {TARGETS['rss_mb_at_rss_streams']:.0f} MB",
+            probe.rss_mb if probe else None,
+            "{:.0f} MB",
+            lambda v: v < TARGETS["rss_mb_at_rss_streams"],
         )
         return rows
 

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from streamrec.bench.results import BenchOptions, StreamTrial
 from streamrec.core.networks import Networks
 from streamrec.runtime.pipeline import Runtime, RuntimeOptions
@@ -54,7 +56,10 @@ def stream_trial(
     ended = all(s.state == "ended" for s in summary.streams.values())
     held = ended and skipped == 0 and worst_p95 <= hop_seconds * 1e3
     cpu_percent = 100 * cpu / wall
-    return StreamTrial(streams, held, skipped, worst_p95, cpu_percent, cpu_percent / streams, peak[0], latencies)
+    p50 = float(np.percentile(latencies, 50)) if latencies else float("nan")
+    return StreamTrial(
+        streams, held, skipped, worst_p95, cpu_percent, cpu_percent / streams, peak[0], latencies, p50, summary.batches
+    )
 
 
 def max_realtime_streams(
@@ -65,7 +70,8 @@ def max_realtime_streams(
     progress: Callable[[StreamTrial], None] = lambda t: None,
 ) -> list[StreamTrial]:
     """Doubles N from o.first_streams until a trial falls behind (or o.max_streams), then bisects
-    to within about 10 %; returns every trial in the order run."""
+    to within about 10 %; then, unless a trial already had o.rss_streams or more, one trial of o.rss_streams
+    for its memory (held or not). Returns every trial in the order run."""
     trials: list[StreamTrial] = []
 
     def trial(n: int) -> bool:
@@ -75,6 +81,8 @@ def max_realtime_streams(
         return result.held
 
     search_streams(trial, o.first_streams, o.max_streams)
+    if o.rss_streams and not any(t.streams >= o.rss_streams for t in trials):
+        trial(o.rss_streams)
     return trials
 
 
