@@ -196,8 +196,8 @@ def markdown(report: BenchReport, histogram: Path | None, relative_to: Path) -> 
         "Shared and noisy: backends are compared round-robin within one run, so ratios are more trustworthy",
         "than absolute figures. Each network call runs on one intra-op thread, as in the live runtime: updates",
         "of all streams are batched into one call per network on the inference thread, frames on frame workers",
-        "(one per core but one) and on the inference thread when it is idle. Engine micro-benchmarks at other",
-        "batch sizes and precisions, and the backends' accuracy parity, are in [engines.md](engines.md).",
+        "(one per core, a few frames per call). Engine micro-benchmarks at other batch sizes and precisions,",
+        "and the backends' accuracy parity, are in [engines.md](engines.md).",
         "",
     ]
     for title, header, rows in tables(report):

@@ -338,7 +338,7 @@ class Runtime:
         try:
             while not self._stop.is_set():
                 self._frame_wake.clear()
-                if not self._prime(self.options.max_batch):
+                if not self._prime(self.options.frame_batch):
                     self._frame_wake.wait(IDLE_WAIT)
         except BaseException as e:
             log.exception("the frame loop failed")
@@ -387,8 +387,6 @@ class Runtime:
                 if due:
                     self._evaluate(due)
                     continue
-                if self._info.has_video and self._prime(1):
-                    continue  # nothing due: one frame for the frame workers (a short call), then look again
                 if self._finish():
                     return
                 self._check_stalls()
@@ -437,7 +435,7 @@ class Runtime:
             self._wait_for_clients()
             inference = threading.Thread(target=self._infer_loop, name="inference", daemon=True)
             inference.start()
-            workers = self.options.frame_workers or max(1, (os.cpu_count() or 1) - 1)
+            workers = self.options.frame_workers or os.cpu_count() or 1
             for n in range(workers if self._info.has_video else 0):
                 threads.append(threading.Thread(target=self._frame_loop, name=f"frames-{n}", daemon=True))
                 threads[-1].start()
