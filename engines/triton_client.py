@@ -135,25 +135,25 @@ class TritonConnection:
                 self._came_back()
             return result
 
+    # Reported under the lock: the audio and frame threads fail and recover concurrently, and the events must
+    # alternate (reconnecting, started, ...) in the order the state changed.
     def _went_down(self, error: Exception) -> None:
         with self._lock:
             if self._down_since is not None:
                 return
             self._down_since = time.monotonic()
-            reason = str(error).splitlines()[0][:160]
-        detail = f"inference server {self.url} unreachable ({reason}); retrying"
-        log.warning("%s", detail)
-        self._report("reconnecting", detail)
+            detail = f"inference server {self.url} unreachable ({str(error).splitlines()[0][:160]}); retrying"
+            log.warning("%s", detail)
+            self._report("reconnecting", detail)
 
     def _came_back(self) -> None:
         with self._lock:
             if self._down_since is None:
                 return
-            seconds = time.monotonic() - self._down_since
+            detail = f"inference server {self.url} is back after {time.monotonic() - self._down_since:.1f} s"
             self._down_since = None
-        detail = f"inference server {self.url} is back after {seconds:.1f} s"
-        log.info("%s", detail)
-        self._report("started", detail)
+            log.info("%s", detail)
+            self._report("started", detail)
 
     def _report(self, state: str, detail: str) -> None:
         if self._listener is not None:
