@@ -6,6 +6,7 @@ is decoded the same way in training and at run time.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Hashable, Sequence
@@ -301,6 +302,24 @@ def decode_frames(path: str | Path, fps: float = 1.0) -> tuple[np.ndarray, np.nd
         return np.stack(frames), np.asarray(times, dtype=np.float64)
 
 
+@functools.lru_cache(maxsize=16)
+def _resample_kernel(from_rate: int, to_rate: int, lowpass_width: int) -> tuple[np.ndarray, int]:
+    """torchaudio's sinc kernel as a read-only (span, out_step) matrix, and its width. Built once per pair
+    of rates: it takes about 0.25 s of CPU (22.05 -> 16 kHz), which a hundred streams starting together
+    paid a hundred times, saturating the CPU for their first seconds."""
+    # The kernel builder is private in torchaudio; torchaudio is pinned in pyproject.toml.
+    from torchaudio.functional.functional import _get_sinc_resample_kernel
+
+    gcd = math.gcd(from_rate, to_rate)
+    kernel, width = _get_sinc_resample_kernel(from_rate, to_rate, gcd, lowpass_width, dtype=torch.float32)
+    # One output block = one input span times this matrix. numpy rather than torch's conv1d because every
+    # source thread calling a torch op gets its own OpenMP team: with 40 streams that was 80 spinning
+    # threads and half the CPU of the whole runtime.
+    matrix = np.ascontiguousarray(kernel[:, 0, :].numpy().T)
+    matrix.flags.writeable = False  # shared by every resampler of these rates, on any thread
+    return matrix, width
+
+
 class StreamingResampler:
     """Chunk-by-chunk resampling whose output equals `resample()` on the whole signal.
 
@@ -318,18 +337,9 @@ class StreamingResampler:
         self.from_rate, self.to_rate = int(from_rate), int(to_rate)
         self._identity = self.from_rate == self.to_rate
         if not self._identity:
-            # The kernel builder is private in torchaudio; torchaudio is pinned in pyproject.toml.
-            from torchaudio.functional.functional import _get_sinc_resample_kernel
-
             gcd = math.gcd(self.from_rate, self.to_rate)
             self._in_step, self._out_step = self.from_rate // gcd, self.to_rate // gcd
-            kernel, self._width = _get_sinc_resample_kernel(
-                self.from_rate, self.to_rate, gcd, self.LOWPASS_WIDTH, dtype=torch.float32
-            )
-            # (span, out_step): one output block = one input span times this matrix. numpy rather than
-            # torch's conv1d because every source thread calling a torch op gets its own OpenMP team:
-            # with 40 streams that was 80 spinning threads and half the CPU of the whole runtime.
-            self._kernel = np.ascontiguousarray(kernel[:, 0, :].numpy().T)
+            self._kernel, self._width = _resample_kernel(self.from_rate, self.to_rate, self.LOWPASS_WIDTH)
         self.reset()
 
     def reset(self) -> None:
