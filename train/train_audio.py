@@ -25,6 +25,7 @@ from streamrec.core.dataset import Clip, encode_targets
 from streamrec.core.errors import UserError
 from streamrec.core.features import LogMel
 from streamrec.core.models.audio import AudioNet, build_audio_model, default_dims, outputs_probabilities
+from streamrec.train import distributed
 from streamrec.train.audio_data import audio_clips, balanced_indices, random_windows
 from streamrec.train.background import BackgroundSource
 from streamrec.train.corpus.records import training_sources
@@ -188,6 +189,8 @@ def train_audio(options: AudioTrainOptions) -> dict:
         label=f"training audio {setup.name}",
         parameters=[p for p in model.parameters() if p.requires_grad],
     )
+    if not distributed.is_main():  # rank 0 evaluates and writes the bundle; the others wait for its summary
+        return distributed.from_main(None)
     test_report, _ = evaluate_audio(model, logmel, setup, test_clips, classes)
     val_report, _ = evaluate_audio(model, logmel, setup, val_clips, classes)
     if background is not None:
@@ -240,4 +243,4 @@ def train_audio(options: AudioTrainOptions) -> dict:
         "skipped": [asdict(s) for s in skipped],
     }
     (reports / f"audio_{setup.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return distributed.from_main(summary)

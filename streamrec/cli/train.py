@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from streamrec.cli.args import (
@@ -36,7 +39,43 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_all(train_commands)
 
 
+def _add_distributed(p: argparse.ArgumentParser) -> None:
+    """Options that matter under `torchrun --nproc-per-node N -m streamrec train ...` (README: several processes)."""
+    p.add_argument(
+        "--dist-backend",
+        choices=("auto", "gloo", "nccl"),
+        default="auto",
+        help="under torchrun: how the processes exchange gradients; auto = NCCL with CUDA GPUs, else gloo (CPU)",
+    )
+    p.add_argument(
+        "--dist-timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="under torchrun: seconds to wait for every process to join before failing (default 60)",
+    )
+
+
+def _in_session(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The command, joined to its peers first when torchrun started several processes (a no-op otherwise)."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from streamrec.train import distributed  # imported here: CLI start-up time
+
+        with distributed.session(args.dist_backend, args.dist_timeout):
+            if not distributed.is_main():  # rank 0 speaks for all: progress, summaries, info logs
+                logging.getLogger("streamrec").setLevel(logging.WARNING)
+            return command(args)
+
+    return run
+
+
 def _print_summary(kind: str, summary: dict, out: str | Path) -> None:
+    from streamrec.train import distributed
+
+    if not distributed.is_main():
+        return
     test = summary["test"]
     console.print(
         f"[green]{kind}[/green]: test Hit@1 {test['hit1']:.3f}  Hit@3 {test['hit3']:.3f}  "
@@ -105,9 +144,11 @@ def _add_audio(train_commands: argparse._SubParsersAction) -> None:
     a.add_argument("--resume", action="store_true", help="continue an interrupted run from BUNDLE/.train/")
     add_workers(a)
     add_val_data(a)
+    _add_distributed(a)
     a.set_defaults(func=cmd_train_audio)
 
 
+@_in_session
 def cmd_train_audio(args: argparse.Namespace) -> int:
     # imported here: CLI start-up time
     from streamrec.core.audio_setup import make_setup
@@ -134,11 +175,7 @@ def cmd_train_audio(args: argparse.Namespace) -> int:
         val_data=Path(args.val_data) if args.val_data else None,
     )
     summary = train_audio(options)
-    test = summary["test"]
-    console.print(
-        f"[green]audio {summary['setup']}[/green]: test Hit@1 {test['hit1']:.3f}  Hit@3 {test['hit3']:.3f}  "
-        f"F1 {test['f1_macro']:.3f} on {test['n']} clips; bundle {args.out}"
-    )
+    _print_summary(f"audio {summary['setup']}", summary, args.out)
     return 0
 
 
@@ -167,9 +204,11 @@ def _add_video(train_commands: argparse._SubParsersAction) -> None:
         help="train nothing: the ImageNet prior alone, the baseline a trained head must beat",
     )
     add_val_data(v)
+    _add_distributed(v)
     v.set_defaults(func=cmd_train_video)
 
 
+@_in_session
 def cmd_train_video(args: argparse.Namespace) -> int:
     from streamrec.train.train_video import VideoTrainOptions, train_video
 
@@ -202,9 +241,11 @@ def _add_fusion(train_commands: argparse._SubParsersAction) -> None:
     f.add_argument("--scheme", choices=("frozen", "joint"), default="frozen")
     f.add_argument("-k", type=_positive_int, default=5, help="frame slots of the fusion input (default 5)")
     add_val_data(f)
+    _add_distributed(f)
     f.set_defaults(func=cmd_train_fusion)
 
 
+@_in_session
 def cmd_train_fusion(args: argparse.Namespace) -> int:
     from streamrec.train.train_fusion import FusionTrainOptions, train_fusion
 
@@ -242,9 +283,11 @@ def _add_all(train_commands: argparse._SubParsersAction) -> None:
         help="frame head without ImageNet's own classifier rows for each class (the prior is on by default)",
     )
     add_val_data(t)
+    _add_distributed(t)
     t.set_defaults(func=cmd_train_all)
 
 
+@_in_session
 def cmd_train_all(args: argparse.Namespace) -> int:
     """The default bundle's recipe: real-time audio network, EfficientNet-Lite0 frames, joint late fusion."""
     from streamrec.core.audio_setup import make_setup
