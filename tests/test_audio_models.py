@@ -118,6 +118,17 @@ def test_train_audio_cli_builds_the_network_it_is_asked_for(tiny_corpus: Path, t
     assert code == 0
     dims = Bundle.load(out).network("audio")["dims"]
     assert (dims["channels"], dims["embedding_dim"]) == ([8, 8, 16, 16], 32)
+    options = Bundle.load(out).network("audio")["training"]["options"]
+    assert options["augment"] == ["pitch", "eq", "room", "dynamics", "mix"]  # the default: every lever
+
+    # --init: fine-tuning starts from another bundle's audio network of the same shape, and says so.
+    tuned = tmp_path / "tuned"
+    narrow = ("--arch", "han", "--frontend", "realtime", "--channels", "8,8,16,16", "--embedding-dim", "32")
+    assert streamrec_cli(*common, "--out", str(tuned), *narrow, "--init", str(out), "--augment", "eq,room") == 0
+    options = Bundle.load(tuned).network("audio")["training"]["options"]
+    assert (options["init"], options["augment"]) == (str(out), ["eq", "room"])
+    assert streamrec_cli(*common, "--out", str(tmp_path / "d"), "--arch", "han", "--init", str(out)) == 2  # shape
+    assert streamrec_cli(*common, "--out", str(tmp_path / "e"), *narrow, "--augment", "reverb") == 2
 
     assert streamrec_cli(*common, "--out", str(tmp_path / "a"), "--arch", "han", "--representation", "logmel") == 2
     missing = str(tmp_path / "missing.pt")

@@ -27,6 +27,7 @@ from streamrec.core.features import LogMel
 from streamrec.core.models.audio import AudioNet, build_audio_model, default_dims, outputs_probabilities
 from streamrec.train import distributed
 from streamrec.train.audio_data import audio_clips, balanced_indices, random_windows
+from streamrec.train.augment import WaveAugment
 from streamrec.train.background import BackgroundSource
 from streamrec.train.corpus.records import training_sources
 from streamrec.train.loop import FitOptions, fit, plot_curves
@@ -45,6 +46,10 @@ class AudioTrainOptions:
     batch_size: int = 32
     crops_per_clip: int = 4  # random training windows drawn per clip and epoch
     specaugment: bool = False
+    # Waveform levers of streamrec.train.augment (pitch, eq, room, dynamics, mix); () = the corpus as rendered.
+    augment: tuple[str, ...] = ()
+    # Share of each batch that is "no instrument" (background) windows, when the setup has that output.
+    background_share: float = 0.2
     resume: bool = False
     workers: int = 2  # decoding processes
     channels: tuple[int, ...] | None = None  # override of the architecture's conv widths
@@ -54,6 +59,9 @@ class AudioTrainOptions:
     representation: str = "joint"
     embedding: Path | None = None
     val_data: Path | None = None  # early stopping on this dataset's val split (a source-disjoint field-dev set)
+    # Start from this bundle's audio network (same architecture, front end and classes): fine-tuning, e.g. the
+    # bundled model with augmentation, in a few epochs instead of a full run.
+    init: Path | None = None
 
 
 def evaluate_audio(
@@ -94,6 +102,20 @@ def background_report(
     }
 
 
+def _initialise(model: AudioNet, dims: dict, setup: AudioSetup, classes: tuple[str, ...], init: Path) -> None:
+    """Loads another bundle's audio weights into model; a one-line error when the networks differ."""
+    bundle = Bundle.load(init)
+    if not bundle.has("audio"):
+        raise UserError(f"--init {init}: the bundle has no audio network")
+    entry = bundle.network("audio")
+    wanted = json.loads(json.dumps(dims))  # tuples become lists, as stored
+    # Older manifests lack dimensions added since with their defaults: compare what the entry states.
+    same_dims = all(wanted.get(key) == value for key, value in entry["dims"].items())
+    if bundle.classes != classes or not same_dims or entry["setup"] != json.loads(json.dumps(setup.to_dict())):
+        raise UserError(f"--init {init}: its audio network differs (classes, architecture or front end)")
+    model.load_state_dict(bundle.load_checkpoint("audio")["state_dict"])
+
+
 def train_audio(options: AudioTrainOptions) -> dict:
     """Trains, picks the best epoch by validation F1, evaluates on test, and writes the bundle's audio network."""
     setup = options.setup
@@ -120,6 +142,8 @@ def train_audio(options: AudioTrainOptions) -> dict:
         dims, channels=options.channels or dims.channels, embedding_dim=options.embedding_dim or dims.embedding_dim
     )
     model = build_audio_model(dims)
+    if options.init is not None:
+        _initialise(model, dims.to_dict(), setup, classes, options.init)
     logmel = LogMel(setup.frontend)
     probabilities_out = outputs_probabilities(dims)
     masks = torch.nn.Sequential(
@@ -139,12 +163,15 @@ def train_audio(options: AudioTrainOptions) -> dict:
         # those. Imported here because streamrec.train.pretrain builds on this module.
         if options.specaugment:
             raise UserError("SpecAugment needs the representation recomputed every epoch; not with a frozen one")
+        if options.augment:
+            raise UserError("waveform augmentation needs the representation recomputed every epoch; not when frozen")
         freeze_representation(model, logmel, setup, train_clips, options.embedding)
         train_inputs = represent_clips(model, logmel, train_clips, window)
         val_inputs = represent_clips(model, logmel, val_clips, window)
         val_targets, _ = encode_targets([c.record for c in val_clips], classes)
     background = BackgroundSource(setup.frontend.sample_rate) if setup.background else None
-    background_rows = round(options.batch_size / n_outputs) if background else 0  # as often as one class
+    background_rows = round(options.batch_size * options.background_share) if background else 0
+    augment = WaveAugment(options.augment, setup.frontend.sample_rate) if options.augment else None
 
     def batches(epoch: int):
         rng = np.random.default_rng([options.fit.seed, epoch])
@@ -154,10 +181,15 @@ def train_audio(options: AudioTrainOptions) -> dict:
             if frozen:
                 yield train_inputs[chosen], torch.from_numpy(multi_hot[chosen])
                 continue
-            windows = random_windows(train_clips, chosen, window, rng)
+            if augment is None:
+                windows = random_windows(train_clips, chosen, window, rng)
+            else:
+                raw = random_windows(train_clips, chosen, augment.source_samples(window), rng)
+                windows = augment.music(raw, window, rng, background)
             label = torch.from_numpy(multi_hot[chosen]) if probabilities_out else torch.from_numpy(targets[chosen])
             if background is not None:
-                windows = np.concatenate([windows, background.windows(background_rows, window, rng)])
+                extra = background.windows(background_rows, window, rng)
+                windows = np.concatenate([windows, augment.background(extra, rng) if augment else extra])
                 label = torch.cat([label, torch.full((background_rows,), len(classes), dtype=label.dtype)])
             with torch.no_grad():
                 features = logmel(torch.from_numpy(windows))
@@ -219,8 +251,11 @@ def train_audio(options: AudioTrainOptions) -> dict:
             "batch_size": options.batch_size,
             "crops_per_clip": crops,
             "specaugment": options.specaugment,
+            "augment": list(options.augment),
+            "background_share": options.background_share if background else None,
             "representation": dims.representation,
             "embedding": str(options.embedding) if options.embedding else None,
+            "init": str(options.init) if options.init else None,
         },
         "history": result.history,
     }

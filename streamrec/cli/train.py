@@ -84,6 +84,36 @@ def _print_summary(kind: str, summary: dict, out: str | Path) -> None:
     )
 
 
+def _add_augment(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--augment",
+        metavar="LEVERS",
+        help="waveform augmentation of the audio training windows: all (the default; none for a frozen "
+        "representation, which is computed once), none, or a comma list of pitch (+-3 semitones), eq (random "
+        "equaliser), room (synthetic reverb), dynamics (level, saturation), mix (speech and noise under the music)",
+    )
+    p.add_argument(
+        "--background-share",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="share of each audio batch that is 'no instrument' windows: silence, speech, babble, noise (default 0.2)",
+    )
+
+
+def _augment_options(args: argparse.Namespace, frozen: bool = False) -> dict:
+    """AudioTrainOptions' augmentation fields from --augment and --background-share, or a one-line error."""
+    from streamrec.train.augment import parse_levers
+
+    if not 0 <= args.background_share < 1:
+        raise UserError(f"--background-share must be in [0, 1), got {args.background_share}")
+    try:
+        levers = parse_levers(args.augment or ("none" if frozen else "all"))
+    except ValueError as e:
+        raise UserError(f"--augment: {e}") from e
+    return {"augment": levers, "background_share": args.background_share}
+
+
 def _add_audio(train_commands: argparse._SubParsersAction) -> None:
     a = train_commands.add_parser(
         "audio",
@@ -134,6 +164,7 @@ def _add_audio(train_commands: argparse._SubParsersAction) -> None:
     a.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     a.add_argument("--crops-per-clip", type=_positive_int, default=4, help="random windows per clip and epoch")
     a.add_argument("--specaugment", action="store_true", help="mask random mel bands and frames while training")
+    _add_augment(a)
     a.add_argument(
         "--background",
         action="store_true",
@@ -142,6 +173,11 @@ def _add_audio(train_commands: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--resume", action="store_true", help="continue an interrupted run from BUNDLE/.train/")
+    a.add_argument(
+        "--init",
+        metavar="BUNDLE",
+        help="start from this bundle's audio network (same architecture, front end and classes) and fine-tune it",
+    )
     add_workers(a)
     add_val_data(a)
     _add_distributed(a)
@@ -173,6 +209,8 @@ def cmd_train_audio(args: argparse.Namespace) -> int:
         representation=args.representation,
         embedding=Path(args.embedding) if args.embedding else None,
         val_data=Path(args.val_data) if args.val_data else None,
+        init=Path(args.init) if args.init else None,
+        **_augment_options(args, frozen=args.representation != "joint"),
     )
     summary = train_audio(options)
     _print_summary(f"audio {summary['setup']}", summary, args.out)
@@ -282,6 +320,7 @@ def _add_all(train_commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="frame head without ImageNet's own classifier rows for each class (the prior is on by default)",
     )
+    _add_augment(t)
     add_val_data(t)
     _add_distributed(t)
     t.set_defaults(func=cmd_train_all)
@@ -306,6 +345,7 @@ def cmd_train_all(args: argparse.Namespace) -> int:
         embedding_dim=REALTIME_EMBEDDING,
         workers=args.workers,
         val_data=val_data,
+        **_augment_options(args),
     )
     _print_summary("audio", train_audio(audio), out)
     video = VideoTrainOptions(
