@@ -165,22 +165,9 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    outputs = output_options(args)
+    # keywords only: run_demo's options grew from several sides, and a positional slip passed one for another
     return run_demo(
-        args.fast,
-        args.duration,
-        outputs["ws"],
-        outputs["view"],
-        outputs["jsonl"],
-        outputs["token"],
-        outputs["web"],
-        outputs["explain"],
-        outputs["mqtt"],
-        backend=args.backend,
-        triton_url=args.triton_url,
-        allow_origins=outputs["allow_origins"],
-        certfile=outputs["certfile"],
-        keyfile=outputs["keyfile"],
+        fast=args.fast, duration=args.duration, backend=args.backend, triton_url=args.triton_url, **output_options(args)
     )
 
 
@@ -294,6 +281,7 @@ def demo_sources(clip: Path = EXAMPLE_CLIP) -> list[SourceSpec]:
 
 
 def run_demo(
+    *,
     fast: bool = False,
     duration: float | None = None,
     ws: tuple[str, int] | None = None,
