@@ -124,6 +124,9 @@ class MqttSink:
         self.stats = MqttStats()
         self._cond = threading.Condition()
         self._pending: deque[_Message] = deque()
+        # Taken from the buffer by the pump but not yet handed to paho: close() must wait for these too, or
+        # an event between the two would be counted nowhere (seen under load).
+        self._publishing = 0
         self._in_flight: dict[int, bool] = {}  # mid -> is an event (not a drop report)
         self._acked_early: set[int] = set()  # PUBACKs that beat publish() back to the pump
         self._unreported: dict[str, int] = {}  # stream -> events dropped since its last drop report
@@ -172,7 +175,7 @@ class MqttSink:
                 return
             self._closed = True
             deadline = time.monotonic() + self.options.close_timeout
-            while self._pending or self._in_flight or self._unreported:
+            while self._pending or self._in_flight or self._unreported or self._publishing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -180,7 +183,7 @@ class MqttSink:
             self._halt = True
             while self._pending:
                 self._drop(self._pending.popleft())
-            self.stats.unconfirmed = sum(self._in_flight.values())
+            self.stats.unconfirmed = sum(self._in_flight.values()) + self._publishing
             self._cond.notify_all()
         self._pump_thread.join(timeout=1.0)
         self._client.disconnect()
@@ -251,10 +254,13 @@ class MqttSink:
                 if self._halt:
                     return
                 batch = self._take()
+                self._publishing = sum(m.is_event for m in batch)
             # Outside the lock: paho calls on_publish holding its own lock, which then takes ours.
             for message in batch:
                 info = self._client.publish(message.topic, message.payload, qos=QOS, retain=message.retain)
                 with self._cond:
+                    self._publishing -= message.is_event
+                    self._cond.notify_all()  # close() may be waiting for this batch
                     if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: paho resends it
                         log.warning("mqtt: publishing on %s failed: %s", message.topic, mqtt.error_string(info.rc))
                         if message.is_event:
