@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from streamrec.runtime.sources import CaptureFormat, ReconnectPolicy, SourceErro
 from streamrec.runtime.sources.file import FileSource
 from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
 
-from .helpers import AAC, H264, ffmpeg
+from .helpers import AAC, H264, ffmpeg, free_port
 from .test_runtime_devices import _rtsp_server_missing, _start_rtsp_server
 
 pytestmark = pytest.mark.timeout(120)  # threads, sockets and child processes: never hang CI
@@ -323,9 +322,7 @@ def test_an_rtsp_outage_is_reported_in_order_and_keeps_the_clock(runtime_bundle:
     reason = _rtsp_server_missing()
     if reason:
         pytest.skip(reason)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = _start_rtsp_server(port)
     events: list[dict] = []
     runtime = Runtime(

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from streamrec.runtime.pipeline import Runtime, RuntimeOptions
 from streamrec.runtime.sinks import CallbackSink
 from streamrec.runtime.sources import SourceSpec
 
-from .helpers import ffmpeg
+from .helpers import ffmpeg, free_port
 
 pytestmark = [
     pytest.mark.slow,  # PulseAudio, an RTSP server, child processes
@@ -226,9 +225,7 @@ def test_rtsp_stream_reconnects_after_the_server_restarts(runtime_bundle: Path) 
     reason = _rtsp_server_missing()
     if reason:
         pytest.skip(reason)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = _start_rtsp_server(port)
     events: list[dict] = []
     runtime = Runtime(
