@@ -13,9 +13,12 @@ import numpy as np
 from streamrec.core.audio_setup import AudioSetup
 from streamrec.core.bundle import Bundle
 from streamrec.core.dataset import DecodeSpec, encode_targets, load_dataset
+from streamrec.core.scores import FusionRule
 from streamrec.engines import load_networks
 from streamrec.train.evaluate import MODALITIES, clip_scores
 from streamrec.train.metrics import classification_report
+
+NETWORK = FusionRule("network")  # the fusion network's own output is what is compared, whatever the bundle's rule
 
 
 def main() -> None:
@@ -41,7 +44,7 @@ def main() -> None:
         args.dataset, split=args.split, spec=DecodeSpec(sample_rate=info.sample_rate), classes=bundle.classes
     )
     targets, _ = encode_targets([c.record for c in data.clips], bundle.classes)
-    scores = {name: [clip_scores(n, setup, clip) for clip in data.clips] for name, n in nets.items()}
+    scores = {name: [clip_scores(n, setup, clip, NETWORK) for clip in data.clips] for name, n in nets.items()}
     other = f"{args.backend} {args.precision}"
     print(f"| modality | clips | top-1 agreement | max abs score difference | F1 {args.reference} | F1 {other} |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

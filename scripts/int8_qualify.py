@@ -21,10 +21,13 @@ from streamrec.core.audio_setup import AudioSetup
 from streamrec.core.bundle import Bundle
 from streamrec.core.dataset import DecodeSpec, encode_targets, load_dataset
 from streamrec.core.networks import NetworkInfo
+from streamrec.core.scores import FusionRule
 from streamrec.engines import EngineNetworks, EngineOptions
 from streamrec.engines.onnxruntime_engine import INT8_F1_TOLERANCE, cpu_family, runtime_version
 from streamrec.train.evaluate import MODALITIES, clip_scores
 from streamrec.train.metrics import classification_report
+
+NETWORK = FusionRule("network")  # the fusion network's own output is what is compared, whatever the bundle's rule
 
 
 class Mixed:
@@ -60,7 +63,7 @@ def main() -> None:
     targets, _ = encode_targets([c.record for c in data.clips], bundle.classes)
     f1: dict[str, dict[str, float]] = {}
     for name, nets in variants.items():
-        scores = [clip_scores(nets, setup, clip) for clip in data.clips]  # type: ignore[arg-type]
+        scores = [clip_scores(nets, setup, clip, NETWORK) for clip in data.clips]  # type: ignore[arg-type]
         f1[name] = {}
         for modality in MODALITIES:
             rows = [(s[modality], t) for s, t in zip(scores, targets) if s[modality] is not None]

@@ -114,7 +114,7 @@ def test_eval_scores_the_long_clips_through_the_runtime(field_dev: Path, runtime
     assert 0 <= overall["wrong_active"] <= overall["music_updates"] and overall["changes"] >= 2
 
 
-def test_tune_writes_the_chosen_smoothing_into_the_bundle(
+def test_tune_writes_the_chosen_fusion_rule_and_smoothing_into_the_bundle(
     field_dev: Path, runtime_bundle: Path, streamrec_cli, tmp_path
 ):
     import shutil
@@ -132,3 +132,15 @@ def test_tune_writes_the_chosen_smoothing_into_the_bundle(
     for name, values in GRID.items():
         assert getattr(chosen, name) in values
     assert written["score"]["music_updates"] > 0
+    # The fusion rule was chosen on the val clips too, among the network and the product's audio weights.
+    from streamrec.core.scores import FusionRule
+
+    rule = Bundle.load(bundle).manifest["fusion_rule"]
+    assert "network" in rule["val_f1"] and len(rule["val_f1"]) == 10 and "val clips" in rule["chosen_on"]
+    chosen_rule = FusionRule.from_manifest(Bundle.load(bundle).manifest, has_fusion_network=True)
+    assert (
+        max(rule["val_f1"].values())
+        == rule["val_f1"][
+            "network" if chosen_rule.kind == "network" else f"product (audio weight {chosen_rule.audio_weight:g})"
+        ]
+    )

@@ -16,7 +16,7 @@ from streamrec.core.bundle import Bundle
 from streamrec.core.features import LogMel, frames_to_tensor
 from streamrec.core.models import load_network
 from streamrec.core.networks import TorchNetworks
-from streamrec.core.scores import fusion_inputs
+from streamrec.core.scores import FusionRule, fusion_inputs
 from streamrec.engines import load_networks
 from streamrec.runtime.recognizer import Recognizer, Request, energy_db
 from streamrec.runtime.types import AudioWindow, Frame
@@ -155,3 +155,36 @@ def test_unknown_backend_is_a_user_error(runtime_bundle: Path) -> None:
 
     with pytest.raises(UserError, match="backend"):
         load_networks(runtime_bundle, "nonsense")
+
+
+def test_product_rule_fuses_the_modalities_probabilities_without_the_network(networks: TorchNetworks) -> None:
+    counting = CountingNetworks(networks)
+    fused_by_network: list[int] = []
+    counting.fuse = lambda *inputs: fused_by_network.append(1) or networks.fuse(*inputs)  # type: ignore[method-assign]
+    rule = FusionRule("product", audio_weight=0.7)
+    both, audio_only, frames_only = Recognizer(counting, rule)(
+        [Request("a", window(1), frames(2, 3)), Request("b", window(3)), Request("c", None, frames(4, 2))]
+    )
+    assert not fused_by_network  # the product needs no fusion network
+    expected = both.audio**0.7 * both.video**0.3
+    np.testing.assert_allclose(both.fused, expected / expected.sum(), rtol=1e-4)
+    np.testing.assert_allclose(audio_only.fused, audio_only.audio, atol=1e-7)
+    np.testing.assert_allclose(frames_only.fused, frames_only.video, atol=1e-7)
+
+
+def test_fusion_rule_checks_what_it_is_given() -> None:
+    with pytest.raises(ValueError, match="unknown fusion rule"):
+        FusionRule("mean")
+    with pytest.raises(ValueError, match="audio weight"):
+        FusionRule("product", 1.5)
+    with pytest.raises(ValueError, match="needs the audio or the frame"):
+        FusionRule("product").product(None, None)
+    # A class one modality rules out (probability 0) is not vetoed outright: the floor keeps it finite.
+    fused = FusionRule("product").product(np.array([0.0, 0.5, 0.5]), np.array([1.0, 0.0, 0.0]))
+    assert np.isfinite(fused).all() and fused.sum() == pytest.approx(1.0)
+    assert FusionRule.from_manifest({}, has_fusion_network=True) == FusionRule("network")
+    assert FusionRule.from_manifest({}, has_fusion_network=False) == FusionRule("product")
+    chosen = {"fusion_rule": {"kind": "product", "audio_weight": 0.3, "val_f1": {}}}
+    assert FusionRule.from_manifest(chosen, has_fusion_network=True) == FusionRule("product", 0.3)
+    with pytest.raises(ValueError, match="no fusion network"):
+        FusionRule.from_manifest({"fusion_rule": {"kind": "network"}}, has_fusion_network=False)

@@ -19,16 +19,17 @@ from streamrec.core.bundle import Bundle
 from streamrec.core.dataset import Clip, DecodeSpec, encode_targets, load_dataset
 from streamrec.core.errors import UserError
 from streamrec.core.networks import Networks
-from streamrec.core.scores import fusion_inputs, spread_indices
+from streamrec.core.scores import FusionRule, fusion_inputs, spread_indices
 from streamrec.engines import load_networks
 from streamrec.train.metrics import classification_report, plot_confusions
 
 MODALITIES = ("audio", "video", "fusion")
 
 
-def clip_scores(nets: Networks, setup: AudioSetup | None, clip: Clip) -> dict[str, np.ndarray | None]:
+def clip_scores(nets: Networks, setup: AudioSetup | None, clip: Clip, rule: FusionRule) -> dict[str, np.ndarray | None]:
     """(classes,) probabilities of one clip per modality: audio = mean over its evaluation windows,
-    video = mean over its frames, fusion = every audio window with k evenly spread frames, averaged."""
+    video = mean over its frames, network = the fusion network on every audio window with k evenly spread
+    frames, averaged; fusion = what `rule` makes of them (the network's, or the product of audio and video)."""
     info = nets.info
     audio = video = None
     audio_embeddings = frame_embeddings = None
@@ -41,11 +42,15 @@ def clip_scores(nets: Networks, setup: AudioSetup | None, clip: Clip) -> dict[st
         probabilities, embeddings = nets.frames(clip.frames)
         video = probabilities.mean(axis=0)
         frame_embeddings = embeddings[spread_indices(len(embeddings), info.k_frames)]
-    fusion = None
+    network = None
     if info.has_fusion and (audio_embeddings is not None or frame_embeddings is not None):
         inputs = fusion_inputs(audio_embeddings, frame_embeddings, info.k_frames, info.audio_dim, info.video_dim)
-        fusion = nets.fuse(*inputs).mean(axis=0)
-    return {"audio": audio, "video": video, "fusion": fusion}
+        network = nets.fuse(*inputs).mean(axis=0)
+    if rule.kind == "network":
+        fusion = network
+    else:
+        fusion = rule.product(audio, video) if audio is not None or video is not None else None
+    return {"audio": audio, "video": video, "network": network, "fusion": fusion}
 
 
 def evaluate(
@@ -65,7 +70,9 @@ def evaluate(
         named = ", ".join(sorted(unknown)) or "(none)"
         raise UserError(f"unknown modality {named}; choose from {', '.join(MODALITIES)}")
     bundle = Bundle.load(model)
-    missing = [m for m in modalities if not bundle.has(m)]
+    rule = FusionRule.from_manifest(bundle.manifest, bundle.has("fusion"))
+    # fusion by the product of experts needs no fusion network, only both modalities' networks
+    missing = [m for m in modalities if not bundle.has(m) and not (m == "fusion" and rule.kind == "product")]
     if missing:
         raise UserError(f"bundle {bundle.root} has no {', '.join(missing)} network")
     # triton_url: backend "triton"'s server; an INT8 engine not qualified for this CPU is refused (one line)
@@ -87,10 +94,11 @@ def evaluate(
         "model": str(bundle.root),
         "backend": backend,
         "precision": precision,
+        "fusion_rule": rule.to_dict(),
         "skipped": [asdict(s) for s in loaded.skipped],
     }
     targets, _ = encode_targets([c.record for c in loaded.clips], classes)
-    scores = [clip_scores(nets, setup, clip) for clip in loaded.clips]
+    scores = [clip_scores(nets, setup, clip, rule) for clip in loaded.clips]
     for modality in modalities:
         rows = [(s[modality], t) for s, t in zip(scores, targets) if s[modality] is not None]
         matrix = np.stack([r[0] for r in rows]) if rows else np.zeros((0, len(classes)))
@@ -103,6 +111,44 @@ def evaluate(
             title=f"{bundle.root.name} on {Path(data).name} ({split}, {backend})",
         )
     return json_safe(result)
+
+
+AUDIO_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(1, 10))  # the product's audio weights `streamrec tune` tries
+
+
+def choose_fusion_rule(
+    data: Path, bundle: Bundle, nets: Networks, split: str = "val", workers: int = 2
+) -> tuple[FusionRule, dict[str, float]]:
+    """The fusion rule with the highest macro-F1 on one split of a dataset (the val split of a source-disjoint
+    set: `streamrec tune`): the fusion network, if the bundle has one, or the product of experts at each of
+    AUDIO_WEIGHTS. Ties keep the network. Returns the rule and every candidate's F1 by name."""
+    if not (bundle.has("audio") and bundle.has("video")):
+        raise UserError(f"bundle {bundle.root} needs an audio and a video network to choose how to fuse them")
+    setup = AudioSetup.from_dict(bundle.network("audio")["setup"])
+    spec = DecodeSpec(sample_rate=nets.info.sample_rate, frames=nets.info.frames)
+    loaded = load_dataset(data, split=split, spec=spec, classes=bundle.classes, workers=workers)
+    if not loaded.clips:
+        raise UserError(f"no usable clips in split {split!r} of {data} to choose the fusion rule on")
+    targets, _ = encode_targets([c.record for c in loaded.clips], bundle.classes)
+    candidates = ([FusionRule("network")] if bundle.has("fusion") else []) + [
+        FusionRule("product", w) for w in AUDIO_WEIGHTS
+    ]
+    parts = [
+        clip_scores(nets, setup, clip, FusionRule("network" if bundle.has("fusion") else "product"))
+        for clip in loaded.clips
+    ]
+    f1: dict[str, float] = {}
+    for rule in candidates:
+        fused = np.stack(
+            [p["network"] if rule.kind == "network" else rule.product(p["audio"], p["video"]) for p in parts]
+        )
+        f1[rule_name(rule)] = float(classification_report(fused, targets, bundle.classes)["f1_macro"])
+    best = max(candidates, key=lambda r: f1[rule_name(r)])  # max keeps the first of equals: the network
+    return best, f1
+
+
+def rule_name(rule: FusionRule) -> str:
+    return "network" if rule.kind == "network" else f"product (audio weight {rule.audio_weight:g})"
 
 
 def json_safe(value: Any) -> Any:

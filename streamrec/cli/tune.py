@@ -1,11 +1,14 @@
-"""`streamrec tune`: a bundle's smoothing and gating thresholds chosen on long clips it was not trained on.
+"""`streamrec tune`: how a bundle fuses its modalities, and its smoothing and gating thresholds, chosen on
+material from sources it was not trained on.
 
-The networks' scores do not say by themselves when a class should be shown as active; the smoothing
-(moving average, on/off thresholds, the "no instrument" gate, the energy floor) decides that. Its
-thresholds are chosen here, as a user would judge them, on the val long clips of a source-disjoint set
-(`streamrec data field-dev`): fewest wrong classes during music plus classes lit during silence, speech
-and noise, among the settings that miss no instrument and switch within SWITCH_LIMIT seconds (median).
-The choice is written into the bundle's manifest; the runtime uses it unless told otherwise.
+First the fusion rule (streamrec.core.scores.FusionRule): the fusion network or the product of the audio
+and frame probabilities at some audio weight, whichever has the highest macro-F1 on the val clips of a
+source-disjoint set (`streamrec data field-dev`). Then the smoothing: the networks' scores do not say by
+themselves when a class should be shown as active; the smoothing (moving average, on/off thresholds, the
+"no instrument" gate, the energy floor) decides that. Its thresholds are chosen, as a user would judge
+them, on the set's val long clips: fewest wrong classes during music plus classes lit during silence,
+speech and noise, among the settings that miss no instrument and switch within SWITCH_LIMIT seconds
+(median). Both choices are written into the bundle's manifest; evaluation and the runtime use them.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ GRID = {  # the settings searched, around the defaults
 def register(commands: argparse._SubParsersAction) -> None:
     t = commands.add_parser(
         "tune",
-        help="choose a bundle's smoothing thresholds on source-disjoint long clips",
-        description="Runs the val long clips of DATASET (timelines.json; `streamrec data field-dev` writes them) "
+        help="choose a bundle's fusion rule and smoothing thresholds on source-disjoint val material",
+        description="Chooses how the bundle fuses audio and frames (the fusion network, or the product of their "
+        "probabilities at an audio weight) by macro-F1 on the val clips of DATASET. Then runs the val long "
+        "clips of DATASET (timelines.json; `streamrec data field-dev` writes them) "
         "through the live runtime under each setting of the smoothing thresholds (no instrument gate, "
         "energy floor, on threshold) and keeps the one with the fewest wrong classes during music plus classes "
         f"lit during background, among those that miss no instrument and switch within {SWITCH_LIMIT:g} s "
-        "(median). Writes it into the bundle's manifest, which the runtime then uses.",
+        "(median). Writes both into the bundle's manifest, which evaluation and the runtime then use.",
     )
     t.add_argument("dataset", metavar="DATASET", help="dataset with timelines.json (its val long clips are used)")
     add_model(t)
@@ -52,6 +57,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from streamrec.runtime.options import RuntimeOptions
     from streamrec.runtime.replay import replay
     from streamrec.runtime.smoothing import SmoothingOptions
+    from streamrec.train.evaluate import choose_fusion_rule, rule_name
     from streamrec.train.timeline import combine, load_timelines, score_timeline
 
     dataset = Path(args.dataset)
@@ -61,13 +67,23 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise UserError(f"{dataset} has no val long clips (timelines.json): build one with `streamrec data field-dev`")
     bundle = Bundle.load(Path(args.model) if args.model else None)
     networks = load_networks(bundle.root, args.backend)
+    rule, rule_f1 = choose_fusion_rule(dataset, bundle, networks)
+    rules = Table(title=f"fusion rule: macro-F1 on the val clips of {dataset}")
+    rules.add_column("rule")
+    rules.add_column("F1", justify="right")
+    for name, f1 in rule_f1.items():
+        rules.add_row(f"[bold]{name}[/bold]" if name == rule_name(rule) else name, f"{f1:.3f}")
+    console.print(rules)
+    console.print(f"chosen: {rule_name(rule)}", highlight=False)
     base = SmoothingOptions()
     rows = []
     for values in itertools.product(*GRID.values()):
         options = replace(base, **dict(zip(GRID, values)))
         scores = []
         for timeline in timelines:
-            runtime_options = RuntimeOptions(bundle=bundle.root, backend=args.backend, smoothing=options)
+            runtime_options = RuntimeOptions(
+                bundle=bundle.root, backend=args.backend, smoothing=options, fusion_rule=rule
+            )
             events = replay(dataset / timeline.clip, runtime_options, networks)
             scores.append(score_timeline(timeline, [(e["t"], e["active"]) for e in events]))
         summary = combine(scores).summary()
@@ -95,11 +111,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         f"{summary['switch_median_seconds']} s"
     )
     if not args.dry_run:
+        bundle.manifest["fusion_rule"] = {**rule.to_dict(), "chosen_on": f"{dataset} (val clips)", "val_f1": rule_f1}
         bundle.manifest["smoothing"] = {
             "options": {k: v for k, v in asdict(best).items() if v != getattr(base, k)},
             "tuned_on": f"{dataset} (val long clips: {', '.join(t.clip for t in timelines)})",
             "score": summary,
         }
         bundle.write_manifest()
-        console.print(f"wrote the smoothing settings into {bundle.root / 'manifest.json'}")
+        console.print(f"wrote the fusion rule and the smoothing settings into {bundle.root / 'manifest.json'}")
     return 0

@@ -1,11 +1,17 @@
 """Numpy glue between the networks' outputs and what follows them, shared by the runtime, evaluation,
 training and the benchmark so that each is computed one way: softmax, the "no instrument" column, and
-the fusion network's inputs.
+the fusion network's inputs, and the rule that turns a bundle's modalities into its fused scores.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
+
+FUSION_RULES = ("network", "product")
+PROBABILITY_FLOOR = 1e-6  # keeps log(0) out of the product: one modality's zero must not veto a class outright
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -57,3 +63,56 @@ def fusion_inputs(
         v[:] = slots
     present = np.tile(np.array([[float(has_audio), float(has_video)]], np.float32), (n, 1))
     return a, v, present
+
+
+@dataclass(frozen=True)
+class FusionRule:
+    """How a bundle's fused scores are made from its modalities.
+
+    "network": the late-fusion network (seed paper, section 3.3) over the audio and frame embeddings.
+    "product": a product of experts, the weighted geometric mean of the audio and frame probabilities
+    (audio ** audio_weight * frames ** (1 - audio_weight), renormalised); with one modality, that
+    modality's probabilities. The fusion network is trained on the corpus, where audio alone is nearly
+    perfect, so it learns to follow the audio; on material from sources training never saw each modality
+    errs on its own and the product corrects one by the other (docs/results.md). `streamrec tune` chooses
+    between them on source-disjoint validation clips and writes the choice into the bundle's manifest.
+    """
+
+    kind: str = "network"
+    audio_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.kind not in FUSION_RULES:
+            raise ValueError(f"unknown fusion rule {self.kind!r}; choose from {', '.join(FUSION_RULES)}")
+        if not 0 <= self.audio_weight <= 1:
+            raise ValueError(f"the audio weight must lie in [0, 1], got {self.audio_weight}")
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], has_fusion_network: bool) -> FusionRule:
+        """The rule a manifest's "fusion_rule" names; without one, the fusion network where the bundle has one
+        and the product otherwise."""
+        raw = manifest.get("fusion_rule")
+        if raw is None:
+            return cls("network" if has_fusion_network else "product")
+        rule = cls(raw["kind"], float(raw.get("audio_weight", 0.5)))
+        if rule.kind == "network" and not has_fusion_network:
+            raise ValueError('the manifest\'s fusion_rule is "network" but the bundle has no fusion network')
+        return rule
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "audio_weight": self.audio_weight}
+
+    def product(self, audio: np.ndarray | None, frames: np.ndarray | None) -> np.ndarray:
+        """(classes,) fused probabilities from the (classes,) audio and frame probabilities, either None when
+        that modality is absent (not both)."""
+        if audio is None or frames is None:
+            present = audio if audio is not None else frames
+            if present is None:
+                raise ValueError("the product of experts needs the audio or the frame probabilities")
+            return np.asarray(present, np.float32)
+        w = self.audio_weight
+        log_p = w * np.log(np.maximum(audio, PROBABILITY_FLOOR)) + (1 - w) * np.log(
+            np.maximum(frames, PROBABILITY_FLOOR)
+        )
+        p = np.exp(log_p - log_p.max())
+        return (p / p.sum()).astype(np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamrec.core.scores import FusionRule
 from streamrec.runtime.smoothing import SmoothingOptions
 from streamrec.runtime.sources import Source, SourceSpec
 from streamrec.runtime.windowing import DEFAULT_HOP_SECONDS
@@ -32,6 +33,7 @@ class RuntimeOptions:
     view: bool = False
     duration: float | None = None  # seconds of media per source, then it ends
     smoothing: SmoothingOptions | None = None  # None: the bundle's tuned settings (`streamrec tune`), else defaults
+    fusion_rule: FusionRule | None = None  # None: the bundle's (`streamrec tune` chooses it; core/scores.py)
     client_queue: int = 64  # events per websocket client before its oldest are dropped
     wait_clients: int = 0  # start the sources only once this many websocket clients are connected
     # Cross-stream batching (runtime/batching.py): at most max_batch updates (or frames) per network call;

@@ -28,6 +28,7 @@ import torch
 from streamrec.core.bundle import Bundle
 from streamrec.core.errors import UserError
 from streamrec.core.networks import NetworkInfo, Networks
+from streamrec.core.scores import FusionRule
 from streamrec.engines import load_networks
 from streamrec.engines.base import ReportsStatus
 from streamrec.runtime.batching import due_requests, fill_batch
@@ -418,12 +419,15 @@ class Runtime:
             networks.set_status_listener(self._server_status)
         self._info = networks.info
         self._classes = self._info.classes
-        self._recognizer = Recognizer(networks)
+        bundle = Bundle.load(self.options.bundle)
+        self._recognizer = Recognizer(
+            networks, self.options.fusion_rule or FusionRule.from_manifest(bundle.manifest, self._info.has_fusion)
+        )
         o = self.options
         self._batching = (o.max_batch, o.batch_wait, self._wake, self._stop)  # fill_batch's bounds
         if self.options.explain and self._info.has_video:
             self._explainer = LiveExplainer.from_bundle(self.options.bundle)
-        self._smoothing = self.options.smoothing or SmoothingOptions.of_bundle(Bundle.load(self.options.bundle))
+        self._smoothing = self.options.smoothing or SmoothingOptions.of_bundle(bundle)
         self._streams = self._build_streams(self._info)
         threads: list[threading.Thread] = []
         inference: threading.Thread | None = None

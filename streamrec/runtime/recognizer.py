@@ -5,7 +5,8 @@ bundle's torch modules (`TorchNetworks`) or on exported engines. One call takes 
 every stream at once and batches them: one audio-network call for all windows, one frame-network
 call for all frames not seen before (frame embeddings are cached per stream: at 1 fps a frame is
 reused by every update of the next k seconds), one fusion call. prime() embeds frames ahead of the
-updates, from any number of threads at once (each claims its own frames, oldest first).
+updates, from any number of threads at once (each claims its own frames, oldest first). The fused scores
+follow the bundle's FusionRule: the fusion network, or the product of the audio and frame probabilities.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrec.core.networks import Networks
-from streamrec.core.scores import fusion_inputs, split_background
+from streamrec.core.scores import FusionRule, fusion_inputs, split_background
 from streamrec.runtime.types import AudioWindow, Frame, Recognition
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,17 @@ class BatchSizes:
 class Recognizer:
     """The stage: requests of any streams -> one Recognition each, in order; reset() per stream."""
 
-    def __init__(self, networks: Networks, cache_frames: int = FRAME_CACHE) -> None:
+    def __init__(
+        self, networks: Networks, fusion_rule: FusionRule | None = None, cache_frames: int = FRAME_CACHE
+    ) -> None:
+        """fusion_rule: None, the fusion network where there is one and the product otherwise."""
         if cache_frames < networks.info.k_frames:
             raise ValueError(f"the frame cache ({cache_frames}) must hold at least k = {networks.info.k_frames} frames")
         self.networks = networks
         self.info = networks.info
+        self.fusion_rule = fusion_rule or FusionRule("network" if self.info.has_fusion else "product")
+        if self.fusion_rule.kind == "network" and not self.info.has_fusion:
+            raise ValueError("the fusion rule is the fusion network, but these networks have none")
         self.cache_frames = cache_frames
         self._cache: dict[str, OrderedDict[tuple[float, float], tuple[np.ndarray, np.ndarray]]] = {}
         # Frames being embedded by another thread (prime() runs beside __call__ in the runtime): a
@@ -167,10 +174,10 @@ class Recognizer:
             audio.append(instruments)
             background.append(None if no_instrument is None else float(no_instrument))
         video = [np.mean([p for p, _ in results], axis=0) if results else None for results in frame_results]
-        if info.has_fusion:
+        if self.fusion_rule.kind == "network":
             fused = self._fuse(audio_embeddings, frame_results)
-        else:  # a bundle without a fusion network: the mean of the modalities present
-            fused = [np.mean([m for m in (a, v) if m is not None], axis=0) for a, v in zip(audio, video)]
+        else:
+            fused = [self.fusion_rule.product(a, v) for a, v in zip(audio, video)]
         return [
             Recognition(
                 fused[i],
