@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -24,6 +25,8 @@ from streamrec.runtime.sources import (
 from streamrec.runtime.sources.camera import CameraSource
 from streamrec.runtime.sources.file import FileSource, Interleaver, _Pending
 from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
+
+from .helpers import ffmpeg
 
 pytestmark = pytest.mark.timeout(180)  # threads, sockets and child processes: never hang CI
 
@@ -186,3 +189,47 @@ def test_parse_source_and_stream_ids(runtime_clips: Path, tmp_path: Path) -> Non
     assert assign_stream_ids(live_sources(camera=None, microphone="pulse")) == ["mic0"]
     with pytest.raises(ValueError, match="stream id"):
         SourceSpec("file", clip, "bad id!")
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.37])
+def test_only_the_frames_needed_are_decoded_and_the_kept_ones_are_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, phase: float
+) -> None:
+    import dataclasses
+
+    from streamrec.core import media
+
+    # 30 fps H.264 with B-frames (x264's veryfast: non-reference B-frames), as phones and encoders send it
+    clip = tmp_path / "b_frames.mp4"
+    ffmpeg(
+        *["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=4"], *["-c:v", "libx264", "-bf", "3"], str(clip)
+    )
+    decoded = {"count": 0}
+    real_decode = media.CorruptPackets.decode
+
+    def counting(self, packet):
+        frames = real_decode(self, packet)
+        decoded["count"] += sum(1 for f in frames if isinstance(f, av.VideoFrame))
+        return frames
+
+    monkeypatch.setattr(media.CorruptPackets, "decode", counting)
+    fmt = dataclasses.replace(FORMAT, frame_phase=phase)
+
+    def run() -> tuple[tuple, int, list, int]:
+        """decode_frames' frames, the video frames it decoded; FileSource's frames, the frames it decoded"""
+        decoded["count"] = 0
+        offline = decode_frames(clip)
+        offline_count = decoded["count"]
+        _, frames, _ = split(collect(FileSource(clip, fmt)))
+        return offline, offline_count, frames, decoded["count"] - offline_count
+
+    (images, times), offline_count, frames, runtime_count = run()
+    with monkeypatch.context() as full:  # the same decoders decoding every frame
+        full.setattr(media.DecodeOnlyNeeded, "before", lambda self, packet: None)
+        (all_images, all_times), all_offline_count, all_frames, all_runtime_count = run()
+    assert times.tolist() == all_times.tolist() and np.array_equal(images, all_images)
+    assert [f.media_time for f in frames] == [f.media_time for f in all_frames]
+    assert [f.media_time for f in frames] == pytest.approx([phase + n for n in range(4)], abs=0.034)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, all_frames))
+    assert all_offline_count == all_runtime_count == 120
+    assert offline_count < 0.8 * all_offline_count and runtime_count < 0.8 * all_runtime_count

@@ -25,7 +25,15 @@ import av
 import numpy as np
 
 from streamrec.core.features import preprocess_frame
-from streamrec.core.media import CorruptPackets, Extent, FrameSampler, MediaError, StreamingResampler, Timeline
+from streamrec.core.media import (
+    CorruptPackets,
+    DecodeOnlyNeeded,
+    Extent,
+    FrameSampler,
+    MediaError,
+    StreamingResampler,
+    Timeline,
+)
 from streamrec.runtime.sources.base import CaptureFormat, Emit, Pacer, ReconnectPolicy, SourceError
 from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
 
@@ -334,16 +342,21 @@ class _Decoder:
             else:
                 video.thread_type = "AUTO"
             self._frame_step = 1.0 / float(video.average_rate) if video.average_rate else 0.0
+            self._only_needed = DecodeOnlyNeeded(video, self._sampler)  # 1 fps of 25-30: skip what is dropped
 
     def decode(self, packet: av.packet.Packet) -> list[_Pending]:
         self._extent.add(packet)
         out: list[_Pending] = []
+        if self.video is not None and packet.stream.index == self.video.index:
+            self._only_needed.before(packet)
         for frame in self._corrupt.decode(packet):
             if isinstance(frame, av.AudioFrame):
                 out += self._audio_frame(frame)
             elif isinstance(frame, av.VideoFrame) and frame.pts is not None:
-                t = self._timeline.time("video", float(frame.pts * frame.time_base), self._frame_step)
+                timestamp = float(frame.pts * frame.time_base)
+                t = self._timeline.time("video", timestamp, self._frame_step)
                 if self._sampler.take(t):
+                    self._only_needed.kept(timestamp, t)
                     image = preprocess_frame(frame.to_ndarray(format="rgb24"), self.fmt.frames)
                     out.append(_Pending(self.offset + t, "video", image, self.offset + t))
         return out
