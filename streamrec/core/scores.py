@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 FUSION_RULES = ("network", "product")
-PROBABILITY_FLOOR = 1e-6  # keeps log(0) out of the product: one modality's zero must not veto a class outright
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -70,11 +69,13 @@ class FusionRule:
     """How a bundle's fused scores are made from its modalities.
 
     "network": the late-fusion network (seed paper, section 3.3) over the audio and frame embeddings.
-    "product": a product of experts, the weighted geometric mean of the audio and frame probabilities
-    (audio ** audio_weight * frames ** (1 - audio_weight), renormalised); with one modality, that
+    "product": a product of experts. Each class scores the weighted geometric mean of its audio and frame
+    probabilities, audio ** audio_weight * frames ** (1 - audio_weight), not renormalised: where the two
+    modalities agree the scores are theirs, where they disagree every score is low and nothing turns on
+    (the scores sum to at most 1, and to 1 only when the modalities agree). With one modality, that
     modality's probabilities. The fusion network is trained on the corpus, where audio alone is nearly
     perfect, so it learns to follow the audio; on material from sources training never saw each modality
-    errs on its own and the product corrects one by the other (docs/results.md). `streamrec tune` chooses
+    errs on its own and the product lets one veto the other (docs/results.md). `streamrec tune` chooses
     between them on source-disjoint validation clips and writes the choice into the bundle's manifest.
     """
 
@@ -103,16 +104,12 @@ class FusionRule:
         return {"kind": self.kind, "audio_weight": self.audio_weight}
 
     def product(self, audio: np.ndarray | None, frames: np.ndarray | None) -> np.ndarray:
-        """(classes,) fused probabilities from the (classes,) audio and frame probabilities, either None when
-        that modality is absent (not both)."""
+        """(classes,) fused scores from the (classes,) audio and frame probabilities, either None when that
+        modality is absent (not both)."""
         if audio is None or frames is None:
             present = audio if audio is not None else frames
             if present is None:
                 raise ValueError("the product of experts needs the audio or the frame probabilities")
             return np.asarray(present, np.float32)
         w = self.audio_weight
-        log_p = w * np.log(np.maximum(audio, PROBABILITY_FLOOR)) + (1 - w) * np.log(
-            np.maximum(frames, PROBABILITY_FLOOR)
-        )
-        p = np.exp(log_p - log_p.max())
-        return (p / p.sum()).astype(np.float32)
+        return (np.asarray(audio, np.float64) ** w * np.asarray(frames, np.float64) ** (1 - w)).astype(np.float32)
