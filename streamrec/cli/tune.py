@@ -96,7 +96,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     def cost(row: tuple) -> tuple:
         s = row[1]
         usable = s["missed"] == 0 and (s["switch_median_seconds"] or 0) <= SWITCH_LIMIT
-        return (not usable, (s["wrong_share"] or 0) + (s["background_share"] or 0))
+        # when no setting is usable, the fewest missed changes first: a miss is worse than a wrong update
+        return (not usable, s["missed"], (s["wrong_share"] or 0) + (s["background_share"] or 0))
 
     best, summary = min(rows, key=cost)
     table = Table(title=f"smoothing chosen on {len(timelines)} val long clips of {dataset}")
