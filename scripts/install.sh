@@ -12,8 +12,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 APT_PACKAGES=(
   # decoding/encoding media, rendering instruments, speech for background noise
   ffmpeg fluidsynth espeak-ng sox
-  # training sources (shared/DATA.md): real sampled instruments and drawings, recorded speech
-  asterisk-core-sounds-en-wav
+  # training sources (shared/DATA.md): real sampled instruments and drawings, recorded speech (telephone-band
+  # prompts, full-band Czech dialogues)
+  asterisk-core-sounds-en-wav fillets-ng-data-cs
   fluid-soundfont-gm musescore-general-soundfont hydrogen-drumkits openclipart-svg
   # runtime libraries of PyPI wheels: PortAudio for sounddevice, libGL for OpenCV, cairo for cairosvg
   libportaudio2 libgl1 libglib2.0-0 libcairo2

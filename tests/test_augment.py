@@ -13,7 +13,7 @@ RATE = 16000
 
 @pytest.fixture(scope="module")
 def background() -> BackgroundSource:
-    return BackgroundSource(RATE)  # decodes the speech pools once for the module
+    return BackgroundSource(RATE)  # synthesizes the espeak lines once for the module; recordings decode when drawn
 
 
 def _sine(freq: float, n: int, rows: int = 4) -> np.ndarray:
@@ -75,3 +75,19 @@ def test_real_noise_imitations_are_audible_and_finite(kind: str, background: Bac
     signal = getattr(background, f"_{kind}")(RATE, np.random.default_rng(3))
     assert signal.shape == (RATE,) and np.isfinite(signal).all()
     assert np.sqrt(np.mean(signal**2)) > 1e-3
+
+
+def test_recorded_speech_of_every_installed_source_is_decoded_only_when_drawn(background: BackgroundSource) -> None:
+    from streamrec.train import background as module
+    from streamrec.train.corpus.sources import SPEECH_RECORDINGS, recorded_speech
+
+    roots = [root for _, root, _ in SPEECH_RECORDINGS if root.is_dir()]
+    if not roots:
+        pytest.skip("no recorded speech installed (scripts/install.sh installs its Debian packages)")
+    paths = recorded_speech()
+    assert all(any(root in p.parents for p in paths) for root in roots)  # each installed source contributes
+    module._recorded_speech.cache_clear()
+    rng = np.random.default_rng(0)
+    lines = [background._speech_line(RATE, rng) for _ in range(20)]
+    assert 0 < module._recorded_speech.cache_info().currsize <= 20 < len(paths)
+    assert all(line.shape == (RATE,) and np.isfinite(line).all() for line in lines)

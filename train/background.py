@@ -1,13 +1,14 @@
 """Windows of "no instrument": silence, room and electrical noise, and speech, which a live microphone
 hears between pieces. Audio networks trained with a background class learn to say so.
 
-Speech is half synthesized (espeak-ng, several voices) and half recorded: the Asterisk prompts of Debian
-asterisk-core-sounds-en-wav (a real speaker, telephone band), when installed. Synthesized speech alone did
-not carry over: the network took real speech for instruments (docs/results.md, field accuracy)."""
+Speech is half synthesized (espeak-ng, several voices) and half recorded (corpus.sources.SPEECH_RECORDINGS:
+telephone-band prompts and full-band dialogues), when installed. Synthesized speech alone did not carry
+over: the network took real speech for instruments (docs/results.md, field accuracy)."""
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
@@ -17,12 +18,15 @@ from streamrec.train.corpus.sources import cache_dir, recorded_speech
 
 
 @functools.lru_cache(maxsize=2)
-def _speech_pools(sample_rate: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(synthesized, recorded) speech at sample_rate, decoded once per process: the recorded prompts are
-    several hundred files, and training, evaluation and tests each build a BackgroundSource."""
-    synthesized = [resample(s, A.AUDIO_RATE, sample_rate) for s in A.speech_pool(cache_dir() / "speech")]
-    recorded = [resample(A.recording(p), A.AUDIO_RATE, sample_rate) for p in recorded_speech()]
-    return synthesized, recorded
+def _synthesized_speech(sample_rate: int) -> list[np.ndarray]:
+    return [resample(s, A.AUDIO_RATE, sample_rate) for s in A.speech_pool(cache_dir() / "speech")]
+
+
+@functools.cache
+def _recorded_speech(path: Path, sample_rate: int) -> np.ndarray:
+    """One recording at sample_rate, decoded when first drawn and then kept: there are a few thousand, and
+    a short run (a test) draws a handful."""
+    return resample(A.recording(path), A.AUDIO_RATE, sample_rate)
 
 
 class BackgroundSource:
@@ -34,7 +38,8 @@ class BackgroundSource:
 
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
-        self.speech, self.recorded = _speech_pools(sample_rate)
+        self.speech = _synthesized_speech(sample_rate)
+        self.recorded = recorded_speech()
 
     def window(self, n: int, rng: np.random.Generator) -> np.ndarray:
         kind = self.KINDS[int(rng.integers(len(self.KINDS)))]
@@ -61,8 +66,10 @@ class BackgroundSource:
         return np.stack([self.window(n, rng) for _ in range(count)]) if count else np.zeros((0, n), np.float32)
 
     def _speech_line(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        pool = self.recorded if self.recorded and rng.random() < 0.5 else self.speech
-        line = pool[int(rng.integers(len(pool)))]
+        if self.recorded and rng.random() < 0.5:
+            line = _recorded_speech(self.recorded[int(rng.integers(len(self.recorded)))], self.sample_rate)
+        else:
+            line = self.speech[int(rng.integers(len(self.speech)))]
         start = int(rng.integers(0, max(1, len(line) - n)))
         return A.fit_length(line[start : start + n], n)
 
