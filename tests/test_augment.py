@@ -91,3 +91,12 @@ def test_recorded_speech_of_every_installed_source_is_decoded_only_when_drawn(ba
     lines = [background._speech_line(RATE, rng) for _ in range(20)]
     assert 0 < module._recorded_speech.cache_info().currsize <= 20 < len(paths)
     assert all(line.shape == (RATE,) and np.isfinite(line).all() for line in lines)
+
+
+def test_background_sources_name_every_installed_package_with_its_licence() -> None:
+    from streamrec.train.background import background_sources
+    from streamrec.train.corpus.sources import SPEECH_RECORDINGS
+
+    sources = background_sources()
+    installed = {package for package, root, _ in SPEECH_RECORDINGS if root.is_dir()}
+    assert set(sources) == {"espeak-ng"} | installed and all(sources.values())

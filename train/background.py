@@ -14,7 +14,7 @@ import numpy as np
 
 from streamrec.core.media import resample
 from streamrec.train.corpus import audio as A
-from streamrec.train.corpus.sources import cache_dir, recorded_speech
+from streamrec.train.corpus.sources import LICENCES, SPEECH_RECORDINGS, cache_dir, recorded_speech
 
 
 @functools.lru_cache(maxsize=2)
@@ -27,6 +27,13 @@ def _recorded_speech(path: Path, sample_rate: int) -> np.ndarray:
     """One recording at sample_rate, decoded when first drawn and then kept: there are a few thousand, and
     a short run (a test) draws a handful."""
     return resample(A.recording(path), A.AUDIO_RATE, sample_rate)
+
+
+def background_sources() -> dict[str, str]:
+    """The packages the "no instrument" windows are drawn from on this machine, with their licences: what a
+    bundle's manifest records of them."""
+    installed = [package for package, root, _ in SPEECH_RECORDINGS if root.is_dir()]
+    return {package: LICENCES[package] for package in ("espeak-ng", *installed)}
 
 
 class BackgroundSource:

@@ -28,7 +28,7 @@ from streamrec.core.models.audio import AudioNet, build_audio_model, default_dim
 from streamrec.train import distributed
 from streamrec.train.audio_data import audio_clips, balanced_indices, random_windows
 from streamrec.train.augment import WaveAugment
-from streamrec.train.background import BackgroundSource
+from streamrec.train.background import BackgroundSource, background_sources
 from streamrec.train.corpus.records import training_sources
 from streamrec.train.loop import FitOptions, fit, plot_curves
 from streamrec.train.metrics import classification_report, multilabel_report, plot_confusions
@@ -253,6 +253,7 @@ def train_audio(options: AudioTrainOptions) -> dict:
             "specaugment": options.specaugment,
             "augment": list(options.augment),
             "background_share": options.background_share if background else None,
+            "background_sources": background_sources() if background else None,
             "representation": dims.representation,
             "embedding": str(options.embedding) if options.embedding else None,
             "init": str(options.init) if options.init else None,
