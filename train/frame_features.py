@@ -23,6 +23,24 @@ log = logging.getLogger(__name__)
 
 BATCH = 32  # frames per trunk forward pass
 
+# Picture styles, extra training views of each frame. The corpus draws instruments as coloured emoji and clip
+# art; pictures from elsewhere are often flat icons, silhouettes or line drawings (field-dev's are). The frame
+# trunk is frozen and its features cached, so a style is a fixed view computed once, drawn like a flip.
+PICTURE_STYLES = ("gray", "poster")
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def styled(images: torch.Tensor, style: str) -> torch.Tensor:
+    """(n, 3, H, W) pictures in [0, 1] redrawn in a style: "gray", luminance with its contrast stretched
+    around the median (shapes read as silhouettes); "poster", three flat levels per channel (icon colours)."""
+    if style == "gray":
+        luma = (images * torch.tensor(_LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+        median = luma.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)
+        return torch.sigmoid((luma - median) * 8.0).expand(-1, 3, -1, -1).contiguous()
+    if style == "poster":
+        return (images * 2.0).round() / 2.0
+    raise ValueError(f"unknown picture style {style!r}; choose from {', '.join(PICTURE_STYLES)}")
+
 
 def trunk_fingerprint(model: FrameNet) -> str:
     """sha1 of the trunk's weights: a randomly initialised or retrained trunk never reuses stock features."""
@@ -33,7 +51,7 @@ def trunk_fingerprint(model: FrameNet) -> str:
     return digest.hexdigest()
 
 
-def _key(clip: Clip, fingerprint: str, flips: bool) -> str:
+def _key(clip: Clip, fingerprint: str, flips: bool, style: str | None = None) -> str:
     stat = clip.record.path.stat()
     identity = {
         "path": str(clip.record.path.resolve()),
@@ -43,32 +61,43 @@ def _key(clip: Clip, fingerprint: str, flips: bool) -> str:
         "trunk": fingerprint,
         "flips": flips,
         "version": 1,
+        **({"style": style} if style else {}),  # the unstyled views keep the keys they always had
     }
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 @torch.no_grad()
 def trunk_features(
-    clips: list[Clip], model: FrameNet, flips: bool = True, cache_dir: Path | None = None, progress: bool = True
+    clips: list[Clip],
+    model: FrameNet,
+    flips: bool = True,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    styles: tuple[str, ...] = (),
 ) -> list[np.ndarray | None]:
-    """Per clip: (n_frames, 2 if flips else 1, trunk_dim) float32 (index 1 = horizontally flipped), None without video.
+    """Per clip: (n_frames, views, trunk_dim) float32, None without video. Views: the frames (index 0), then
+    horizontally flipped when `flips`, then each of `styles` (PICTURE_STYLES), each of those flipped too.
 
-    Cached on disk by the clip file's identity and the trunk's weights. Under torchrun the first process of
-    each host computes them and the others read them from the cache.
+    Cached on disk by the clip file's identity, the trunk's weights and the style. Under torchrun the first
+    process of each host computes them and the others read them from the cache.
     """
     with distributed.local_main_first():
-        return _trunk_features(clips, model, flips, cache_dir, progress and distributed.is_main())
+        views = [_trunk_features(clips, model, flips, cache_dir, progress and distributed.is_main())]
+        for style in styles:
+            views.append(_trunk_features(clips, model, flips, cache_dir, progress and distributed.is_main(), style))
+    return [None if parts[0] is None else np.concatenate(parts, axis=1) for parts in zip(*views)]  # type: ignore[misc]
 
 
 def _trunk_features(
-    clips: list[Clip], model: FrameNet, flips: bool, cache_dir: Path | None, progress: bool
+    clips: list[Clip], model: FrameNet, flips: bool, cache_dir: Path | None, progress: bool, style: str | None = None
 ) -> list[np.ndarray | None]:
     directory = cache_dir or default_cache_dir().parent / "trunk"
     directory.mkdir(parents=True, exist_ok=True)
     model.trunk.eval()
     fingerprint = trunk_fingerprint(model)
     out: list[np.ndarray | None] = []
-    columns = (TextColumn("[bold]frame features"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    label = f"[bold]frame features{f' ({style})' if style else ''}"
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("frames", total=len(clips))
         for clip in clips:
@@ -76,11 +105,12 @@ def _trunk_features(
             if clip.frames is None:
                 out.append(None)
                 continue
-            path = directory / f"{_key(clip, fingerprint, flips)}.npy"
+            path = directory / f"{_key(clip, fingerprint, flips, style)}.npy"
             if path.exists():
                 out.append(np.load(path))
                 continue
             images = frames_to_tensor(clip.frames)
+            images = styled(images, style) if style else images
             views = [images, images.flip(-1)] if flips else [images]
             features = torch.stack(
                 [torch.cat([model.trunk(v[i : i + BATCH]) for i in range(0, len(v), BATCH)]) for v in views], dim=1

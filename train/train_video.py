@@ -2,8 +2,8 @@
 
 The backbone is frozen (its features cached by frame_features) and the head is trained: on a
 2-core CPU, fine-tuning EfficientNet-Lite0 end to end costs minutes per epoch, the head seconds.
-Training draws k frames per clip and epoch, with random horizontal flips; a clip's prediction is
-the mean of its frames' softmax outputs.
+Training draws k frames per clip and epoch, with random horizontal flips (and picture styles when
+asked); a clip's prediction is the mean of its frames' softmax outputs.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class VideoTrainOptions:
     # Early stopping and the kept epoch are decided on this dataset's "val" split when given: a set built from
     # other sources than the training data (a field-dev set), so the choice rewards instruments, not the corpus.
     val_data: Path | None = None
+    picture_styles: tuple[str, ...] = ()  # extra training views (frame_features.PICTURE_STYLES)
 
 
 def video_clips(data: Path, split: str, workers: int) -> tuple[list[Clip], tuple[str, ...]]:
@@ -100,8 +101,8 @@ def train_video(options: VideoTrainOptions) -> dict:
     prior = imagenet_rows(classes) if options.imagenet_prior or options.zero_shot else ()
     dims = VideoDims(options.backbone, len(classes), pretrained=options.pretrained, prior_rows=prior)
     model = build_video_model(dims, options.weights_file)
-    features = {
-        name: trunk_features(clips, model)
+    features = {  # evaluation reads view 0 (the frames as they are): styles are computed for training only
+        name: trunk_features(clips, model, styles=options.picture_styles if name == "train" else ())
         for name, clips in (("train", train_clips), ("val", val_clips), ("test", test_clips))
     }
     targets, _ = encode_targets([c.record for c in train_clips], classes)
@@ -111,8 +112,8 @@ def train_video(options: VideoTrainOptions) -> dict:
         rows, labels = [], []
         for f, label in zip(features["train"], targets):
             chosen = rng.choice(len(f), size=min(options.k_frames, len(f)), replace=False)
-            flips = rng.integers(0, f.shape[1], size=len(chosen))
-            rows.append(f[chosen, flips])
+            views = rng.integers(0, f.shape[1], size=len(chosen))  # flipped and styled views alike
+            rows.append(f[chosen, views])
             labels += [label] * len(chosen)
         x, y = np.concatenate(rows), np.asarray(labels)
         order = rng.permutation(len(y))
@@ -141,6 +142,7 @@ def train_video(options: VideoTrainOptions) -> dict:
     val_report, _ = evaluate_video(model, features["val"], val_clips, classes)
     name = f"{options.backbone}-{'imagenet' if options.pretrained else 'random'}-k{options.k_frames}"
     name += "-zero-shot" if options.zero_shot else "-prior" if options.imagenet_prior else ""
+    name += "".join(f"-{style}" for style in options.picture_styles)
     reports = options.out / "reports"
     if result.history:
         plot_curves(result.history, reports / f"video_{name}_curves.png", f"video {name}")
@@ -160,6 +162,7 @@ def train_video(options: VideoTrainOptions) -> dict:
         "k_frames": options.k_frames,
         "trunk": "frozen (features cached), head trained",
         "imagenet_prior": bool(prior),
+        "picture_styles": list(options.picture_styles),
         "zero_shot": options.zero_shot,
         "validation": f"{options.val_data or options.data} (val split)",
         "options": asdict(options.fit),

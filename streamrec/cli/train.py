@@ -241,6 +241,14 @@ def _add_video(train_commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train nothing: the ImageNet prior alone, the baseline a trained head must beat",
     )
+    v.add_argument(
+        "--picture-styles",
+        metavar="STYLE,...",
+        default="",
+        help="extra training views of each frame, redrawn in these styles: gray (high-contrast luminance, "
+        "silhouette-like), poster (three flat levels per channel, icon-like); their trunk features are "
+        "computed once and cached (default: none)",
+    )
     add_val_data(v)
     _add_distributed(v)
     v.set_defaults(func=cmd_train_video)
@@ -263,9 +271,22 @@ def cmd_train_video(args: argparse.Namespace) -> int:
         imagenet_prior=args.imagenet_prior,
         zero_shot=args.zero_shot,
         val_data=Path(args.val_data) if args.val_data else None,
+        picture_styles=_picture_styles(args.picture_styles),
     )
     _print_summary("video", train_video(options), args.out)
     return 0
+
+
+def _picture_styles(text: str) -> tuple[str, ...]:
+    """--picture-styles as a tuple, or a one-line error naming what is not a style."""
+    from streamrec.core.errors import UserError
+    from streamrec.train.frame_features import PICTURE_STYLES
+
+    styles = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in styles if s not in PICTURE_STYLES]
+    if unknown:
+        raise UserError(f"--picture-styles: unknown {', '.join(unknown)}; choose from {', '.join(PICTURE_STYLES)}")
+    return tuple(dict.fromkeys(styles))
 
 
 def _add_fusion(train_commands: argparse._SubParsersAction) -> None:

@@ -1,0 +1,48 @@
+"""Cached frame-trunk features and the picture styles drawn as extra training views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamrec.core.dataset import Clip, ClipRecord
+from streamrec.core.models.video import FrameNet, VideoDims
+from streamrec.train.frame_features import PICTURE_STYLES, styled, trunk_features
+
+
+def test_styles_redraw_pictures_in_range_and_refuse_unknown_ones() -> None:
+    images = torch.rand(2, 3, 32, 32)
+    gray, poster = styled(images, "gray"), styled(images, "poster")
+    assert gray.shape == poster.shape == images.shape
+    assert 0 <= float(gray.min()) and float(gray.max()) <= 1
+    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])  # no colour left
+    assert set(poster.unique().tolist()) <= {0.0, 0.5, 1.0}  # three flat levels
+    with pytest.raises(ValueError, match="unknown picture style"):
+        styled(images, "sepia")
+
+
+def test_styled_views_follow_the_frames_and_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = FrameNet(VideoDims("efficientnet_lite0", 3, embedding_dim=8, pretrained=False)).eval()
+    media = tmp_path / "clip.mp4"
+    media.write_bytes(b"stands in for the clip file: its identity keys the cache")
+    frames = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    clip = Clip(ClipRecord(media, "clip.mp4", "a", ("a",), "train"), None, frames, np.array([0.0, 1.0]))
+    audio_only = Clip(ClipRecord(media, "clip.mp4", "a", ("a",), "train"), np.zeros(10, np.float32), None, None)
+
+    plain = trunk_features([clip, audio_only], model, cache_dir=tmp_path, progress=False)
+    both = trunk_features([clip, audio_only], model, cache_dir=tmp_path, progress=False, styles=PICTURE_STYLES)
+    assert plain[1] is None and both[1] is None
+    assert plain[0].shape == (2, 2, 1280) and both[0].shape == (2, 2 + 2 * len(PICTURE_STYLES), 1280)
+    np.testing.assert_array_equal(both[0][:, :2], plain[0])  # views 0 and 1: the frames as they are, and flipped
+    styled_view, frames_view = both[0][:, 2], both[0][:, 0]
+    assert np.abs(styled_view - frames_view).max() > 0.01 * np.abs(frames_view).max()  # another picture
+
+    calls = []
+    monkeypatch.setattr(model.trunk, "forward", lambda x: calls.append(len(x)) or torch.zeros(len(x), 1280))
+    again = trunk_features([clip], model, cache_dir=tmp_path, progress=False, styles=PICTURE_STYLES)
+    assert not calls  # every view came from the cache
+    np.testing.assert_array_equal(again[0], both[0])
