@@ -87,6 +87,10 @@ def session(backend: str = "auto", join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_
         log.info("distributed training: %d processes, backend %s, rendezvous %s", world, chosen, address)
     try:
         yield
+        # Every rank done before any tears its process group down: rank 0 finishes later (it evaluates and
+        # writes the bundle), and a gloo group torn down while a peer's is still live aborted rank 0 once at
+        # exit ("terminate called without an active exception", a clean-clone CI run).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
