@@ -16,7 +16,7 @@ import numpy as np
 
 from streamrec.core.audio_setup import AudioSetup, crop_starts, instrument_probabilities, take_windows
 from streamrec.core.bundle import Bundle
-from streamrec.core.dataset import Clip, DecodeSpec, encode_targets, load_dataset
+from streamrec.core.dataset import Clip, DecodeSpec, LoadedDataset, load_dataset
 from streamrec.core.errors import UserError
 from streamrec.core.networks import Networks
 from streamrec.core.scores import FusionRule, fusion_inputs, spread_indices
@@ -46,11 +46,17 @@ def clip_scores(nets: Networks, setup: AudioSetup | None, clip: Clip, rule: Fusi
     if info.has_fusion and (audio_embeddings is not None or frame_embeddings is not None):
         inputs = fusion_inputs(audio_embeddings, frame_embeddings, info.k_frames, info.audio_dim, info.video_dim)
         network = nets.fuse(*inputs).mean(axis=0)
+    scores = {"audio": audio, "video": video, "network": network}
+    return {**scores, "fusion": fused(rule, scores)}
+
+
+def fused(rule: FusionRule, scores: dict[str, np.ndarray | None]) -> np.ndarray | None:
+    """A clip's fused probabilities under `rule`, from clip_scores' audio, video and network entries."""
     if rule.kind == "network":
-        fusion = network
-    else:
-        fusion = rule.product(audio, video) if audio is not None or video is not None else None
-    return {"audio": audio, "video": video, "network": network, "fusion": fusion}
+        return scores["network"]
+    if scores["audio"] is None and scores["video"] is None:
+        return None
+    return rule.product(scores["audio"], scores["video"])
 
 
 def evaluate(
@@ -78,14 +84,8 @@ def evaluate(
     # triton_url: backend "triton"'s server; an INT8 engine not qualified for this CPU is refused (one line)
     nets = load_networks(bundle.root, backend, precision=precision, triton_url=triton_url)
     setup = AudioSetup.from_dict(bundle.network("audio")["setup"]) if bundle.has("audio") else None
-    spec = DecodeSpec(sample_rate=nets.info.sample_rate, frames=nets.info.frames)
-    loaded = load_dataset(data, split=split, spec=spec, classes=bundle.classes, workers=workers)
-    if not loaded.clips:
-        # Metrics of nothing are not numbers: an empty split is a mistake (a wrong --split or dataset), not a result.
-        raise UserError(
-            f"no usable clips in split {split!r} of {data}"
-            + (f" ({len(loaded.skipped)} rows skipped, reasons above)" if loaded.skipped else "")
-        )
+    loaded = _load_split(data, split, bundle, nets, workers)
+    targets, _ = loaded.targets()
     classes = bundle.classes
     result: dict = {
         "classes": list(classes),
@@ -97,7 +97,6 @@ def evaluate(
         "fusion_rule": rule.to_dict(),
         "skipped": [asdict(s) for s in loaded.skipped],
     }
-    targets, _ = encode_targets([c.record for c in loaded.clips], classes)
     scores = [clip_scores(nets, setup, clip, rule) for clip in loaded.clips]
     for modality in modalities:
         rows = [(s[modality], t) for s, t in zip(scores, targets) if s[modality] is not None]
@@ -113,6 +112,19 @@ def evaluate(
     return json_safe(result)
 
 
+def _load_split(data: Path, split: str, bundle: Bundle, nets: Networks, workers: int) -> LoadedDataset:
+    """One split of a dataset decoded for the bundle's networks; an empty one is a one-line error."""
+    spec = DecodeSpec(sample_rate=nets.info.sample_rate, frames=nets.info.frames)
+    loaded = load_dataset(data, split=split, spec=spec, classes=bundle.classes, workers=workers)
+    if not loaded.clips:
+        # Metrics of nothing are not numbers: an empty split is a mistake (a wrong --split or dataset), not a result.
+        raise UserError(
+            f"no usable clips in split {split!r} of {data}"
+            + (f" ({len(loaded.skipped)} rows skipped, reasons above)" if loaded.skipped else "")
+        )
+    return loaded
+
+
 AUDIO_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(1, 10))  # the product's audio weights `streamrec tune` tries
 
 
@@ -125,24 +137,16 @@ def choose_fusion_rule(
     if not (bundle.has("audio") and bundle.has("video")):
         raise UserError(f"bundle {bundle.root} needs an audio and a video network to choose how to fuse them")
     setup = AudioSetup.from_dict(bundle.network("audio")["setup"])
-    spec = DecodeSpec(sample_rate=nets.info.sample_rate, frames=nets.info.frames)
-    loaded = load_dataset(data, split=split, spec=spec, classes=bundle.classes, workers=workers)
-    if not loaded.clips:
-        raise UserError(f"no usable clips in split {split!r} of {data} to choose the fusion rule on")
-    targets, _ = encode_targets([c.record for c in loaded.clips], bundle.classes)
+    loaded = _load_split(data, split, bundle, nets, workers)
+    targets, _ = loaded.targets()
     candidates = ([FusionRule("network")] if bundle.has("fusion") else []) + [
         FusionRule("product", w) for w in AUDIO_WEIGHTS
     ]
-    parts = [
-        clip_scores(nets, setup, clip, FusionRule("network" if bundle.has("fusion") else "product"))
-        for clip in loaded.clips
-    ]
+    scores = [clip_scores(nets, setup, clip, FusionRule.default(bundle.has("fusion"))) for clip in loaded.clips]
     f1: dict[str, float] = {}
     for rule in candidates:
-        fused = np.stack(
-            [p["network"] if rule.kind == "network" else rule.product(p["audio"], p["video"]) for p in parts]
-        )
-        f1[rule_name(rule)] = float(classification_report(fused, targets, bundle.classes)["f1_macro"])
+        matrix = np.stack([fused(rule, s) for s in scores])
+        f1[rule_name(rule)] = float(classification_report(matrix, targets, bundle.classes)["f1_macro"])
     best = max(candidates, key=lambda r: f1[rule_name(r)])  # max keeps the first of equals: the network
     return best, f1
 

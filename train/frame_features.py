@@ -81,20 +81,27 @@ def trunk_features(
     Cached on disk by the clip file's identity, the trunk's weights and the style. Under torchrun the first
     process of each host computes them and the others read them from the cache.
     """
+    model.trunk.eval()
+    fingerprint = trunk_fingerprint(model)  # hashes every trunk weight: once, not per style
+    progress = progress and distributed.is_main()
     with distributed.local_main_first():
-        views = [_trunk_features(clips, model, flips, cache_dir, progress and distributed.is_main())]
-        for style in styles:
-            views.append(_trunk_features(clips, model, flips, cache_dir, progress and distributed.is_main(), style))
+        views = [
+            _trunk_features(clips, model, fingerprint, flips, cache_dir, progress, style) for style in (None, *styles)
+        ]
     return [None if parts[0] is None else np.concatenate(parts, axis=1) for parts in zip(*views)]  # type: ignore[misc]
 
 
 def _trunk_features(
-    clips: list[Clip], model: FrameNet, flips: bool, cache_dir: Path | None, progress: bool, style: str | None = None
+    clips: list[Clip],
+    model: FrameNet,
+    fingerprint: str,
+    flips: bool,
+    cache_dir: Path | None,
+    progress: bool,
+    style: str | None,
 ) -> list[np.ndarray | None]:
     directory = cache_dir or default_cache_dir().parent / "trunk"
     directory.mkdir(parents=True, exist_ok=True)
-    model.trunk.eval()
-    fingerprint = trunk_fingerprint(model)
     out: list[np.ndarray | None] = []
     label = f"[bold]frame features{f' ({style})' if style else ''}"
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

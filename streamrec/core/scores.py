@@ -89,12 +89,17 @@ class FusionRule:
             raise ValueError(f"the audio weight must lie in [0, 1], got {self.audio_weight}")
 
     @classmethod
+    def default(cls, has_fusion_network: bool) -> FusionRule:
+        """The rule of a bundle that names none: its fusion network, or the product without one."""
+        return cls("network" if has_fusion_network else "product")
+
+    @classmethod
     def from_manifest(cls, manifest: dict[str, Any], has_fusion_network: bool) -> FusionRule:
         """The rule a manifest's "fusion_rule" names; without one, the fusion network where the bundle has one
         and the product otherwise."""
         raw = manifest.get("fusion_rule")
         if raw is None:
-            return cls("network" if has_fusion_network else "product")
+            return cls.default(has_fusion_network)
         rule = cls(raw["kind"], float(raw.get("audio_weight", 0.5)))
         if rule.kind == "network" and not has_fusion_network:
             raise ValueError('the manifest\'s fusion_rule is "network" but the bundle has no fusion network')

@@ -79,7 +79,7 @@ class Recognizer:
             raise ValueError(f"the frame cache ({cache_frames}) must hold at least k = {networks.info.k_frames} frames")
         self.networks = networks
         self.info = networks.info
-        self.fusion_rule = fusion_rule or FusionRule("network" if self.info.has_fusion else "product")
+        self.fusion_rule = fusion_rule or FusionRule.default(self.info.has_fusion)
         if self.fusion_rule.kind == "network" and not self.info.has_fusion:
             raise ValueError("the fusion rule is the fusion network, but these networks have none")
         self.cache_frames = cache_frames
