@@ -1,3 +1,4 @@
 from streamrec.cli import main
 
-main()
+if __name__ == "__main__":  # spawned worker processes (bench) import this module again
+    main()

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from streamrec.bench.live import analyse_live
-from streamrec.bench.streams import search_streams
+from streamrec.bench.results import StreamTrial
+from streamrec.bench.streams import combine_trials, search_streams, trial_runner
 from streamrec.bench.timing import Percentiles
+from streamrec.core.assets import EXAMPLE_CLIP
 
 
 def prediction(t: float, active: list[str], latency_ms: float, offset: float) -> dict:
@@ -64,6 +66,39 @@ def test_the_streams_search_finds_the_largest_n_that_holds_within_ten_percent(li
     expected = min(limit, maximum)
     assert found <= expected and found >= expected - max(1, expected // 10)
     assert len(tried) < 12  # doubling, then bisection: a handful of trials, not a scan
+
+
+def test_a_trial_split_over_processes_holds_only_if_every_process_held() -> None:
+    def part(streams: int, held: bool, p95: float, batches: dict) -> StreamTrial:
+        return StreamTrial(
+            streams, held, 0 if held else 3, p95, 60.0, 60.0 / streams, 900.0, [10.0] * streams, 10.0, batches
+        )
+
+    one = {"updates": {"calls": 10, "items": 30, "mean": 3.0, "max": 5}}
+    two = {
+        "updates": {"calls": 30, "items": 30, "mean": 1.0, "max": 2},
+        "frames": {"calls": 4, "items": 8, "mean": 2.0, "max": 3},
+    }
+    both = combine_trials([part(20, True, 300.0, one), part(21, False, 700.0, two)])
+    assert (both.streams, both.processes, both.held, both.skipped) == (41, 2, False, 3)
+    assert both.latency_p95_ms == 700.0 and both.cpu_percent == 120.0 and both.rss_mb == 1800.0
+    assert both.batches["updates"] == {"calls": 40, "items": 60, "mean": 1.5, "max": 5}
+    assert both.batches["frames"]["mean"] == 2.0 and len(both.latencies_ms) == 41
+    assert combine_trials([part(20, True, 300.0, one), part(21, True, 400.0, two)]).held
+
+
+@pytest.mark.slow  # two worker processes load the networks
+def test_a_streams_trial_runs_its_streams_split_over_worker_processes(runtime_bundle: Path) -> None:
+    with trial_runner(None, runtime_bundle, "onnxruntime", 2) as run:  # type: ignore[arg-type]
+        trial = run(EXAMPLE_CLIP, 3, 2.0, 0.5)
+        again = run(EXAMPLE_CLIP, 2, 2.0, 0.5)  # the same workers, networks loaded once
+    assert (trial.streams, trial.processes, again.streams) == (3, 2, 2)
+    # 2 s of media at a 0.5 s hop: each stream's first window after 1 s, then an update every hop.
+    assert len(trial.latencies_ms) >= 3 * 2 and trial.batches["updates"]["calls"] > 0
+    assert trial.cpu_percent > 0 and trial.rss_mb > 0 and trial.skipped == 0
+    with pytest.raises(ValueError, match="cannot be split"):
+        with trial_runner(None, runtime_bundle, "onnxruntime", 2) as run:  # type: ignore[arg-type]
+            run(EXAMPLE_CLIP, 1, 2.0, 0.5)
 
 
 def test_percentiles_are_ordered_and_empty_is_nan() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from streamrec.bench.results import ComputeResult, ComputeRow, StageRow
 from streamrec.core.bundle import Bundle
 from streamrec.core.networks import NetworkInfo
+from streamrec.core.scores import FusionRule
 
 
 def peak_gmacs(threads: int, size: int = 2048, repeats: int = 5) -> float:
@@ -54,7 +55,8 @@ def compute_budget(bundle: Bundle, stages: list[StageRow], backend: str, hop_sec
         size = info.frames.crop
         example = torch.randn(1, 3, size, size)
         rows.append(("frame network", multiply_adds(load_network(bundle, "video").eval(), example), info.frames.fps))
-    if info.has_fusion:
+    # The fusion network is called only where the bundle fuses with it (not with the product of experts).
+    if info.has_fusion and FusionRule.from_manifest(bundle.manifest, info.has_fusion).kind == "network":
         inputs = (torch.randn(1, info.audio_dim), torch.randn(1, info.k_frames, info.video_dim), torch.ones(1, 2))
         rows.append(("fusion", multiply_adds(load_network(bundle, "fusion").eval(), *inputs), 1 / hop_seconds))
     one, threads = peak_gmacs(1), os.cpu_count() or 1

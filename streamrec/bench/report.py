@@ -12,6 +12,7 @@ from streamrec.bench.results import BenchReport
 from streamrec.bench.timing import Percentiles
 
 STREAM_HEADER = [
+    "processes",
     "streams",
     "kept real time",
     "skipped windows",
@@ -86,6 +87,7 @@ def tables(report: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
                 STREAM_HEADER,
                 [
                     [
+                        str(t.processes),
                         str(t.streams),
                         "yes" if t.held else "no",
                         str(t.skipped),
@@ -96,7 +98,7 @@ def tables(report: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
                         f"{t.rss_mb:.0f}",
                         _mean_batches(t.batches),
                     ]
-                    for t in sorted(report.trials, key=lambda t: t.streams)
+                    for t in sorted(report.trials, key=lambda t: (t.processes, t.streams))
                 ],
             )
         )
@@ -227,13 +229,17 @@ def _definitions(report: BenchReport) -> list[str]:
         "the newest sample or frame the update used was released by the source, to the event. A change "
         "counts as detected when the first event of its piece lists the new class as active; switch time = "
         "the client's receipt of that event minus the wall time at which the source released the change.",
-        f"- **Streams**: N copies of the example clip as real-time file streams in one process for "
+        f"- **Streams**: N copies of the example clip as real-time file streams for "
         f"{o['trial_seconds']:g} s of media, all started together (their frames arrive in the same instant: "
-        "the worst case for latency). N doubles until a trial falls behind, then is bisected; then one trial "
+        "the worst case for latency), in one process, then split evenly over one process per core (as "
+        "docs/deployment.md deploys `streamrec run --shard K/N`; each process's frame workers get its share "
+        "of the cores, and a barrier starts the processes together). N doubles until a trial falls behind, "
+        "then is bisected; then, split over the most processes, one trial "
         f"of {o.get('rss_streams', 0)} streams for its memory unless one had as many. A trial keeps "
         "real time when every stream ends normally with no window skipped or overwritten and its p95 "
-        "capture-to-emission latency stays within one hop. CPU is the process's CPU time over wall time; "
-        "mean batch = updates (audio windows) and frames per batched network call.",
+        "capture-to-emission latency stays within one hop. CPU is CPU time over wall time, and peak RSS the "
+        "peak resident memory, summed over the processes; mean batch = updates (audio windows) and frames per "
+        "batched network call.",
         f"- **Offline**: the example clip looped to {o['offline_seconds']:g} s, run as `streamrec run --fast` "
         "runs it (every window evaluated), best of 2 after a warm-up.",
         "- **Compute**: multiply-adds per call counted by torch's FLOP counter on the bundle's modules (the "

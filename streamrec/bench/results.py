@@ -40,6 +40,8 @@ class BenchOptions:
     first_streams: int = 10  # concurrency search: first N, doubled until a trial fails, then bisected
     max_streams: int = 160
     rss_streams: int = 100  # after the search: a trial of this many streams for its memory, if none had as many
+    # The streams search once per process count, side by side (streams.trial_runner); None = 1 and one per core.
+    processes: tuple[int, ...] | None = None
     offline_seconds: float = 180.0  # length of the offline clip
     workdir: Path | None = None  # where the test media are cut (default: a temporary folder)
     triton_url: str | None = None  # the server of backend "triton" (grpc://HOST:PORT)
@@ -57,6 +59,7 @@ class BenchOptions:
             first_streams=1,
             max_streams=2,
             rss_streams=3,
+            processes=(1,),
             offline_seconds=20.0,
         )
 
@@ -97,6 +100,7 @@ class StreamTrial:
     latencies_ms: list[float] = field(repr=False, default_factory=list)
     latency_p50_ms: float = float("nan")  # all streams' updates together
     batches: dict[str, dict[str, float]] = field(default_factory=dict)  # RunSummary.batches: sizes of network calls
+    processes: int = 1  # the streams split over this many processes (streams.trial_runner)
 
 
 @dataclass(frozen=True)
@@ -143,8 +147,9 @@ class BenchReport:
 
     @property
     def best_streams(self) -> StreamTrial | None:
+        """The most streams held by any trial (of any process count)."""
         held = [t for t in self.trials if t.held]
-        return max(held, key=lambda t: t.streams) if held else None
+        return max(held, key=lambda t: (t.streams, -t.processes)) if held else None
 
     def stage(self, name: str, backend: str) -> StageRow | None:
         return next((r for r in self.stages if r.stage == name and r.backend == backend), None)
@@ -182,8 +187,9 @@ class BenchReport:
             "{:.2f} s",
             lambda v: v <= TARGETS["switch_median_s"],
         )
+        held_by = f" ({best_streams.processes} processes)" if best_streams and best_streams.processes > 1 else ""
         add(
-            "concurrent real-time streams",
+            f"concurrent real-time streams{held_by}",
             f">= {TARGETS['realtime_streams']}",
             best_streams.streams if best_streams else (0 if self.trials else None),
             "{:.0f}",
@@ -213,7 +219,8 @@ class BenchReport:
             lambda v: v >= TARGETS["offline_share_of_limit"],
         )
         n = self.options.get("rss_streams") or 0
-        probe = min((t for t in self.trials if t.streams >= n), key=lambda t: t.streams, default=None) if n else None
+        # The smallest trial of n or more streams; of those, the one split over the most processes (the most memory).
+        probe = min((t for t in self.trials if t.streams >= n), key=lambda t: (t.streams, -t.processes), default=None)
         add(
             f"peak RSS at {probe.streams if probe else n} streams",
             f"< {TARGETS['rss_mb_at_rss_streams']:.0f} MB",

@@ -14,7 +14,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from streamrec.bench.compute import compute_budget
@@ -96,17 +96,25 @@ def run_bench(o: BenchOptions, command: str, say: Callable[[str], None] = log.in
         report.compute = compute_budget(bundle, report.stages, best, o.hop_seconds)
         say(f"live: {o.pieces * o.piece_seconds:g} s in real time with {len(changes) - 1} instrument changes ({best})")
         report.live = live_run(networks[best], best, switch_clip, changes, o.hop_seconds)
-        say(f"streams: {o.trial_seconds:g} s trials from {o.first_streams} streams up ({best})")
-        report.trials = max_realtime_streams(
-            networks[best],
-            best,
-            EXAMPLE_CLIP,
-            o,
-            lambda t: say(
-                f"  {t.streams} streams: {'held' if t.held else 'fell behind'}, worst p95 "
-                f"{t.latency_p95_ms:.0f} ms, {t.skipped} skipped, {t.cpu_percent:.0f}% CPU"
-            ),
-        )
+        # One process, then one per core (as docs/deployment.md deploys); the memory probe on the last.
+        counts = o.processes or tuple(sorted({1, os.cpu_count() or 1}))
+        for i, processes in enumerate(counts):
+            say(
+                f"streams: {o.trial_seconds:g} s trials from {o.first_streams} streams up, "
+                f"{processes} process(es) ({best})"
+            )
+            report.trials += max_realtime_streams(
+                networks[best],
+                bundle.root,
+                best,
+                EXAMPLE_CLIP,
+                o if i == len(counts) - 1 else replace(o, rss_streams=0),
+                processes,
+                lambda t: say(
+                    f"  {t.streams} streams in {t.processes} process(es): {'held' if t.held else 'fell behind'}, "
+                    f"worst p95 {t.latency_p95_ms:.0f} ms, {t.skipped} skipped, {t.cpu_percent:.0f}% CPU"
+                ),
+            )
         for backend in o.backends:
             say(f"offline: {o.offline_seconds:g} s as fast as possible ({backend})")
             report.offline.append(offline_throughput(networks[backend], backend, long_clip, o.offline_seconds))

@@ -1,13 +1,23 @@
-"""The most identical real-time streams one process carries without falling behind: trials of N streams
-at once, N doubled then bisected, each judged on skipped windows and p95 latency within a hop."""
+"""The most identical real-time streams the machine carries without falling behind: trials of N streams
+at once, N doubled then bisected, each judged on skipped windows and p95 latency within a hop.
+
+A trial runs in one process, or split over several (one per core, as docs/deployment.md deploys
+`streamrec run --shard K/N`): a process's streams share one Python interpreter, whose lock, not the
+networks, is what one process runs out of first. Worker processes load the networks once and start each
+trial together (a barrier), so their streams' data arrive in the same instant, as in one process.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +39,18 @@ def _rss_mb() -> float:
 
 
 def stream_trial(
-    networks: Networks, backend: str, clip: Path, streams: int, seconds: float, hop_seconds: float
+    networks: Networks,
+    backend: str,
+    clip: Path,
+    streams: int,
+    seconds: float,
+    hop_seconds: float,
+    frame_workers: int | None = None,
 ) -> StreamTrial:
-    """`streams` identical real-time file streams started at once for `seconds` of media."""
+    """`streams` identical real-time file streams started at once for `seconds` of media, in this process."""
     latencies: list[float] = []
     sink = CallbackSink(lambda e: latencies.append(e["latency_ms"]) if e["type"] == "prediction" else None)
-    options = RuntimeOptions(backend=backend, hop_seconds=hop_seconds, duration=seconds)
+    options = RuntimeOptions(backend=backend, hop_seconds=hop_seconds, duration=seconds, frame_workers=frame_workers)
     specs = [SourceSpec("file", str(clip), f"s{i}", True) for i in range(streams)]
     runtime = Runtime(specs, options, sinks=[sink], networks=networks)
     peak = [_rss_mb()]
@@ -62,27 +78,100 @@ def stream_trial(
     )
 
 
+def combine_trials(parts: list[StreamTrial]) -> StreamTrial:
+    """One trial split over processes, as one: held only if every process held; CPU and peak RSS summed
+    (the sum of the processes' peaks: an upper bound on the peak of their sum); batch sizes pooled."""
+    streams = sum(p.streams for p in parts)
+    latencies = [ms for p in parts for ms in p.latencies_ms]
+    cpu = sum(p.cpu_percent for p in parts)
+    batches: dict[str, dict[str, float]] = {}
+    for kind in {k for p in parts for k in p.batches}:
+        calls = sum(p.batches[kind]["calls"] for p in parts if kind in p.batches)
+        items = sum(p.batches[kind]["items"] for p in parts if kind in p.batches)
+        largest = max(p.batches[kind]["max"] for p in parts if kind in p.batches)
+        batches[kind] = {"calls": calls, "items": items, "mean": items / calls, "max": largest}
+    return StreamTrial(
+        streams,
+        all(p.held for p in parts),
+        sum(p.skipped for p in parts),
+        max(p.latency_p95_ms for p in parts),
+        cpu,
+        cpu / streams,
+        sum(p.rss_mb for p in parts),
+        latencies,
+        float(np.percentile(latencies, 50)) if latencies else float("nan"),
+        batches,
+        processes=len(parts),
+    )
+
+
+# A worker process's networks and its trials' starting barrier, set once by _start_worker.
+_worker: dict[str, Any] = {}
+
+
+def _start_worker(bundle: Path, backend: str, triton_url: str | None, barrier: Any) -> None:
+    from streamrec.engines import load_networks
+
+    _worker.update(networks=load_networks(bundle, backend, threads=1, triton_url=triton_url), barrier=barrier)
+
+
+def _worker_trial(
+    backend: str, clip: Path, streams: int, seconds: float, hop_seconds: float, frame_workers: int
+) -> StreamTrial:
+    _worker["barrier"].wait()  # every process starts its streams in the same instant
+    return stream_trial(_worker["networks"], backend, clip, streams, seconds, hop_seconds, frame_workers)
+
+
+@contextmanager
+def trial_runner(
+    networks: Networks, bundle: Path, backend: str, processes: int, triton_url: str | None = None
+) -> Iterator[Callable[[Path, int, float, float], StreamTrial]]:
+    """run(clip, streams, seconds, hop_seconds) -> StreamTrial: in this process with `networks` when
+    processes is 1; else split as evenly as possible over `processes` worker processes, each with its
+    share of the cores for its frame network (no more compute threads than cores)."""
+    if processes == 1:
+        yield lambda clip, n, seconds, hop: stream_trial(networks, backend, clip, n, seconds, hop)
+        return
+    # spawn, not fork: this process already runs ONNX Runtime's and torch's thread pools.
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes)
+    frame_workers = max(1, (os.cpu_count() or 1) // processes)
+    with ProcessPoolExecutor(processes, context, _start_worker, (bundle, backend, triton_url, barrier)) as pool:
+
+        def run(clip: Path, n: int, seconds: float, hop: float) -> StreamTrial:
+            shares = [n // processes + (i < n % processes) for i in range(processes)]
+            if min(shares) == 0:
+                raise ValueError(f"{n} streams cannot be split over {processes} processes")
+            jobs = [pool.submit(_worker_trial, backend, clip, k, seconds, hop, frame_workers) for k in shares]
+            return combine_trials([job.result() for job in jobs])
+
+        yield run
+
+
 def max_realtime_streams(
     networks: Networks,
+    bundle: Path,
     backend: str,
     clip: Path,
     o: BenchOptions,
+    processes: int = 1,
     progress: Callable[[StreamTrial], None] = lambda t: None,
 ) -> list[StreamTrial]:
     """Doubles N from o.first_streams until a trial falls behind (or o.max_streams), then bisects
     to within about 10 %; then, unless a trial already had o.rss_streams or more, one trial of o.rss_streams
-    for its memory (held or not). Returns every trial in the order run."""
+    for its memory (held or not). Each trial on `processes` processes. Returns every trial in the order run."""
     trials: list[StreamTrial] = []
+    with trial_runner(networks, bundle, backend, processes, o.triton_url) as run:
 
-    def trial(n: int) -> bool:
-        result = stream_trial(networks, backend, clip, n, o.trial_seconds, o.hop_seconds)
-        trials.append(result)
-        progress(result)
-        return result.held
+        def trial(n: int) -> bool:
+            result = run(clip, n, o.trial_seconds, o.hop_seconds)
+            trials.append(result)
+            progress(result)
+            return result.held
 
-    search_streams(trial, o.first_streams, o.max_streams)
-    if o.rss_streams and not any(t.streams >= o.rss_streams for t in trials):
-        trial(o.rss_streams)
+        search_streams(trial, max(o.first_streams, processes), max(o.max_streams, processes))
+        if o.rss_streams and not any(t.streams >= o.rss_streams for t in trials):
+            trial(max(o.rss_streams, processes))
     return trials
 
 

@@ -33,6 +33,7 @@ from streamrec.core.media import (
     MediaError,
     StreamingResampler,
     Timeline,
+    seconds,
 )
 from streamrec.runtime.sources.base import CaptureFormat, Emit, Pacer, ReconnectPolicy, SourceError
 from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 FILE_MAX_LEAD = 2.0  # seconds one stream of a file may run ahead while the other is awaited
 LIVE_MAX_LEAD = 0.2  # the same for a live URL, where waiting is latency
+# A file decoded as fast as possible resamples and delivers its audio in pieces of at least this many
+# seconds, not packet by packet: the per-piece costs (resampling set-up, interleaving, the ring's lock)
+# were most of the source's CPU in `streamrec run --fast`. Real-time streams deliver every packet at once.
+AUDIO_PIECE_SECONDS = 0.25
 OPEN_TIMEOUT = 5.0  # seconds to open a URL
 READ_TIMEOUT = 5.0  # seconds without data before a URL counts as lost
 LIVE_PROTOCOLS = ("rtsp", "rtmp", "udp", "srt", "rtp", "tcp")
@@ -328,6 +333,9 @@ class _Decoder:
         self._native_samples = 0
         self._audio_start: float | None = None  # seconds on the timeline of the first audio sample
         self._audio_step = 0.0  # seconds of the previous audio frame
+        self._piece = 0 if realtime or audio is None else round(AUDIO_PIECE_SECONDS * audio.rate)  # native samples
+        self._held: list[np.ndarray] = []  # native audio not yet resampled, fewer than _piece samples
+        self._held_samples = 0
         self._frame_step = 0.0  # seconds between video frames
         self._sampler = FrameSampler(fmt.frames.fps, fmt.frame_phase)
         if audio is not None:
@@ -353,7 +361,7 @@ class _Decoder:
             if isinstance(frame, av.AudioFrame):
                 out += self._audio_frame(frame)
             elif isinstance(frame, av.VideoFrame) and frame.pts is not None:
-                timestamp = float(frame.pts * frame.time_base)
+                timestamp = seconds(frame.pts, frame.time_base)
                 t = self._timeline.time("video", timestamp, self._frame_step)
                 if self._sampler.take(t):
                     self._only_needed.kept(timestamp, t)
@@ -364,7 +372,7 @@ class _Decoder:
     def _audio_frame(self, frame: av.AudioFrame) -> list[_Pending]:
         out: list[_Pending] = []
         if frame.pts is not None and frame.time_base is not None:
-            t = self._timeline.time("audio", float(frame.pts * frame.time_base), self._audio_step)
+            t = self._timeline.time("audio", seconds(frame.pts, frame.time_base), self._audio_step)
             if self._audio_start is None:
                 self._audio_start = t
             # Samples are counted, not stamped: a gap in the timestamps (packets lost, or skipped as
@@ -381,8 +389,15 @@ class _Decoder:
 
     def _audio_item(self, native: np.ndarray) -> list[_Pending]:
         self._native_samples += len(native)
-        samples = self._resampler.push(native) if len(native) else native
-        return self._samples_item(samples)
+        self._held.append(native)
+        self._held_samples += len(native)
+        return self._release() if self._held_samples >= self._piece else []
+
+    def _release(self) -> list[_Pending]:
+        """The held native audio, resampled, as one item."""
+        native = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)
+        self._held, self._held_samples = [], 0
+        return self._samples_item(self._resampler.push(native) if len(native) else native)
 
     def _samples_item(self, samples: np.ndarray) -> list[_Pending]:
         if not len(samples):
@@ -400,6 +415,8 @@ class _Decoder:
         out: list[_Pending] = []
         for converted in self._converter.resample(None):
             out += self._audio_item(converted.to_ndarray().reshape(-1))
+        if self._held:
+            out += self._release()
         return out + self._samples_item(self._resampler.flush())
 
     def check_complete(self, container: av.container.InputContainer) -> None:
