@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from streamrec.core.features import FrameConfig, preprocess_frame
-from streamrec.core.media import decode_audio, decode_frames
+from streamrec.core.media import MonoConverter, decode_audio, decode_frames
 from streamrec.runtime.sources import (
     CaptureFormat,
     ReconnectPolicy,
@@ -23,7 +23,7 @@ from streamrec.runtime.sources import (
     parse_source,
 )
 from streamrec.runtime.sources.camera import CameraSource
-from streamrec.runtime.sources.file import FileSource, Interleaver, _Pending
+from streamrec.runtime.sources.file import AUDIO_PIECE_SECONDS, FileSource, Interleaver, _Pending
 from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
 
 from .helpers import ffmpeg
@@ -66,6 +66,49 @@ def test_file_source_delivers_what_offline_decoding_gives(runtime_clips: Path) -
         i.end_time if isinstance(i, AudioChunk) else i.media_time for i in items if isinstance(i, AudioChunk | Frame)
     ]
     assert available == sorted(available)
+
+
+@pytest.mark.parametrize(
+    "codec",
+    [
+        ["-ac", "1", "-c:a", "aac"],
+        ["-ac", "1", "-c:a", "pcm_f32le"],
+        ["-ac", "2", "-c:a", "aac"],
+        ["-ac", "2", "-c:a", "pcm_s16le"],
+    ],
+)
+def test_mono_float_frames_are_taken_as_the_conversion_gives_them(tmp_path: Path, codec: list[str]) -> None:
+    clip = tmp_path / "a.mkv"
+    ffmpeg(
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=1.5:sample_rate=22050", "-af", "volume=0.5", *codec, str(clip)
+    )
+
+    def decoded(convert) -> np.ndarray:
+        with av.open(str(clip)) as container:
+            stream = container.streams.audio[0]
+            return np.concatenate([x for frame in container.decode(stream) for x in convert(frame, stream.rate)])
+
+    converters: dict[int, av.AudioResampler] = {}
+
+    def by_pyav(frame: av.AudioFrame, rate: int) -> list[np.ndarray]:
+        converter = converters.setdefault(rate, av.AudioResampler(format="flt", layout="mono", rate=rate))
+        return [c.to_ndarray().reshape(-1) for c in converter.resample(frame)]
+
+    ours: dict[int, MonoConverter] = {}
+    expected, got = decoded(by_pyav), decoded(lambda f, rate: ours.setdefault(rate, MonoConverter(rate)).convert(f))
+    tail = next(iter(ours.values())).flush()
+    np.testing.assert_array_equal(np.concatenate([got, *tail]), expected)
+    assert got.dtype == np.float32
+
+
+def test_a_file_decoded_as_fast_as_possible_delivers_its_audio_in_pieces(runtime_clips: Path) -> None:
+    clip = runtime_clips / "av.mp4"
+    fast, _, _ = split(collect(FileSource(clip, FORMAT)))
+    paced, _, _ = split(collect(FileSource(clip, FORMAT, realtime=True, duration=1.0)))
+    seconds = [len(c.samples) / c.sample_rate for c in fast]
+    # each piece AUDIO_PIECE_SECONDS of native audio or more, but the held rest and the resampler's tail at the end
+    assert len(fast) < 3 / AUDIO_PIECE_SECONDS + 2 and min(seconds[:-2]) >= 0.95 * AUDIO_PIECE_SECONDS
+    assert max(len(c.samples) for c in paced) / 16000 < 0.1  # real time: packet by packet, no added latency
 
 
 def test_real_time_pacing_and_duration(runtime_clips: Path) -> None:

@@ -31,6 +31,7 @@ from streamrec.core.media import (
     Extent,
     FrameSampler,
     MediaError,
+    MonoConverter,
     StreamingResampler,
     Timeline,
     seconds,
@@ -122,15 +123,20 @@ class Interleaver:
 
     def ready(self) -> list[_Pending]:
         out = []
-        while True:
-            heads = {kind: q[0] for kind, q in self._queues.items() if q}
-            if not heads:
+        queues = self._queues.values()
+        while True:  # runs for every packet: plain loops, no per-call dicts or lambdas
+            first: deque[_Pending] | None = None  # the queue whose head comes first (the earlier kind on ties)
+            waiting = False  # some stream has nothing queued
+            for q in queues:
+                if not q:
+                    waiting = True
+                elif first is None or q[0].key < first[0].key:
+                    first = q
+            if first is None:
                 return out
-            kind = min(heads, key=lambda k: heads[k].key)
-            waiting = any(not q for q in self._queues.values())
-            if waiting and self._queues[kind][-1].key - heads[kind].key < self.max_lead:
+            if waiting and first[-1].key - first[0].key < self.max_lead:
                 return out
-            out.append(self._queues[kind].popleft())
+            out.append(first.popleft())
 
     def flush(self) -> list[_Pending]:
         items = sorted((i for q in self._queues.values() for i in q), key=lambda i: i.key)
@@ -340,7 +346,7 @@ class _Decoder:
         self._sampler = FrameSampler(fmt.frames.fps, fmt.frame_phase)
         if audio is not None:
             # As media.decode_audio: PyAV converts format and downmixes; the rate change is torchaudio's.
-            self._converter = av.AudioResampler(format="flt", layout="mono", rate=audio.rate)
+            self._converter = MonoConverter(audio.rate)
             self._resampler = StreamingResampler(audio.rate, fmt.sample_rate)
         if video is not None:
             # Frame threads speed up one fast decode but hold back each frame by one per thread and
@@ -383,8 +389,8 @@ class _Decoder:
         elif self._audio_start is None:
             self._audio_start = 0.0
         self._audio_step = frame.samples / frame.sample_rate
-        for converted in self._converter.resample(frame):
-            out += self._audio_item(converted.to_ndarray().reshape(-1))
+        for native in self._converter.convert(frame):
+            out += self._audio_item(native)
         return out
 
     def _audio_item(self, native: np.ndarray) -> list[_Pending]:
@@ -413,8 +419,8 @@ class _Decoder:
         if self.audio is None:
             return []
         out: list[_Pending] = []
-        for converted in self._converter.resample(None):
-            out += self._audio_item(converted.to_ndarray().reshape(-1))
+        for native in self._converter.flush():
+            out += self._audio_item(native)
         if self._held:
             out += self._release()
         return out + self._samples_item(self._resampler.flush())
