@@ -107,6 +107,7 @@ def combine_trials(parts: list[StreamTrial]) -> StreamTrial:
 
 # A worker process's networks and its trials' starting barrier, set once by _start_worker.
 _worker: dict[str, Any] = {}
+BARRIER_SECONDS = 120.0  # a worker that never reaches the start (it died) fails the trial instead of hanging it
 
 
 def _start_worker(bundle: Path, backend: str, triton_url: str | None, barrier: Any) -> None:
@@ -118,7 +119,7 @@ def _start_worker(bundle: Path, backend: str, triton_url: str | None, barrier: A
 def _worker_trial(
     backend: str, clip: Path, streams: int, seconds: float, hop_seconds: float, frame_workers: int
 ) -> StreamTrial:
-    _worker["barrier"].wait()  # every process starts its streams in the same instant
+    _worker["barrier"].wait(BARRIER_SECONDS)  # every process starts its streams in the same instant
     return stream_trial(_worker["networks"], backend, clip, streams, seconds, hop_seconds, frame_workers)
 
 
