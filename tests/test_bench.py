@@ -159,15 +159,19 @@ def test_streamrec_bench_quick_writes_tables_json_and_a_histogram(runtime_bundle
 
 
 @pytest.mark.slow  # `streamrec bench` in a child process
-def test_streamrec_bench_refuses_an_unknown_backend_in_one_line() -> None:
+@pytest.mark.parametrize(
+    "args, says",
+    [(["--backends", "torch,cuda"], "unknown cuda"), (["--processes", "1,0"], "process counts of 1 or more")],
+)
+def test_streamrec_bench_refuses_bad_options_in_one_line(args: list[str], says: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "streamrec", "bench", "--backends", "torch,cuda"],
+        [sys.executable, "-m", "streamrec", "bench", *args],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 2
-    assert "unknown cuda" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_the_soak_watch_counts_holes_in_media_time_as_skipped_windows_and_measures_gaps() -> None:

@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Benchmarks the runtime on this machine with the bundled example clip: per-stage latency "
         "(p50/p95/p99) for each backend side by side, capture-to-emission latency and instrument-switch "
         "detection of a real-time stream watched by a websocket client, the most concurrent real-time "
-        "streams one process carries, offline throughput on a 3-minute clip, and each network's "
+        "streams carried by one process and by one process per core, offline throughput on a 3-minute clip, and each network's "
         "multiply-adds against the CPU's measured peak. Takes about 5 minutes; --quick takes seconds "
         "(for a smoke test, not for figures).",
     )
@@ -34,6 +34,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_triton_url(bn)
     bn.add_argument("--max-streams", type=_positive_int, metavar="N", help="stop the streams search at N (default 160)")
+    bn.add_argument(
+        "--processes",
+        metavar="LIST",
+        help="run the streams search once for each of these process counts, each trial's streams split "
+        "evenly over that many processes (comma-separated; default 1 and one per core)",
+    )
     bn.add_argument("--quick", action="store_true", help="tiny sizes: seconds instead of minutes")
     bn.add_argument(
         "--soak",
@@ -69,6 +75,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = BenchOptions.quick(model, backends) if args.quick else BenchOptions(model, backends)
     if args.max_streams:
         options = replace(options, max_streams=args.max_streams)
+    if args.processes:
+        try:
+            counts = tuple(int(n) for n in args.processes.split(","))
+        except ValueError:
+            counts = ()
+        if not counts or min(counts) < 1:
+            raise UserError(f"--processes: give process counts of 1 or more, comma-separated, not {args.processes!r}")
+        options = replace(options, processes=counts)
     options = replace(options, triton_url=args.triton_url)
     command = "streamrec bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "streamrec bench"
     if args.soak:
