@@ -20,8 +20,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Benchmarks the runtime on this machine with the bundled example clip: per-stage latency "
         "(p50/p95/p99) for each backend side by side, capture-to-emission latency and instrument-switch "
         "detection of a real-time stream watched by a websocket client, the most concurrent real-time "
-        "streams carried by one process and by one process per core, offline throughput on a 3-minute clip, and each network's "
-        "multiply-adds against the CPU's measured peak. Takes about 5 minutes; --quick takes seconds "
+        "streams carried by one process and by one process per core, offline throughput on a 3-minute "
+        "clip, and each network's multiply-adds against the CPU's measured peak. Takes about 6 minutes; "
+        "--quick takes seconds "
         "(for a smoke test, not for figures).",
     )
     add_model(bn)
