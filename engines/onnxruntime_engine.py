@@ -130,7 +130,13 @@ def quantize_int8(source: Path, target: Path) -> None:
     try:
         with _quiet_quantizer():
             # Shape inference and constant folding first, as ORT's quantization guide asks: it finds more to quantize.
-            quant_pre_process(str(source), str(prepared))
+            try:
+                quant_pre_process(str(source), str(prepared))
+            except TypeError:
+                # ORT's symbolic shape inference fails on some exported graphs (the frame network's: a value
+                # without a type); ONNX's own shape inference and the optimisation still run.
+                log.debug("symbolic shape inference failed on %s; quantizing without it", source, exc_info=True)
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             quantize_dynamic(
                 str(prepared),
                 str(target),

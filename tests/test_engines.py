@@ -243,6 +243,34 @@ def test_int8_engines_stay_close_to_torch(bundle: Bundle) -> None:
         assert Path(engine.metadata["path"]).stat().st_size < Path(fp32).stat().st_size  # 8-bit weights
 
 
+def test_int8_quantization_goes_on_where_ort_symbolic_shape_inference_fails(
+    bundle: Bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ORT's symbolic shape inference raised TypeError on the shipped frame network's graph; quantization
+    # then goes on with ONNX's shape inference only. The failure is reproduced here on the fusion graph.
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import shape_inference
+
+    from streamrec.engines.onnxruntime_engine import quantize_int8
+
+    real, calls = shape_inference.quant_pre_process, []
+
+    def fails_with_symbolic_shapes(*args, skip_symbolic_shape: bool = False, **kwargs) -> None:
+        calls.append(skip_symbolic_shape)
+        if not skip_symbolic_shape:
+            raise TypeError("object of type 'NoneType' has no len()")
+        real(*args, skip_symbolic_shape=True, **kwargs)
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", fails_with_symbolic_shapes)
+    source = Path(load_engine(bundle, "fusion", "onnxruntime", "fp32", EngineOptions(threads=1)).metadata["path"])
+    quantize_int8(source, tmp_path / "fusion-int8.onnx")
+    assert calls == [False, True]
+    quantized = onnx.load(str(tmp_path / "fusion-int8.onnx"))
+    assert any("Integer" in node.op_type for node in quantized.graph.node)  # MatMulInteger: 8-bit weights
+    assert ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"]).get_outputs()
+
+
 def test_cpu_family_is_read_from_the_cpuinfo_flags() -> None:
     assert cpu_family("processor\t: 0\nflags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni\n") == "avx512_vnni"
     assert cpu_family("flags\t\t: fpu avx2 avx_vnni\n") == "avx_vnni"
