@@ -109,6 +109,7 @@ def rank_worker(rank: int, port: int, out: str) -> None:
             },
             Path(out) / f"rank{rank}.pt",
         )
+    distributed.end_process(0)  # as the CLI ends a training process (the interpreter's teardown can abort)
 
 
 @pytest.mark.slow

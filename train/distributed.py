@@ -13,11 +13,12 @@ import hashlib
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -36,6 +37,7 @@ DEFAULT_JOIN_TIMEOUT_S = 60.0  # seconds every process waits for the others to j
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 LOOPBACK = "127.0.0.1"  # rendezvous address when none is given: works without DNS
 DEFAULT_PORT = "29500"  # torchrun's own default
+_joined = False  # whether this process set up a process group (session()); see end_process
 
 
 def choose_backend(requested: str = "auto") -> str:
@@ -83,6 +85,8 @@ def session(backend: str = "auto", join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_
     dist.init_process_group(
         chosen, store=dist.PrefixStore("default_pg", store), rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT
     )
+    global _joined
+    _joined = True
     if rank == 0:
         log.info("distributed training: %d processes, backend %s, rendezvous %s", world, chosen, address)
     try:
@@ -93,6 +97,23 @@ def session(backend: str = "auto", join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def took_part() -> bool:
+    """Whether this process set up a process group (and must leave by end_process)."""
+    return _joined
+
+
+def end_process(code: int) -> NoReturn:
+    """Exits a process that took part in a session, once its work is written, without the interpreter's
+    teardown: torch's gloo objects freed there abort the process now and then ("terminate called without
+    an active exception", SIGABRT, twice in clean-clone CI runs, after every file was written), which
+    torchrun then reports as a failed run. The process group is already destroyed; logs and output are
+    flushed here."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def _wait_for_listener(host: str, port: int, timeout_s: float) -> None:

@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
             console.print_exception()
         _print_error("internal error:", f"{type(e).__name__}: {e} (run with --verbose for the traceback)")
         code = 1
+    distributed = sys.modules.get("streamrec.train.distributed")  # imported only by training commands
+    if distributed is not None and distributed.took_part():
+        distributed.end_process(code)
     sys.exit(code)
 
 

@@ -275,7 +275,9 @@ class FileSource:
                         merge.push(item)
                     self._deliver(merge.ready(), emit, stop)
             except av.error.FFmpegError as e:
-                if not self._live:  # what decoded is delivered first
+                if not self._live:  # what decoded is delivered first, the audio held for a piece included
+                    for item in decoder.finish():
+                        merge.push(item)
                     self._deliver(merge.flush(), emit, stop)
                 raise MediaError(
                     f"{'connection lost' if self.is_url else 'corrupt media'} in {self.target}: {_why(e, READ_TIMEOUT)}"
