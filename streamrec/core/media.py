@@ -280,16 +280,20 @@ class CorruptPackets:
 
 class MonoConverter:
     """Decoded audio frames -> mono float32 samples at the stream's own rate: PyAV converts the sample
-    format and downmixes. Frames that are mono float already (most AAC and Opus streams) are taken as
-    they are, which is what the conversion returns for them, without its filter-graph call per frame:
-    that call held the interpreter lock for a fifth of a file source's time."""
+    format and downmixes. Frames that are mono float at that rate already (most AAC and Opus streams)
+    are taken as they are, which is what the conversion returns for them, without its filter-graph call
+    per frame: that call held the interpreter lock for a fifth of a file source's time."""
 
     def __init__(self, rate: int) -> None:
+        self.rate = rate
         self._converter = av.AudioResampler(format="flt", layout="mono", rate=rate)
         self._converting = False  # once converting, always: the converter may hold samples back
 
     def convert(self, frame: av.AudioFrame) -> list[np.ndarray]:
-        if not self._converting and frame.format.name in ("flt", "fltp") and frame.layout.nb_channels == 1:
+        as_is = (
+            frame.format.name in ("flt", "fltp") and frame.layout.nb_channels == 1 and frame.sample_rate == self.rate
+        )
+        if as_is and not self._converting:
             return [frame.to_ndarray().reshape(-1)]
         self._converting = True
         return [converted.to_ndarray().reshape(-1) for converted in self._converter.resample(frame)]
