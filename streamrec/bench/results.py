@@ -220,7 +220,8 @@ class BenchReport:
         )
         n = self.options.get("rss_streams") or 0
         # The smallest trial of n or more streams; of those, the one split over the most processes (the most memory).
-        probe = min((t for t in self.trials if t.streams >= n), key=lambda t: (t.streams, -t.processes), default=None)
+        by_size = sorted(self.trials, key=lambda t: (t.streams, -t.processes))
+        probe = next((t for t in by_size if t.streams >= n), None) if n else None
         add(
             f"peak RSS at {probe.streams if probe else n} streams",
             f"< {TARGETS['rss_mb_at_rss_streams']:.0f} MB",
