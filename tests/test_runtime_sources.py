@@ -117,6 +117,11 @@ def test_real_time_pacing_and_duration(runtime_clips: Path) -> None:
     elapsed = time.monotonic() - started
     assert 1.0 <= elapsed < 2.0  # paced: 1.2 s of media takes about 1.2 s
     assert audio[-1].media_time < 1.2 and other[-1].state == "ended" and "duration" in other[-1].detail
+    # Decoded in bursts (DECODE_AHEAD) but each item released at its media time, none early: the capture
+    # times follow the media clock (within scheduling jitter), as a live source's would.
+    first = audio[0].capture_time - audio[0].end_time
+    assert all(c.capture_time - c.end_time >= first - 0.02 for c in audio)
+    assert max(c.capture_time - c.end_time for c in audio) - first < 0.15
     started = time.monotonic()
     collect(FileSource(runtime_clips / "av.mp4", FORMAT))
     assert time.monotonic() - started < 1.0  # fast: as quickly as it decodes

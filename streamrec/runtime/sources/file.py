@@ -48,6 +48,7 @@ LIVE_MAX_LEAD = 0.2  # the same for a live URL, where waiting is latency
 # seconds, not packet by packet: the per-piece costs (resampling set-up, interleaving, the ring's lock)
 # were most of the source's CPU in `streamrec run --fast`. Real-time streams deliver every packet at once.
 AUDIO_PIECE_SECONDS = 0.25
+DECODE_AHEAD, DECODE_AHEAD_LEFT = 0.3, 0.05  # seconds: a paced file's decoding bursts (FileSource._due_from)
 OPEN_TIMEOUT = 5.0  # seconds to open a URL
 READ_TIMEOUT = 5.0  # seconds without data before a URL counts as lost
 LIVE_PROTOCOLS = ("rtsp", "rtmp", "udp", "srt", "rtp", "tcp")
@@ -267,18 +268,20 @@ class FileSource:
                 tuple(k for k, s in (("audio", audio), ("video", video)) if s is not None),
                 LIVE_MAX_LEAD if self._live else FILE_MAX_LEAD,
             )
+            backlog: deque[_Pending] = deque()  # decoded, in media-time order, not yet delivered
             try:
                 for packet in container.demux([s for s in (audio, video) if s is not None]):
                     if stop.is_set():
                         raise _Stop
                     for item in decoder.decode(packet):
                         merge.push(item)
-                    self._deliver(merge.ready(), emit, stop)
+                    backlog.extend(merge.ready())
+                    self._deliver(self._due_from(backlog), emit, stop)
             except av.error.FFmpegError as e:
                 if not self._live:  # what decoded is delivered first, the audio held for a piece included
                     for item in decoder.finish():
                         merge.push(item)
-                    self._deliver(merge.flush(), emit, stop)
+                    self._deliver([*backlog, *merge.flush()], emit, stop)
                 raise MediaError(
                     f"{'connection lost' if self.is_url else 'corrupt media'} in {self.target}: {_why(e, READ_TIMEOUT)}"
                 ) from e
@@ -288,8 +291,24 @@ class FileSource:
                 return
             for item in decoder.finish():
                 merge.push(item)
-            self._deliver(merge.flush(), emit, stop)
+            self._deliver([*backlog, *merge.flush()], emit, stop)
             decoder.check_complete(container)
+
+    def _due_from(self, backlog: deque[_Pending]) -> list[_Pending]:
+        """What to deliver now. A paced file is decoded in bursts: DECODE_AHEAD seconds of it at once,
+        then delivered item by item at its media time down to DECODE_AHEAD_LEFT, so that the next burst is
+        decoded before the next item is due. Everything else is delivered as it is decoded."""
+        if not self._pacer.enabled:
+            out = list(backlog)
+            backlog.clear()
+            return out
+        if not backlog or backlog[-1].key - backlog[0].key < DECODE_AHEAD:
+            return []
+        keep_from = backlog[-1].key - DECODE_AHEAD_LEFT
+        out = []
+        while backlog and backlog[0].key < keep_from:
+            out.append(backlog.popleft())
+        return out
 
     def _media_offset(self) -> float:
         """Media time of a new connection's start: the stream's clock keeps running across an outage."""
