@@ -279,9 +279,7 @@ class FileSource:
                     self._deliver(self._due_from(backlog), emit, stop)
             except av.error.FFmpegError as e:
                 if not self._live:  # what decoded is delivered first, the audio held for a piece included
-                    for item in decoder.finish():
-                        merge.push(item)
-                    self._deliver([*backlog, *merge.flush()], emit, stop)
+                    self._deliver(_rest(decoder, merge, backlog), emit, stop)
                 raise MediaError(
                     f"{'connection lost' if self.is_url else 'corrupt media'} in {self.target}: {_why(e, READ_TIMEOUT)}"
                 ) from e
@@ -289,9 +287,7 @@ class FileSource:
                 # A lost live connection: what it still holds is as old as the outage (seconds), and
                 # delivering it now would say data flows again before the stream reconnects.
                 return
-            for item in decoder.finish():
-                merge.push(item)
-            self._deliver([*backlog, *merge.flush()], emit, stop)
+            self._deliver(_rest(decoder, merge, backlog), emit, stop)
             decoder.check_complete(container)
 
     def _due_from(self, backlog: deque[_Pending]) -> list[_Pending]:
@@ -449,6 +445,14 @@ class _Decoder:
     def check_complete(self, container: av.container.InputContainer) -> None:
         """Raises MediaError when the file ended well before the durations it declares (media.Extent)."""
         self._extent.check(self.target, container)
+
+
+def _rest(decoder: _Decoder, merge: Interleaver, backlog: deque[_Pending]) -> list[_Pending]:
+    """Everything still undelivered at the end of a connection's data, in media-time order: the backlog,
+    then what the interleaver and the decoder (its held audio and the resampler's tail) still hold."""
+    for item in decoder.finish():
+        merge.push(item)
+    return [*backlog, *merge.flush()]
 
 
 def _why(error: Exception, timeout: float) -> str:
