@@ -25,6 +25,7 @@ from streamrec.runtime.sources import (
 from streamrec.runtime.sources.camera import CameraSource
 from streamrec.runtime.sources.file import AUDIO_PIECE_SECONDS, FileSource, Interleaver, _Pending
 from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
+from streamrec.runtime.windowing import WindowSpec
 
 from .helpers import ffmpeg
 
@@ -125,6 +126,34 @@ def test_real_time_pacing_and_duration(runtime_clips: Path) -> None:
     started = time.monotonic()
     collect(FileSource(runtime_clips / "av.mp4", FORMAT))
     assert time.monotonic() - started < 1.0  # fast: as quickly as it decodes
+
+
+def test_a_paced_file_holds_its_audio_until_it_completes_a_window(runtime_clips: Path) -> None:
+    windows = WindowSpec(16000, 8000)  # 1 s windows, one ending every 0.5 s
+    clip, fmt = runtime_clips / "av.mp4", CaptureFormat(16000, FrameConfig(), windows, frame_phase=0.5)
+    before = time.time()
+    per_packet, frames_before, _ = split(collect(FileSource(clip, CaptureFormat(16000, frame_phase=0.5), True, 2.2)))
+    started = time.time()
+    held, frames, other = split(collect(FileSource(clip, fmt, realtime=True, duration=2.2)))
+    # The same samples, now one chunk per window (1.0, 1.5, 2.0 s) and the rest at the duration's end
+    np.testing.assert_array_equal(
+        np.concatenate([c.samples for c in held]), np.concatenate([c.samples for c in per_packet])
+    )
+    assert len(per_packet) > 40 and len(held) == 4 and other[-1].state == "ended"
+    ends = np.cumsum([len(c.samples) for c in held])
+    assert all(
+        end >= window_end and end - len(c.samples) < window_end
+        for c, end, window_end in zip(held, ends, windows.ends(35200))
+    )
+    assert all(b.media_time == pytest.approx(a.end_time) for a, b in zip(held, held[1:]))
+    # No added latency: the chunk that completes a window is released when its last packet is due, as
+    # the packet was; the clock starts at the first (held) audio, not at the first frame (at 0.5 s).
+    opening = per_packet[0].capture_time - before - per_packet[0].end_time  # seconds to open and decode
+    for chunk in held:
+        assert chunk.capture_time - started - chunk.end_time == pytest.approx(opening, abs=0.1)
+    # Frames are not held: each is released at its own media time
+    assert [f.media_time for f in frames] == [f.media_time for f in frames_before] == [0.52, 1.52]  # 25 fps
+    assert all(f.capture_time - started - f.media_time == pytest.approx(opening, abs=0.1) for f in frames)
 
 
 def test_stop_ends_a_paced_source_promptly(runtime_clips: Path) -> None:

@@ -59,6 +59,7 @@ from streamrec.runtime.types import (
     status_event,
 )
 from streamrec.runtime.view import TerminalView
+from streamrec.runtime.windowing import WindowSpec
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class Runtime:
     # --- setup -------------------------------------------------------------------------------
 
     def _build_streams(self, info: NetworkInfo) -> list[StreamState]:
-        fmt = CaptureFormat(info.sample_rate, info.frames)
+        fmt = CaptureFormat(info.sample_rate, info.frames, WindowSpec.for_updates(info, self.options.hop_seconds))
         specs = [s for s in self.specs if isinstance(s, SourceSpec)]
         ids = iter(assign_stream_ids(specs))
         # Real-time inputs keep their 1 fps frames at different phases of the second (media.FrameSampler),

@@ -57,7 +57,7 @@ class StreamState:
         self.sources = sources
         self.description = " + ".join(s.description for s in sources)
         self.realtime = realtime
-        self.spec = WindowSpec.from_seconds(info.sample_rate, info.window_samples / info.sample_rate, hop_seconds)
+        self.spec = WindowSpec.for_updates(info, hop_seconds)
         capacity = self.spec.size + round((lag_seconds + 2.0) * info.sample_rate)
         self.audio = AudioRing(capacity, info.sample_rate)
         self.frames = FrameRing(info.k_frames + FRAME_SLACK)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from streamrec.core.media import FrameSampler
+from streamrec.core.networks import NetworkInfo
 from streamrec.runtime.types import Frame
 
 DEFAULT_HOP_SECONDS = 0.5  # seconds between audio updates: two per 1 s window
@@ -37,6 +38,11 @@ class WindowSpec:
         if hop_seconds <= 0:
             raise ValueError(f"the hop must be a positive number of seconds, got {hop_seconds}")
         return cls(round(window_seconds * sample_rate), max(1, round(hop_seconds * sample_rate)))
+
+    @classmethod
+    def for_updates(cls, info: NetworkInfo, hop_seconds: float = DEFAULT_HOP_SECONDS) -> WindowSpec:
+        """The audio network's windows, one ending every hop_seconds: the runtime's update schedule."""
+        return cls.from_seconds(info.sample_rate, info.window_samples / info.sample_rate, hop_seconds)
 
     def ends(self, n_samples: int) -> list[int]:
         """Every window end a stream of n_samples gets: the offline view of the same schedule."""

@@ -11,6 +11,7 @@ from typing import Protocol
 from streamrec.core.errors import UserError
 from streamrec.core.features import FrameConfig
 from streamrec.runtime.types import SourceItem
+from streamrec.runtime.windowing import WindowSpec
 
 # Called by a source for every item; may block (back-pressure for sources not paced in real time).
 Emit = Callable[[SourceItem], None]
@@ -26,6 +27,9 @@ class CaptureFormat:
 
     sample_rate: int  # Hz
     frames: FrameConfig = FrameConfig()
+    # The update schedule's audio windows, counted from a connection's first sample: real-time sources
+    # may hold audio until it completes a window, since nothing reads a sample sooner. None: no holding.
+    windows: WindowSpec | None = None
     frame_phase: float = 0.0  # seconds after each 1/fps tick a frame is kept (media.FrameSampler)
 
     def __post_init__(self) -> None:
@@ -60,6 +64,12 @@ class Pacer:
 
     def reset(self) -> None:
         self._anchor: float | None = None
+
+    def start(self, media_time: float) -> None:
+        """Starts the clock at an item that is not waited for (audio held for its window), unless it runs:
+        the first item, released or not, ties media time to wall time, as it would if released."""
+        if self.enabled and self._anchor is None:
+            self._anchor = time.monotonic() - media_time
 
     def wait(self, media_time: float, stop: threading.Event) -> None:
         if not self.enabled:
