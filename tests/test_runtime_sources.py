@@ -23,7 +23,7 @@ from streamrec.runtime.sources import (
     parse_source,
 )
 from streamrec.runtime.sources.camera import CameraSource
-from streamrec.runtime.sources.file import AUDIO_PIECE_SECONDS, FileSource, Interleaver, _Pending
+from streamrec.runtime.sources.file import AUDIO_PIECE_SECONDS, FileSource, Interleaver, _Decoder, _Pending
 from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
 from streamrec.runtime.windowing import WindowSpec
 
@@ -154,6 +154,21 @@ def test_a_paced_file_holds_its_audio_until_it_completes_a_window(runtime_clips:
     # Frames are not held: each is released at its own media time
     assert [f.media_time for f in frames] == [f.media_time for f in frames_before] == [0.52, 1.52]  # 25 fps
     assert all(f.capture_time - started - f.media_time == pytest.approx(opening, abs=0.1) for f in frames)
+
+
+def test_frame_threads_only_for_a_fast_decode_of_a_large_video(runtime_clips: Path, tmp_path: Path) -> None:
+    large = tmp_path / "large.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x480:rate=30:duration=1", "-c:v", "libx264", str(large))
+
+    def threads(path: Path, realtime: bool) -> str:
+        with av.open(str(path)) as container:
+            video = container.streams.video[0]
+            _Decoder(str(path), None, video, FORMAT, 0.0, realtime)
+            return "one" if video.codec_context.thread_count == 1 else video.thread_type.name
+
+    assert threads(runtime_clips / "av.mp4", realtime=False) == "one"  # 320x240 at 25 fps
+    assert threads(large, realtime=False) == "AUTO"
+    assert threads(large, realtime=True) == "one"
 
 
 def test_stop_ends_a_paced_source_promptly(runtime_clips: Path) -> None:
