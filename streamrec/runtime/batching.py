@@ -39,6 +39,8 @@ def due_requests(stream: StreamState, budget: int, k: int) -> list[Request]:
                 tail = stream.windower.tail(stream.audio.total_written)
                 ends = [tail] if tail is not None else []
             windows = [stream.audio.read_window(end, stream.spec.size, pad=True) for end in ends]
+        if not windows:
+            return due
         frames = stream.frames.latest()
         for window in windows:
             if window is None:

@@ -247,6 +247,7 @@ class Runtime:
                 stream.state = "started"
                 self._publish(status_event(stream.id, "started", "data flows again"))
             if update_due:
+                stream.pending = True
                 self._wake.set()
 
         return emit
@@ -291,19 +292,28 @@ class Runtime:
             stream.running.discard(index)
             stream.infos.setdefault(index, SourceInfo(audio=False, video=False))
             stream.decide_driver(self._info.has_audio)
+            stream.pending = True
             self._wake.set()
 
     # --- inference --------------------------------------------------------------------------
 
     def _collect(self, limit: int) -> list[tuple[StreamState, Request]]:
-        """The updates due on all streams, at most `limit` (batching.due_requests per stream)."""
+        """The updates due on all streams, at most `limit` (batching.due_requests per stream), looking only at
+        streams whose sources wrote something since the last look (StreamState.pending)."""
         due: list[tuple[StreamState, Request]] = []
         # Start with another stream each time, so that fast streams share the batch budget fairly.
         self._turn = (self._turn + 1) % len(self._streams)
         for stream in self._streams[self._turn :] + self._streams[: self._turn]:
             if len(due) >= limit:
                 break
-            due += [(stream, r) for r in due_requests(stream, limit - len(due), self._info.k_frames)]
+            if not stream.pending:
+                continue
+            stream.pending = False  # before looking: what a source writes meanwhile sets it again
+            budget = limit - len(due)
+            found = due_requests(stream, budget, self._info.k_frames)
+            if len(found) == budget:
+                stream.pending = True  # the budget cut it short: more may be due
+            due += [(stream, r) for r in found]
         return due
 
     def _evaluate(self, due: list[tuple[StreamState, Request]]) -> None:

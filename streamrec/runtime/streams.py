@@ -79,6 +79,9 @@ class StreamState:
         self.cond = threading.Condition()  # back-pressure: sources wait here for inference
         self.stall_after = stall_seconds  # seconds without data before a real-time stream counts as stalled
         self._restarted = False  # a reconnection the smoother has not heard of yet
+        # Set by the stream's sources when what they wrote may make an update due, cleared by the inference
+        # loop before it looks: with many streams, looking at every one on every wake was most of its CPU.
+        self.pending = True
 
     def restart(self) -> None:
         """A source lost its connection and reconnects (called on its thread): what comes next starts
