@@ -208,14 +208,19 @@ class Extent:
         self._timeline = Timeline(self.streams)
         self._first: dict[int, float] = {}
         self._end: dict[int, float] = {}
+        # A demuxed packet is stamped in its stream's time base; PyAV builds a new Fraction on every read
+        # of packet.time_base, which was a tenth of a source's CPU.
+        self._time_bases = {s.index: s.time_base for s in self.streams if s.time_base}
 
     def add(self, packet: av.packet.Packet) -> None:
         raw = packet.pts if packet.pts is not None else packet.dts
-        if raw is None or packet.time_base is None:  # the flush packets at the end carry no time
+        if raw is None:  # the flush packets at the end carry no time
             return
-        time_base = packet.time_base
-        duration = seconds(packet.duration, time_base) if packet.duration else 0.0
         index = packet.stream.index
+        time_base = self._time_bases.get(index) or packet.time_base
+        if time_base is None:
+            return
+        duration = seconds(packet.duration, time_base) if packet.duration else 0.0
         t = self._timeline.time(index, seconds(raw, time_base), duration)
         self._first.setdefault(index, t)
         self._end[index] = max(self._end.get(index, t), t + duration)
