@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamrec.bench.live import analyse_live
-from streamrec.bench.results import StreamTrial
+from streamrec.bench.results import BenchReport, StreamTrial
 from streamrec.bench.streams import combine_trials, search_streams, trial_runner
 from streamrec.bench.timing import Percentiles
 from streamrec.core.assets import EXAMPLE_CLIP
@@ -85,6 +85,22 @@ def test_a_trial_split_over_processes_holds_only_if_every_process_held() -> None
     assert both.batches["updates"] == {"calls": 40, "items": 60, "mean": 1.5, "max": 5}
     assert both.batches["frames"]["mean"] == 2.0 and len(both.latencies_ms) == 41
     assert combine_trials([part(20, True, 300.0, one), part(21, True, 400.0, two)]).held
+
+
+def test_streams_held_is_the_most_below_every_count_that_fell_behind() -> None:
+    def trial(streams: int, held: bool, processes: int) -> StreamTrial:
+        return StreamTrial(streams, held, 0 if held else 5, 100.0, 100.0, 1.0, 900.0, processes=processes)
+
+    report = BenchReport({}, "bench", {})
+    # one process: 40 held, 80 fell behind, 60 held; two: 75 held, 80 fell behind, then the memory trial of
+    # 100 held on a quieter moment, which is not capacity
+    report.trials = [trial(40, True, 1), trial(80, False, 1), trial(60, True, 1)]
+    report.trials += [trial(75, True, 2), trial(80, False, 2), trial(100, True, 2)]
+    assert (report.best_streams.streams, report.best_streams.processes) == (75, 2)
+    report.trials = [trial(40, True, 1), trial(80, True, 2)]  # nothing fell behind
+    assert report.best_streams.streams == 80
+    report.trials = [trial(10, False, 1)]
+    assert report.best_streams is None
 
 
 @pytest.mark.slow  # two worker processes load the networks
