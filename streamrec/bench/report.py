@@ -231,7 +231,8 @@ def _definitions(report: BenchReport) -> list[str]:
         "the client's receipt of that event minus the wall time at which the source released the change.",
         f"- **Streams**: N copies of the example clip as real-time file streams for "
         f"{o['trial_seconds']:g} s of media, all started together (their audio windows complete in the same "
-        "instant: the worst case for latency; the runtime takes their frames at spread phases), in one process, then split evenly over one process per core (as "
+        "instant: the worst case for latency; the runtime takes their frames at spread phases), in one process, "
+        "then split evenly over one process per core (as "
         "docs/deployment.md deploys `streamrec run --shard K/N`; each process's frame workers get its share "
         "of the cores, and a barrier starts the processes together). N doubles until a trial falls behind, "
         "then is bisected; then, split over the most processes, one trial "
