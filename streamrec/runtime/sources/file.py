@@ -4,7 +4,8 @@ Audio is downmixed and resampled to the model rate exactly as media.decode_audio
 file (StreamingResampler equals its result), frames are sampled with media.FrameSampler and
 preprocessed as in training, so a clip streamed here gives the windows the offline evaluation sees.
 Items of the two streams are released in media-time order (files interleave them in blocks), paced
-in real time or as fast as the runtime takes them. Both streams share the file's one time axis
+in real time or as fast as the runtime takes them; real-time audio is released once per update window
+(WindowHold), since nothing reads it sooner. Both streams share the file's one time axis
 (media.Timeline: offsets kept, timestamp resets bridged). A URL that fails or ends while live is
 reopened with back-off, unless the error cannot mend (no such protocol, HTTP 4xx) on a URL that never
 delivered; a packet that fails to decode is skipped and counted; a truncated file ends its stream
