@@ -23,7 +23,8 @@ from streamrec.runtime.sources import (
     parse_source,
 )
 from streamrec.runtime.sources.camera import CameraSource
-from streamrec.runtime.sources.file import AUDIO_PIECE_SECONDS, FileSource, Interleaver, _Decoder, _Pending
+from streamrec.runtime.sources.file import AUDIO_PIECE_SECONDS, FileSource, _Decoder
+from streamrec.runtime.sources.release import Interleaver, Pending
 from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
 from streamrec.runtime.windowing import WindowSpec
 
@@ -213,8 +214,8 @@ def test_a_url_that_cannot_be_reached_reconnects_with_back_off_then_gives_up() -
 
 
 def test_interleaver_releases_in_media_time_order_and_waits_boundedly() -> None:
-    def item(kind: str, key: float) -> _Pending:
-        return _Pending(key, kind, np.zeros(1, np.float32), key)
+    def item(kind: str, key: float) -> Pending:
+        return Pending(key, kind, np.zeros(1, np.float32), key)
 
     merge = Interleaver(("audio", "video"), max_lead=1.0)
     for key in (0.1, 0.2, 0.3):

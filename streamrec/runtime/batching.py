@@ -61,6 +61,25 @@ def due_requests(stream: StreamState, budget: int, k: int) -> list[Request]:
     return due
 
 
+def collect_due(streams: Sequence[StreamState], first: int, limit: int, k: int) -> list[tuple[StreamState, Request]]:
+    """The updates due on all streams (due_requests), at most `limit`, starting with streams[first] so that
+    fast streams share the batch budget fairly; only streams whose sources wrote something since the last
+    look are looked at (StreamState.pending)."""
+    due: list[tuple[StreamState, Request]] = []
+    for stream in [*streams[first:], *streams[:first]]:
+        if len(due) >= limit:
+            break
+        if not stream.pending:
+            continue
+        stream.pending = False  # before looking: what a source writes meanwhile sets it again
+        budget = limit - len(due)
+        found = due_requests(stream, budget, k)
+        if len(found) == budget:
+            stream.pending = True  # the budget cut it short: more may be due
+        due += [(stream, r) for r in found]
+    return due
+
+
 def window_expected_at(stream: StreamState, sample_rate: int) -> float | None:
     """Monotonic time at which a real-time audio stream's next window is expected to be complete: its
     newest samples arrived at `last_input`, the rest arrive at the media rate. None for a stream that

@@ -31,7 +31,7 @@ from streamrec.core.networks import NetworkInfo, Networks
 from streamrec.core.scores import FusionRule
 from streamrec.engines import load_networks
 from streamrec.engines.base import ReportsStatus
-from streamrec.runtime.batching import due_requests, fill_batch
+from streamrec.runtime.batching import collect_due, fill_batch
 from streamrec.runtime.broadcast import DEFAULT_HOST, BroadcastOptions, WebsocketSink
 from streamrec.runtime.explain import LiveExplainer
 from streamrec.runtime.options import CustomSource, RuntimeOptions
@@ -298,23 +298,9 @@ class Runtime:
     # --- inference --------------------------------------------------------------------------
 
     def _collect(self, limit: int) -> list[tuple[StreamState, Request]]:
-        """The updates due on all streams, at most `limit` (batching.due_requests per stream), looking only at
-        streams whose sources wrote something since the last look (StreamState.pending)."""
-        due: list[tuple[StreamState, Request]] = []
-        # Start with another stream each time, so that fast streams share the batch budget fairly.
+        """The updates due on all streams, at most `limit`, from another first stream each time."""
         self._turn = (self._turn + 1) % len(self._streams)
-        for stream in self._streams[self._turn :] + self._streams[: self._turn]:
-            if len(due) >= limit:
-                break
-            if not stream.pending:
-                continue
-            stream.pending = False  # before looking: what a source writes meanwhile sets it again
-            budget = limit - len(due)
-            found = due_requests(stream, budget, self._info.k_frames)
-            if len(found) == budget:
-                stream.pending = True  # the budget cut it short: more may be due
-            due += [(stream, r) for r in found]
-        return due
+        return collect_due(self._streams, self._turn, limit, self._info.k_frames)
 
     def _evaluate(self, due: list[tuple[StreamState, Request]]) -> None:
         results = self._recognizer([request for _, request in due])

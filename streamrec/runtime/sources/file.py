@@ -19,7 +19,6 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -38,8 +37,8 @@ from streamrec.core.media import (
     seconds,
 )
 from streamrec.runtime.sources.base import CaptureFormat, Emit, Pacer, ReconnectPolicy, SourceError
+from streamrec.runtime.sources.release import Interleaver, Pending, WindowHold
 from streamrec.runtime.types import AudioChunk, Frame, SourceInfo, StateChange
-from streamrec.runtime.windowing import WindowSpec
 
 log = logging.getLogger(__name__)
 
@@ -104,92 +103,6 @@ def check_url(url: str) -> None:
 
 class _Permanent(MediaError):
     """A URL that cannot work as given: retrying would not mend it."""
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """A decoded item waiting to be released: key is its media time of availability."""
-
-    key: float
-    kind: str  # "audio" | "video"
-    data: np.ndarray
-    media_time: float
-
-
-class Interleaver:
-    """Releases items of several time-ordered streams in media-time order (a k-way merge that waits
-    at most max_lead seconds for a stream that has fallen silent)."""
-
-    def __init__(self, kinds: tuple[str, ...], max_lead: float) -> None:
-        if max_lead < 0:
-            raise ValueError(f"max_lead must be zero or more seconds, got {max_lead}")
-        self.max_lead = max_lead
-        self._queues: dict[str, deque[_Pending]] = {kind: deque() for kind in kinds}
-
-    def push(self, item: _Pending) -> None:
-        self._queues[item.kind].append(item)
-
-    def ready(self) -> list[_Pending]:
-        out = []
-        queues = self._queues.values()
-        while True:  # runs for every packet: plain loops, no per-call dicts or lambdas
-            first: deque[_Pending] | None = None  # the queue whose head comes first (the earlier kind on ties)
-            waiting = False  # some stream has nothing queued
-            for q in queues:
-                if not q:
-                    waiting = True
-                elif first is None or q[0].key < first[0].key:
-                    first = q
-            if first is None:
-                return out
-            if waiting and first[-1].key - first[0].key < self.max_lead:
-                return out
-            out.append(first.popleft())
-
-    def flush(self) -> list[_Pending]:
-        items = sorted((i for q in self._queues.values() for i in q), key=lambda i: i.key)
-        for q in self._queues.values():
-            q.clear()
-        return items
-
-
-class WindowHold:
-    """A real-time connection's audio, held until it completes one of the update windows (counted from
-    the connection's first sample, as the runtime's windower restarts at a reconnection).
-
-    Nothing downstream reads a sample before its window is whole, so one delivery per update (two a
-    second) does what one per packet did (20 to 50 a second), without their pacing waits, ring writes and
-    wake-ups. No latency is added: the packet that completes a window is released when it is due, as
-    before, with the held audio in front of it.
-    """
-
-    def __init__(self, windows: WindowSpec) -> None:
-        self._windows = windows
-        self._next_end = windows.size  # samples of this connection
-        self._taken = 0  # samples of this connection held or released so far
-        self._held: list[np.ndarray] = []
-        self._start = 0.0  # media time of the first held sample
-        self.key = 0.0  # media time at which the held audio became available
-
-    def __bool__(self) -> bool:
-        return bool(self._held)
-
-    def add(self, samples: np.ndarray, media_time: float, key: float) -> bool:
-        """Holds the samples of one item; True once the held audio completes a window (take it then)."""
-        if not self._held:
-            self._start = media_time
-        self._held.append(samples)
-        self._taken += len(samples)
-        self.key = key
-        return self._taken >= self._next_end
-
-    def take(self) -> tuple[np.ndarray, float]:
-        """The held audio as one chunk: (samples, media time of the first)."""
-        while self._next_end <= self._taken:
-            self._next_end += self._windows.hop
-        samples = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)
-        self._held = []
-        return samples, self._start
 
 
 class _Stop(Exception):
@@ -318,7 +231,7 @@ class FileSource:
                 tuple(k for k, s in (("audio", audio), ("video", video)) if s is not None),
                 LIVE_MAX_LEAD if self._live else FILE_MAX_LEAD,
             )
-            backlog: deque[_Pending] = deque()  # decoded, in media-time order, not yet delivered
+            backlog: deque[Pending] = deque()  # decoded, in media-time order, not yet delivered
             try:
                 for packet in container.demux([s for s in (audio, video) if s is not None]):
                     if stop.is_set():
@@ -340,7 +253,7 @@ class FileSource:
             self._deliver(_rest(decoder, merge, backlog), emit, stop, last=True)
             decoder.check_complete(container)
 
-    def _due_from(self, backlog: deque[_Pending]) -> list[_Pending]:
+    def _due_from(self, backlog: deque[Pending]) -> list[Pending]:
         """What to deliver now. A paced file is decoded in bursts: DECODE_AHEAD seconds of it at once,
         then delivered item by item at its media time down to DECODE_AHEAD_LEFT, so that the next burst is
         decoded before the next item is due. Everything else is delivered as it is decoded."""
@@ -362,7 +275,7 @@ class FileSource:
             return 0.0
         return self._last_end + (time.monotonic() - self._last_wall)
 
-    def _deliver(self, items: list[_Pending], emit: Emit, stop: threading.Event, last: bool = False) -> None:
+    def _deliver(self, items: list[Pending], emit: Emit, stop: threading.Event, last: bool = False) -> None:
         """Releases items at their media time (when paced); last: the connection's data ends with them."""
         for item in items:
             if self.duration is not None and item.media_time >= self.duration:
@@ -409,7 +322,7 @@ class FileSource:
 
 
 class _Decoder:
-    """Decodes packets of one connection into _Pending items stamped with media time."""
+    """Decodes packets of one connection into Pending items stamped with media time."""
 
     def __init__(
         self,
@@ -450,9 +363,9 @@ class _Decoder:
             self._frame_step = 1.0 / float(video.average_rate) if video.average_rate else 0.0
             self._only_needed = DecodeOnlyNeeded(video, self._sampler)  # 1 fps of 25-30: skip what is dropped
 
-    def decode(self, packet: av.packet.Packet) -> list[_Pending]:
+    def decode(self, packet: av.packet.Packet) -> list[Pending]:
         self._extent.add(packet)
-        out: list[_Pending] = []
+        out: list[Pending] = []
         if self.video is not None and packet.stream.index == self.video.index:
             self._only_needed.before(packet)
         for frame in self._corrupt.decode(packet):
@@ -464,11 +377,11 @@ class _Decoder:
                 if self._sampler.take(t):
                     self._only_needed.kept(timestamp, t)
                     image = preprocess_frame(frame.to_ndarray(format="rgb24"), self.fmt.frames)
-                    out.append(_Pending(self.offset + t, "video", image, self.offset + t))
+                    out.append(Pending(self.offset + t, "video", image, self.offset + t))
         return out
 
-    def _audio_frame(self, frame: av.AudioFrame) -> list[_Pending]:
-        out: list[_Pending] = []
+    def _audio_frame(self, frame: av.AudioFrame) -> list[Pending]:
+        out: list[Pending] = []
         if frame.pts is not None and frame.time_base is not None:
             t = self._timeline.time("audio", seconds(frame.pts, frame.time_base), self._audio_step)
             if self._audio_start is None:
@@ -485,32 +398,32 @@ class _Decoder:
             out += self._audio_item(native)
         return out
 
-    def _audio_item(self, native: np.ndarray) -> list[_Pending]:
+    def _audio_item(self, native: np.ndarray) -> list[Pending]:
         self._native_samples += len(native)
         self._held.append(native)
         self._held_samples += len(native)
         return self._release() if self._held_samples >= self._piece else []
 
-    def _release(self) -> list[_Pending]:
+    def _release(self) -> list[Pending]:
         """The held native audio, resampled, as one item."""
         native = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)
         self._held, self._held_samples = [], 0
         return self._samples_item(self._resampler.push(native) if len(native) else native)
 
-    def _samples_item(self, samples: np.ndarray) -> list[_Pending]:
+    def _samples_item(self, samples: np.ndarray) -> list[Pending]:
         if not len(samples):
             return []
         zero = self.offset + (self._audio_start or 0.0)  # media time of the first sample
         start = zero + self._samples_out / self.fmt.sample_rate
         self._samples_out += len(samples)
         end = zero + self._samples_out / self.fmt.sample_rate
-        return [_Pending(end, "audio", samples, start)]
+        return [Pending(end, "audio", samples, start)]
 
-    def finish(self) -> list[_Pending]:
+    def finish(self) -> list[Pending]:
         """What the converter and the resampler still hold at the end of the data."""
         if self.audio is None:
             return []
-        out: list[_Pending] = []
+        out: list[Pending] = []
         for native in self._converter.flush():
             out += self._audio_item(native)
         if self._held:
@@ -522,7 +435,7 @@ class _Decoder:
         self._extent.check(self.target, container)
 
 
-def _rest(decoder: _Decoder, merge: Interleaver, backlog: deque[_Pending]) -> list[_Pending]:
+def _rest(decoder: _Decoder, merge: Interleaver, backlog: deque[Pending]) -> list[Pending]:
     """Everything still undelivered at the end of a connection's data, in media-time order: the backlog,
     then what the interleaver and the decoder (its held audio and the resampler's tail) still hold."""
     for item in decoder.finish():
