@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from streamrec.bench.live import analyse_live
-from streamrec.bench.results import BenchReport, StreamTrial
-from streamrec.bench.streams import combine_trials, search_streams, trial_runner
+from streamrec.bench.results import BenchOptions, BenchReport, StreamTrial
+from streamrec.bench.streams import combine_trials, max_realtime_streams, search_streams, trial_runner
 from streamrec.bench.timing import Percentiles
 from streamrec.core.assets import EXAMPLE_CLIP
 
@@ -115,6 +116,15 @@ def test_a_streams_trial_runs_its_streams_split_over_worker_processes(runtime_bu
     with pytest.raises(ValueError, match="cannot be split"):
         with trial_runner(None, runtime_bundle, "onnxruntime", 2) as run:  # type: ignore[arg-type]
             run(EXAMPLE_CLIP, 1, 2.0, 0.5)
+
+
+@pytest.mark.slow  # worker processes load the networks, twice
+def test_the_memory_trial_follows_the_search_in_fresh_worker_processes(runtime_bundle: Path) -> None:
+    o = replace(BenchOptions.quick(runtime_bundle), trial_seconds=2.0, first_streams=2, max_streams=2, rss_streams=4)
+    seen: list[StreamTrial] = []
+    trials = max_realtime_streams(None, runtime_bundle, "onnxruntime", EXAMPLE_CLIP, o, 2, seen.append)  # type: ignore[arg-type]
+    assert [(t.streams, t.processes) for t in trials] == [(2, 2), (4, 2)] and seen == trials
+    assert all(t.rss_mb > 0 and t.batches["updates"]["calls"] > 0 for t in trials)
 
 
 def test_percentiles_are_ordered_and_empty_is_nan() -> None:

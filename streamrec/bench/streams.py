@@ -160,19 +160,22 @@ def max_realtime_streams(
 ) -> list[StreamTrial]:
     """Doubles N from o.first_streams until a trial falls behind (or o.max_streams), then bisects
     to within about 10 %; then, unless a trial already had o.rss_streams or more, one trial of o.rss_streams
-    for its memory (held or not). Each trial on `processes` processes. Returns every trial in the order run."""
+    for its memory (held or not), in fresh worker processes. Each trial on `processes` processes. Returns
+    every trial in the order run."""
     trials: list[StreamTrial] = []
+
+    def trial(run: Callable[[Path, int, float, float], StreamTrial], n: int) -> bool:
+        result = run(clip, n, o.trial_seconds, o.hop_seconds)
+        trials.append(result)
+        progress(result)
+        return result.held
+
     with trial_runner(networks, bundle, backend, processes, o.triton_url) as run:
-
-        def trial(n: int) -> bool:
-            result = run(clip, n, o.trial_seconds, o.hop_seconds)
-            trials.append(result)
-            progress(result)
-            return result.held
-
-        search_streams(trial, max(o.first_streams, processes), max(o.max_streams, processes))
-        if o.rss_streams and not any(t.streams >= o.rss_streams for t in trials):
-            trial(max(o.rss_streams, processes))
+        search_streams(lambda n: trial(run, n), max(o.first_streams, processes), max(o.max_streams, processes))
+    if o.rss_streams and not any(t.streams >= o.rss_streams for t in trials):
+        # In fresh worker processes: the search's workers keep the memory of its largest trials.
+        with trial_runner(networks, bundle, backend, processes, o.triton_url) as run:
+            trial(run, max(o.rss_streams, processes))
     return trials
 
 
