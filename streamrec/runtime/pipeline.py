@@ -247,10 +247,14 @@ class Runtime:
                 stream.state = "started"
                 self._publish(status_event(stream.id, "started", "data flows again"))
             if update_due:
-                stream.pending = True
-                self._wake.set()
+                self._wake_for(stream)
 
         return emit
+
+    def _wake_for(self, stream: StreamState) -> None:
+        """Wakes the inference loop to look at this stream (marked first, so the loop cannot miss it)."""
+        stream.pending = True
+        self._wake.set()
 
     def _backpressure_audio(self, stream: StreamState, n: int) -> None:
         if stream.realtime:
@@ -292,8 +296,7 @@ class Runtime:
             stream.running.discard(index)
             stream.infos.setdefault(index, SourceInfo(audio=False, video=False))
             stream.decide_driver(self._info.has_audio)
-            stream.pending = True
-            self._wake.set()
+            self._wake_for(stream)
 
     # --- inference --------------------------------------------------------------------------
 

@@ -221,12 +221,10 @@ class FileSource:
             # opening burst as latency. Files and recordings behind URLs are paced when realtime.
             self._pacer.enabled = self.realtime and not self._live
             self._pacer.reset()
+            realtime = self._pacer.enabled or self._live
             # Audio of a lost live connection is dropped with it, so holding starts afresh on each.
-            held = self._pacer.enabled or self._live
-            self._hold = WindowHold(self.fmt.windows) if held and self.fmt.windows is not None else None
-            decoder = _Decoder(
-                self.target, audio, video, self.fmt, offset, self._pacer.enabled or self._live, self._corrupt
-            )
+            self._hold = WindowHold(self.fmt.windows) if realtime and self.fmt.windows is not None else None
+            decoder = _Decoder(self.target, audio, video, self.fmt, offset, realtime, self._corrupt)
             merge = Interleaver(
                 tuple(k for k, s in (("audio", audio), ("video", video)) if s is not None),
                 LIVE_MAX_LEAD if self._live else FILE_MAX_LEAD,

@@ -69,7 +69,7 @@ class WindowHold:
     """
 
     def __init__(self, windows: WindowSpec) -> None:
-        self._windows = windows
+        self._hop = windows.hop
         self._next_end = windows.size  # samples of this connection
         self._taken = 0  # samples of this connection held or released so far
         self._held: list[np.ndarray] = []
@@ -91,7 +91,7 @@ class WindowHold:
     def take(self) -> tuple[np.ndarray, float]:
         """The held audio as one chunk: (samples, media time of the first)."""
         while self._next_end <= self._taken:
-            self._next_end += self._windows.hop
+            self._next_end += self._hop
         samples = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)
         self._held = []
         return samples, self._start
