@@ -129,3 +129,28 @@ def test_one_confident_window_in_an_instruments_tail_lights_nothing() -> None:
     assert tail.active == ("piano",)
     again = smoother.update(7 * HOP, scores(0.3, 0.6), 0.05, -30.0, scores(0.05, 0.9))
     assert again.active == ("piano",)  # the run of confident violin windows was broken
+
+
+def test_the_audio_alone_lights_nothing_the_frames_contradict() -> None:
+    # Speech over a scene with nobody playing: the audio network hears a flute at 0.95 and the gate misses it;
+    # the frame network gives flute almost nothing. With audio_on_video the early turn-on needs the frames.
+    fused = [scores(0.05)] * 6  # the product of audio and frames stays low
+    audio = [np.array([0.01, 0.01, 0.95, 0.02, 0.01])] * 6
+    empty_scene = np.array([0.3, 0.2, 0.02, 0.28, 0.2])
+
+    def lit(options: SmoothingOptions, video: np.ndarray | None) -> set[str]:
+        smoother = Smoother(CLASSES, options)
+        return {
+            c
+            for i, (f, a) in enumerate(zip(fused, audio))
+            for c in smoother.update(i * HOP, f, 0.1, -25.0, a, video).active
+        }
+
+    assert lit(SmoothingOptions(), empty_scene) == {"flute"}  # the audio alone decides by default
+    assert lit(SmoothingOptions(audio_on_video=0.1), empty_scene) == set()
+    assert lit(SmoothingOptions(audio_on_video=0.1), None) == {"flute"}  # without frames the audio still decides
+    # a change the frames have begun to show still turns on early
+    first_frames = np.array([0.1, 0.1, 0.3, 0.3, 0.2])
+    assert lit(SmoothingOptions(audio_on_video=0.1), first_frames) == {"flute"}
+    with pytest.raises(ValueError, match="audio_on_video"):
+        SmoothingOptions(audio_on_video=1.5)

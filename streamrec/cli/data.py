@@ -167,7 +167,7 @@ def _add_sources(data_commands: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--fetch",
         action="store_true",
-        help="fetch the emoji artwork from the npm registry (done by scripts/install.sh)",
+        help="fetch the emoji and icon artwork from the npm registry (done by scripts/install.sh)",
     )
     s.set_defaults(func=cmd_data_sources)
 
@@ -176,9 +176,11 @@ def cmd_data_sources(args: argparse.Namespace) -> int:
     from streamrec.train.corpus import sources
 
     if args.fetch:
-        with console.status("fetching emoji artwork from the npm registry"):
+        with console.status("fetching emoji and icon artwork from the npm registry"):
             counts = sources.fetch_emoji()
+            icons = sources.fetch_icons()
         console.print("emoji glyphs per style: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        console.print("icons per set: " + ", ".join(f"{k} {v}" for k, v in icons.items()))
     problems = sources.check_sources()
     for name, licence in sources.LICENCES.items():
         console.print(f"  {name}: {licence}")

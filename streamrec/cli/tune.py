@@ -25,7 +25,12 @@ GRID = {  # the settings searched, around the defaults
     "background_max": (0.5, 0.3, 0.15),
     "energy_floor_db": (-50.0, -42.0),
     "on_threshold": (0.4, 0.5, 0.6),
+    "audio_on_video": (None, 0.1, 0.25),
 }
+
+
+def _shown(value: float | None) -> str:
+    return "off" if value is None else f"{value:g}"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -36,8 +41,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "probabilities at an audio weight) by macro-F1 on the val clips of DATASET. Then runs the val long "
         "clips of DATASET (timelines.json; `streamrec data field-dev` writes them) "
         "through the live runtime under each setting of the smoothing thresholds (no instrument gate, "
-        "energy floor, on threshold) and keeps the one with the fewest wrong classes during music plus classes "
-        f"lit during background, among those that miss no instrument and switch within {SWITCH_LIMIT:g} s "
+        "energy floor, on threshold, the frame support the audio's early turn-on needs) and keeps the one "
+        "with the fewest wrong classes during music plus classes lit during background, among those that miss "
+        f"no instrument and switch within {SWITCH_LIMIT:g} s "
         "(median). Writes both into the bundle's manifest, which evaluation and the runtime then use.",
     )
     t.add_argument("dataset", metavar="DATASET", help="dataset with timelines.json (its val long clips are used)")
@@ -104,7 +110,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for column in ("setting", "value", "default"):
         table.add_column(column)
     for name in GRID:
-        table.add_row(name, f"{getattr(best, name):g}", f"{getattr(base, name):g}")
+        table.add_row(name, _shown(getattr(best, name)), _shown(getattr(base, name)))
     console.print(table)
     console.print(
         f"wrong class during music {summary['wrong_share']:.3f}, class lit during background "

@@ -316,7 +316,9 @@ class Runtime:
                 captured = request.frames[-1].capture_time
             if stream.take_restart():  # issue #20: smoothing starts over after a reconnection, as windows do
                 stream.smoother.reset()
-            smoothed = stream.smoother.update(t, result.fused, result.background, result.energy_db, result.audio)
+            smoothed = stream.smoother.update(
+                t, result.fused, result.background, result.energy_db, result.audio, result.video
+            )
             explanation = None
             if self._explainer is not None and request.frames:
                 newest = request.frames[-1]

@@ -32,6 +32,10 @@ class SmoothingOptions:
     # ...in this many consecutive updates, not from one window: an instrument's decaying tail or a single
     # noisy window must not light a class (one window did, at the end of the example clip).
     audio_on_updates: int = 2
+    # With frames, the early turn-on also needs the frame network to give the class at least this probability
+    # (mean over the update's frames): a sound the picture contradicts, such as speech heard as flute over a
+    # scene with no instrument, does not light a class. None: the audio alone decides.
+    audio_on_video: float | None = None
 
     @classmethod
     def of_bundle(cls, bundle: Bundle) -> SmoothingOptions:
@@ -54,6 +58,8 @@ class SmoothingOptions:
             raise ValueError(f"audio_on must be in [on_threshold, 1], got {self.audio_on}")
         if self.audio_on_updates < 1:
             raise ValueError(f"audio_on_updates must be at least 1, got {self.audio_on_updates}")
+        if self.audio_on_video is not None and not 0 <= self.audio_on_video <= 1:
+            raise ValueError(f"audio_on_video must be in [0, 1], got {self.audio_on_video}")
 
 
 @dataclass(frozen=True)
@@ -95,9 +101,10 @@ class Smoother:
         background: float | None = None,
         energy_db: float | None = None,
         audio: np.ndarray | None = None,
+        video: np.ndarray | None = None,
     ) -> Smoothed:
-        """t: media time of the update in seconds (rising); fused: (classes,) scores in 0..1; audio: the
-        audio network's (classes,) probabilities of this update, None without audio."""
+        """t: media time of the update in seconds (rising); fused: (classes,) scores in 0..1; audio and video:
+        the audio and frame networks' (classes,) probabilities of this update, None without that modality."""
         if fused.shape != (len(self.classes),):
             raise ValueError(f"expected {len(self.classes)} scores, got shape {fused.shape}")
         if self._last_t is not None and t < self._last_t:
@@ -112,7 +119,10 @@ class Smoother:
         if audio is not None and o.audio_on is not None:
             # The smoothed score is raised to the on threshold too, so that the class is not dropped again
             # at the end of its hold while the fused scores still catch up.
-            self._heard_run = np.where((audio >= o.audio_on) & (not gated), self._heard_run + 1, 0)
+            heard_now = (audio >= o.audio_on) & (not gated)
+            if video is not None and o.audio_on_video is not None:
+                heard_now &= video >= o.audio_on_video
+            self._heard_run = np.where(heard_now, self._heard_run + 1, 0)
             heard = self._heard_run >= o.audio_on_updates
             self._scores[heard] = np.maximum(self._scores[heard], o.on_threshold)
             loud |= heard

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from streamrec.train.corpus.sources import INSTRUMENTS, OPENCLIPART, emoji_dir, emoji_images, field_icon_dir
+from streamrec.train.corpus.sources import INSTRUMENTS, OPENCLIPART, emoji_dir, emoji_images, icon_set_file
 
 FRAME_WIDTH, FRAME_HEIGHT = 320, 240  # pixels
 VIDEO_FPS = 10  # frames per second written to the clips (the models sample 1 fps from it)
@@ -38,6 +38,7 @@ def source_images(class_name: str) -> list[SourceImage]:
     found += [
         SourceImage(f"openclipart:{path}", "openclipart") for path in spec.clipart if (OPENCLIPART / path).exists()
     ]
+    found += [SourceImage(f"icon-{s}:{name}", f"icons-{s}") for s, name in spec.icons if icon_set_file(s).exists()]
     if spec.procedural:
         found += [SourceImage(f"procedural:{spec.procedural}:{i}", "procedural") for i in range(N_PROCEDURAL_VARIANTS)]
     return found
@@ -52,7 +53,7 @@ def load_rgba(image_id: str) -> np.ndarray:
     elif kind == "openclipart":
         png = cairosvg.svg2png(url=str(OPENCLIPART / rest), output_width=SOURCE_SIZE * 2)
         image = Image.open(io.BytesIO(png)).convert("RGBA")
-    elif kind.startswith("icon-"):  # an icon of an Iconify set (field-dev artwork)
+    elif kind.startswith("icon-"):  # an icon of an Iconify set (training or field-dev artwork)
         png = cairosvg.svg2png(bytestring=iconify_svg(kind.removeprefix("icon-"), rest), output_width=SOURCE_SIZE * 2)
         image = Image.open(io.BytesIO(png)).convert("RGBA")
     elif kind == "procedural":
@@ -73,9 +74,9 @@ def load_rgba(image_id: str) -> np.ndarray:
 
 
 def iconify_svg(icon_set: str, name: str) -> bytes:
-    """An icon of a fetched Iconify JSON set (train/corpus/field.py) as a standalone SVG document; glyphs drawn
-    in `currentColor` get a dark ink, as printed or painted artwork would."""
-    data = json.loads((field_icon_dir() / f"{icon_set}.json").read_text(encoding="utf-8"))
+    """An icon of a fetched Iconify JSON set (sources.ICON_SETS, or field-dev's in train/corpus/field.py) as a
+    standalone SVG document; glyphs drawn in `currentColor` get a dark ink, as printed or painted artwork would."""
+    data = json.loads(icon_set_file(icon_set).read_text(encoding="utf-8"))
     icon = data["icons"][name]
     width, height = icon.get("width", data.get("width", 16)), icon.get("height", data.get("height", 16))
     left, top = icon.get("left", data.get("left", 0)), icon.get("top", data.get("top", 0))

@@ -1,12 +1,13 @@
 """The real instrument material the corpus is made from (shared/DATA.md: training sources only).
 
 Everything here is found on disk: Debian packages installed by scripts/install.sh, the music21
-score corpus from PyPI, and emoji artwork that `streamrec data sources --fetch` takes from the npm
+score corpus from PyPI, and emoji and icon artwork that `streamrec data sources --fetch` takes from the npm
 registry at install time. Nothing is downloaded while building.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -31,6 +32,25 @@ EMOJI_PACKAGES: dict[str, tuple[str, str, str]] = {
     "joypixels": ("emoji-assets", "11.0.0", "package/png/64/{cp}.png"),
 }
 
+# Icon sets of the Iconify project (npm @iconify-json/<set>: one JSON of SVG bodies) by other artists than
+# field-dev's (train/corpus/field.py) and none on DATA.md's reserved list: set -> (version, licence). They add
+# flat, line and monochrome styles of drums, guitar, piano, saxophone, trumpet and violin; no set draws the
+# other classes, apart from those already used or held out.
+ICON_SETS: dict[str, tuple[str, str]] = {
+    "emojione": ("1.2.3", "CC-BY-4.0 (npm @iconify-json/emojione, Emoji One v2)"),
+    "emojione-v1": ("1.2.3", "CC-BY-SA-4.0 (npm @iconify-json/emojione-v1, Emoji One v1)"),
+    "emojione-monotone": ("1.2.1", "CC-BY-4.0 (npm @iconify-json/emojione-monotone, Emoji One monotone)"),
+    "noto-v1": ("1.2.5", "Apache-2.0 (npm @iconify-json/noto-v1, Noto Emoji v1)"),
+    "fa6-solid": ("1.2.4", "CC-BY-4.0 (npm @iconify-json/fa6-solid, Font Awesome 6)"),
+    "hugeicons": ("1.2.35", "MIT (npm @iconify-json/hugeicons)"),
+    "icon-park-outline": ("1.2.4", "Apache-2.0 (npm @iconify-json/icon-park-outline, ByteDance IconPark)"),
+    "lucide": ("1.2.137", "ISC (npm @iconify-json/lucide)"),
+    "mingcute": ("1.2.8", "Apache-2.0 (npm @iconify-json/mingcute)"),
+    "ph": ("1.2.2", "MIT (npm @iconify-json/ph, Phosphor)"),
+    "tabler": ("1.2.41", "MIT (npm @iconify-json/tabler)"),
+    "tdesign": ("1.2.19", "MIT (npm @iconify-json/tdesign)"),
+}
+
 LICENCES: dict[str, str] = {
     "fluid-soundfont-gm": "MIT (Debian fluid-soundfont-gm, FluidR3_GM.sf2)",
     "musescore-general-soundfont": "MIT (Debian musescore-general-soundfont, MuseScore_General.sf3)",
@@ -46,6 +66,7 @@ LICENCES: dict[str, str] = {
     "espeak-ng": "GPL-3+ (Debian espeak-ng): synthesized background speech",
     "asterisk-core-sounds-en-wav": "CC-BY-SA-3.0 (Debian asterisk-core-sounds-en-wav): recorded background speech",
     "fillets-ng-data-cs": "GPL-2+ (Debian fillets-ng-data-cs, Fish Fillets NG): recorded background speech",
+    **{f"icons-{name}": licence for name, (_, licence) in ICON_SETS.items()},
 }
 
 
@@ -59,10 +80,19 @@ class InstrumentSource:
     drums: bool = False
     emoji: tuple[str, ...] = ()  # code points, looked up in every EMOJI_PACKAGES style
     clipart: tuple[str, ...] = ()  # paths under OPENCLIPART
+    icons: tuple[tuple[str, str], ...] = ()  # (ICON_SETS set, icon name)
     procedural: str | None = None  # name of a drawing in images.PROCEDURAL_DRAWINGS
 
 
 _MUSIC = "recreation/music/"
+_EMOJI_ICON_SETS = ("emojione", "emojione-v1", "emojione-monotone", "noto-v1")
+
+
+def _icons(name: str, *icon_sets: str) -> tuple[tuple[str, str], ...]:
+    """The icon called `name` in each of these ICON_SETS."""
+    return tuple((icon_set, name) for icon_set in icon_sets)
+
+
 INSTRUMENTS: dict[str, InstrumentSource] = {
     "accordion": InstrumentSource((21,), (53, 84), polyphonic=True, emoji=("1fa97",)),
     "banjo": InstrumentSource((105,), (50, 81), polyphonic=True, emoji=("1fa95",)),
@@ -75,8 +105,18 @@ INSTRUMENTS: dict[str, InstrumentSource] = {
         emoji=("1f941", "1fa98"),
         clipart=tuple(
             _MUSIC + n
-            for n in ("drums_jarno_vasamaa_.svg", "war_drum_enrique_meza_c_01.svg", "war_drum_enrique_meza_c_02.svg")
+            for n in (
+                "drums_jarno_vasamaa_.svg",
+                "war_drum_enrique_meza_c_01.svg",
+                "war_drum_enrique_meza_c_02.svg",
+                "africandrum_benji_park1.svg",
+                "africandrum_benji_park2.svg",
+                "africandrum_benji_park_.svg",
+                "derbouk_jurgen_01.svg",
+                "djambf_ganson.svg",
+            )
         ),
+        icons=_icons("drum", "emojione", "emojione-monotone", "noto-v1", "fa6-solid", "hugeicons", "lucide"),
     ),
     "flute": InstrumentSource((73,), (60, 93), emoji=("1fa88",), clipart=(_MUSIC + "flute_ganson.svg",)),
     "guitar": InstrumentSource(
@@ -92,8 +132,22 @@ INSTRUMENTS: dict[str, InstrumentSource] = {
                 "guitar_jarno_vasamaa2.svg",
                 "guitar_profile_philippe__01.svg",
                 "electric_guitar_andrea__01r.svg",
+                "bass_guitar_a.j._ashton_.svg",
             )
         ),
+        icons=_icons(
+            "guitar",
+            "emojione",
+            "emojione-v1",
+            "emojione-monotone",
+            "noto-v1",
+            "fa6-solid",
+            "hugeicons",
+            "lucide",
+            "ph",
+        )
+        + (("mingcute", "guitar-line"), ("mingcute", "guitar-fill"), ("ph", "guitar-fill"))
+        + (("tdesign", "guitar"), ("tdesign", "guitar-filled")),
     ),
     "harmonica": InstrumentSource((22,), (60, 84), procedural="harmonica"),
     "organ": InstrumentSource(tuple(range(16, 21)), (36, 84), polyphonic=True, procedural="organ"),
@@ -102,10 +156,20 @@ INSTRUMENTS: dict[str, InstrumentSource] = {
         (36, 96),
         polyphonic=True,
         emoji=("1f3b9",),
-        clipart=(_MUSIC + "piano_geraint_luff_01.svg", "computer/icons/flat-theme/action/piano.svg"),
+        clipart=(
+            _MUSIC + "piano_geraint_luff_01.svg",
+            _MUSIC + "piano_keys_jonathan_diet_01.svg",
+            "computer/icons/flat-theme/action/piano.svg",
+        ),
+        icons=_icons("piano", "icon-park-outline", "lucide", "tabler", "tdesign")
+        + (("lucide", "keyboard-music"), ("ph", "piano-keys"), ("ph", "piano-keys-fill"), ("tdesign", "piano-filled")),
     ),
     "saxophone": InstrumentSource(
-        tuple(range(64, 68)), (44, 80), emoji=("1f3b7",), clipart=(_MUSIC + "saxophone_jarno_vasamaa_.svg",)
+        tuple(range(64, 68)),
+        (44, 80),
+        emoji=("1f3b7",),
+        clipart=(_MUSIC + "saxophone_jarno_vasamaa_.svg", _MUSIC + "jazz_enrique_meza_c_01.svg"),
+        icons=_icons("saxophone", *_EMOJI_ICON_SETS),
     ),
     "trumpet": InstrumentSource(
         (56,),
@@ -119,14 +183,17 @@ INSTRUMENTS: dict[str, InstrumentSource] = {
                 "trumpet_pocket__ganson.svg",
                 "trumpet_pocket_colour_ganso.svg",
                 "trumpet_herald__ganson.svg",
+                "tpt_cubf_ganson.svg",
             )
         ),
+        icons=_icons("trumpet", *_EMOJI_ICON_SETS),
     ),
     "violin": InstrumentSource(
         (40,),
         (55, 96),
         emoji=("1f3bb",),
         clipart=tuple(_MUSIC + n for n in ("violin_ganson.svg", "violin_colour_ganson.svg", "violin_mo_01.svg")),
+        icons=_icons("violin", *_EMOJI_ICON_SETS),
     ),
 }
 
@@ -170,6 +237,15 @@ def field_dir() -> Path:
 
 def field_icon_dir() -> Path:
     return field_dir() / "icons"
+
+
+def icon_dir() -> Path:
+    return cache_dir() / "sources" / "icons"
+
+
+def icon_set_file(icon_set: str) -> Path:
+    """The fetched JSON of an Iconify set: a training one (ICON_SETS) or a field-dev one."""
+    return (icon_dir() if icon_set in ICON_SETS else field_icon_dir()) / f"{icon_set}.json"
 
 
 def soundfonts() -> list[Path]:
@@ -240,14 +316,7 @@ def fetch_emoji(dest: Path | None = None) -> dict[str, int]:
             counts[style] = len(wanted)
             continue
         style_dir.mkdir(parents=True, exist_ok=True)
-        tarball_dir = dest / "_npm"
-        tarball_dir.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["npm", "pack", "--silent", f"{package}@{version}"], cwd=tarball_dir, capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"npm pack {package}@{version} failed: {done.stderr.strip()[-300:]}")
-        tarball = tarball_dir / done.stdout.strip().splitlines()[-1]
+        tarball = _npm_pack(package, version, dest / "_npm")
         names = {member.format(cp=cp): cp for cp in wanted}
         with tarfile.open(tarball, "r:gz") as archive:
             for info in archive:
@@ -256,6 +325,37 @@ def fetch_emoji(dest: Path | None = None) -> dict[str, int]:
                     (style_dir / f"{names[info.name]}.png").write_bytes(data)
         tarball.unlink()
         counts[style] = sum((style_dir / f"{cp}.png").exists() for cp in wanted)
+    return counts
+
+
+def _npm_pack(package: str, version: str, work: Path) -> Path:
+    """Takes one package from the npm registry with its own client; returns the tarball's path."""
+    work.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["npm", "pack", "--silent", f"{package}@{version}"], cwd=work, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"npm pack {package}@{version} failed: {done.stderr.strip()[-300:]}")
+    return work / done.stdout.strip().splitlines()[-1]
+
+
+def fetch_icons(dest: Path | None = None) -> dict[str, int]:
+    """Takes the ICON_SETS from the npm registry and keeps only the icons INSTRUMENTS uses, one JSON per set in
+    Iconify's format. Returns the number of icons per set; sets already fetched are skipped."""
+    dest = dest or icon_dir()
+    counts = {}
+    for icon_set, (version, _) in ICON_SETS.items():
+        wanted = sorted({name for spec in INSTRUMENTS.values() for s, name in spec.icons if s == icon_set})
+        path = dest / f"{icon_set}.json"
+        if path.exists() and set(wanted) <= json.loads(path.read_text(encoding="utf-8"))["icons"].keys():
+            counts[icon_set] = len(wanted)
+            continue
+        tarball = _npm_pack(f"@iconify-json/{icon_set}", version, dest / "_npm")
+        with tarfile.open(tarball, "r:gz") as archive:
+            data = json.load(archive.extractfile("package/icons.json"))  # type: ignore[arg-type]
+        tarball.unlink()
+        kept = {k: v for k, v in data.items() if k not in ("icons", "aliases")}
+        kept["icons"] = {name: data["icons"][name] for name in wanted if name in data["icons"]}
+        path.write_text(json.dumps(kept, indent=1) + "\n", encoding="utf-8")
+        counts[icon_set] = len(kept["icons"])
     return counts
 
 
@@ -281,6 +381,8 @@ def check_sources() -> list[str]:
     for tool in ("fluidsynth", "ffmpeg", "espeak-ng"):
         if not any((Path(d) / tool).exists() for d in os.environ.get("PATH", "").split(os.pathsep)):
             problems.append(f"{tool} not found on PATH: install Debian {tool}")
-    if not any(emoji_images(cp) for cp in ("1f3bb",)):
-        problems.append("emoji artwork not fetched: run `streamrec data sources --fetch` (scripts/install.sh does)")
+    if not any(emoji_images(cp) for cp in ("1f3bb",)) or not all(icon_set_file(s).exists() for s in ICON_SETS):
+        problems.append(
+            "emoji and icon artwork not fetched: run `streamrec data sources --fetch` (scripts/install.sh does)"
+        )
     return problems
