@@ -176,3 +176,20 @@ def test_independent_sources_count_shared_samples_and_drawing_variants_once() ->
         "drums": {"sample_sets": 2, "picture_sources": 1},
         "violin": {"sample_sets": 1, "picture_sources": 2},  # MuseScore's violin reuses FluidR3's samples
     }
+
+
+def test_training_icons_are_drawn_and_share_no_artist_with_field_dev_or_the_reserved_list() -> None:
+    from streamrec.train.corpus.field import FIELD_ICONS
+    from streamrec.train.corpus.images import load_rgba, source_images
+    from streamrec.train.corpus.sources import ICON_SETS, INSTRUMENTS, LICENCES
+
+    # field-dev's artists (their other sets included) and shared/DATA.md's reserved artwork
+    held_out = {s for icons in FIELD_ICONS.values() for s, _ in icons} | {"streamline", "mdi", "openmoji", "fluent"}
+    assert not [s for s in ICON_SETS if any(s.startswith(h) for h in held_out)]
+    for name, spec in INSTRUMENTS.items():
+        ids = {i.id for i in source_images(name)}
+        for icon_set, icon in spec.icons:
+            assert icon_set in ICON_SETS and f"icons-{icon_set}" in LICENCES
+            assert f"icon-{icon_set}:{icon}" in ids, (name, icon_set, icon)
+            rgba = load_rgba(f"icon-{icon_set}:{icon}")
+            assert rgba.shape[2] == 4 and max(rgba.shape[:2]) == 256 and (rgba[..., 3] > 0).mean() > 0.05

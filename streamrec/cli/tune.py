@@ -25,7 +25,7 @@ GRID = {  # the settings searched, around the defaults
     "background_max": (0.5, 0.3, 0.15),
     "energy_floor_db": (-50.0, -42.0),
     "on_threshold": (0.4, 0.5, 0.6),
-    "audio_on_video": (None, 0.1, 0.25),
+    "audio_on_video": (None, 0.1),
 }
 
 

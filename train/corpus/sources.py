@@ -66,6 +66,7 @@ LICENCES: dict[str, str] = {
     "espeak-ng": "GPL-3+ (Debian espeak-ng): synthesized background speech",
     "asterisk-core-sounds-en-wav": "CC-BY-SA-3.0 (Debian asterisk-core-sounds-en-wav): recorded background speech",
     "fillets-ng-data-cs": "GPL-2+ (Debian fillets-ng-data-cs, Fish Fillets NG): recorded background speech",
+    "ktuberling-data": "GPL-2+ (Debian ktuberling-data, KTuberling): recorded background speech",
     **{f"icons-{name}": licence for name, (_, licence) in ICON_SETS.items()},
 }
 
@@ -217,10 +218,12 @@ def emoji_dir() -> Path:
 # (Debian package, folder, files). The Asterisk prompts are one speaker's telephone-band words and phrases;
 # the Fish Fillets NG dialogues are full-band Czech voice acting by several actors. The network fine-tuned
 # with the prompts alone took 87-93 % of unseen speakers' prompts for "no instrument", but only 47 % of
-# the dialogues' windows: full-band speech was what it had not heard (docs/results.md).
+# the dialogues' windows: full-band speech was what it had not heard (docs/results.md). KTuberling's words
+# (1376 files) add many more voices, men's, women's and children's, in 25 languages.
 SPEECH_RECORDINGS = (
     ("asterisk-core-sounds-en-wav", Path("/usr/share/asterisk/sounds/en_US_f_Allison"), "*.wav"),
     ("fillets-ng-data-cs", Path("/usr/share/games/fillets-ng/sound"), "*/cs/*.ogg"),
+    ("ktuberling-data", Path("/usr/share/ktuberling/sounds"), "*/*.ogg"),
 )
 
 
