@@ -119,7 +119,8 @@ class DecodeOnlyNeeded:
 
 def _open(path: str | Path) -> av.container.InputContainer:
     try:
-        return av.open(str(path), mode="r")
+        # a tag in another encoding than UTF-8 (Latin-1 in some of KTuberling's recordings) must not stop decoding
+        return av.open(str(path), mode="r", metadata_errors="replace")
     except FileNotFoundError as e:
         raise MediaError(f"file not found: {path}") from e
     except (av.error.FFmpegError, OSError) as e:

@@ -196,8 +196,14 @@ class FileSource:
                 options = dict(LIVE_PROBE) if self.target.lower().startswith(LIVE_PROTOCOLS) else {}
                 if self.target.lower().startswith("rtsp"):
                     options["rtsp_transport"] = "tcp"  # no lost UDP packets on a busy machine
-                return av.open(self.target, mode="r", options=options, timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
-            return av.open(self.target, mode="r")
+                return av.open(
+                    self.target,
+                    mode="r",
+                    options=options,
+                    timeout=(OPEN_TIMEOUT, READ_TIMEOUT),
+                    metadata_errors="replace",
+                )
+            return av.open(self.target, mode="r", metadata_errors="replace")
         except PERMANENT_ERRORS as e:
             raise _Permanent(f"cannot open {self.target}: {_why(e, OPEN_TIMEOUT)}") from e
         except (av.error.FFmpegError, OSError) as e:
@@ -468,7 +474,7 @@ def decode_costs(target: str | Path, fmt: CaptureFormat) -> list[tuple[float, fl
     """(media time, seconds of CPU wall spent) per packet of a file, decoded, resampled and preprocessed
     exactly as FileSource does it: the decode stage of `streamrec bench`."""
     costs = []
-    with av.open(str(target), mode="r") as container:
+    with av.open(str(target), mode="r", metadata_errors="replace") as container:
         audio = container.streams.audio[0] if container.streams.audio else None
         video = container.streams.video[0] if container.streams.video else None
         decoder = _Decoder(str(target), audio, video, fmt, 0.0, realtime=True)
