@@ -117,10 +117,15 @@ class DecodeOnlyNeeded:
         self._kept = (timestamp, t)
 
 
+def open_container(target: str, **options) -> av.container.InputContainer:
+    """av.open for reading, as every decoder here opens media: a tag in another encoding than UTF-8 (Latin-1 in
+    some of KTuberling's recordings) must not stop decoding. options: av.open's (options, timeout)."""
+    return av.open(target, mode="r", metadata_errors="replace", **options)
+
+
 def _open(path: str | Path) -> av.container.InputContainer:
     try:
-        # a tag in another encoding than UTF-8 (Latin-1 in some of KTuberling's recordings) must not stop decoding
-        return av.open(str(path), mode="r", metadata_errors="replace")
+        return open_container(str(path))
     except FileNotFoundError as e:
         raise MediaError(f"file not found: {path}") from e
     except (av.error.FFmpegError, OSError) as e:

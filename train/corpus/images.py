@@ -11,6 +11,7 @@ import functools
 import io
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import cairosvg
 import cv2
@@ -73,10 +74,16 @@ def load_rgba(image_id: str) -> np.ndarray:
     return np.asarray(image)
 
 
+@functools.cache
+def _icon_set(path: Path) -> dict:
+    """A fetched Iconify set, parsed once per process (field-dev's are whole sets of thousands of icons)."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def iconify_svg(icon_set: str, name: str) -> bytes:
     """An icon of a fetched Iconify JSON set (sources.ICON_SETS, or field-dev's in train/corpus/field.py) as a
     standalone SVG document; glyphs drawn in `currentColor` get a dark ink, as printed or painted artwork would."""
-    data = json.loads(icon_set_file(icon_set).read_text(encoding="utf-8"))
+    data = _icon_set(icon_set_file(icon_set))
     icon = data["icons"][name]
     width, height = icon.get("width", data.get("width", 16)), icon.get("height", data.get("height", 16))
     left, top = icon.get("left", data.get("left", 0)), icon.get("top", data.get("top", 0))

@@ -34,6 +34,7 @@ from streamrec.core.media import (
     MonoConverter,
     StreamingResampler,
     Timeline,
+    open_container,
     seconds,
 )
 from streamrec.runtime.sources.base import CaptureFormat, Emit, Pacer, ReconnectPolicy, SourceError
@@ -196,14 +197,8 @@ class FileSource:
                 options = dict(LIVE_PROBE) if self.target.lower().startswith(LIVE_PROTOCOLS) else {}
                 if self.target.lower().startswith("rtsp"):
                     options["rtsp_transport"] = "tcp"  # no lost UDP packets on a busy machine
-                return av.open(
-                    self.target,
-                    mode="r",
-                    options=options,
-                    timeout=(OPEN_TIMEOUT, READ_TIMEOUT),
-                    metadata_errors="replace",
-                )
-            return av.open(self.target, mode="r", metadata_errors="replace")
+                return open_container(self.target, options=options, timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
+            return open_container(self.target)
         except PERMANENT_ERRORS as e:
             raise _Permanent(f"cannot open {self.target}: {_why(e, OPEN_TIMEOUT)}") from e
         except (av.error.FFmpegError, OSError) as e:
@@ -474,7 +469,7 @@ def decode_costs(target: str | Path, fmt: CaptureFormat) -> list[tuple[float, fl
     """(media time, seconds of CPU wall spent) per packet of a file, decoded, resampled and preprocessed
     exactly as FileSource does it: the decode stage of `streamrec bench`."""
     costs = []
-    with av.open(str(target), mode="r", metadata_errors="replace") as container:
+    with open_container(str(target)) as container:
         audio = container.streams.audio[0] if container.streams.audio else None
         video = container.streams.video[0] if container.streams.video else None
         decoder = _Decoder(str(target), audio, video, fmt, 0.0, realtime=True)
