@@ -46,3 +46,33 @@ def test_styled_views_follow_the_frames_and_are_cached(tmp_path: Path, monkeypat
     again = trunk_features([clip], model, cache_dir=tmp_path, progress=False, styles=PICTURE_STYLES)
     assert not calls  # every view came from the cache
     np.testing.assert_array_equal(again[0], both[0])
+
+
+def test_mixup_blends_features_and_labels_alike() -> None:
+    from streamrec.train.train_video import mix_features
+
+    features, labels = torch.eye(4), torch.tensor([0, 1, 2, 0])
+    mixed, targets = mix_features(features, labels, 0.4, n_classes=3, rng=np.random.default_rng(0))
+    assert mixed.shape == (4, 4) and targets.shape == (4, 3)
+    assert torch.allclose(targets.sum(dim=1), torch.ones(4))
+    # Each row is a convex blend of itself and one partner, and its target carries the same weights: the
+    # weight a row keeps of its own one-hot feature is the weight of its own label.
+    for row in range(4):
+        own = float(mixed[row, row])
+        assert 0.0 <= own <= 1.0 and float(mixed[row].sum()) == pytest.approx(1.0)
+        assert float(targets[row, labels[row]]) >= own - 1e-6
+
+
+@pytest.mark.slow  # tiny_corpus
+def test_train_video_cli_takes_mixup_and_weight_decay(tiny_corpus: Path, tmp_path: Path, streamrec_cli) -> None:
+    from streamrec.core.bundle import Bundle
+
+    common = ("train", "video", "--data", str(tiny_corpus), "--epochs", "1", "--workers", "1")
+    out = tmp_path / "mixed"
+    assert streamrec_cli(*common, "--out", str(out), "--mixup", "0.4", "--weight-decay", "1e-4") == 0
+    training = Bundle.load(out).network("video")["training"]
+    assert (training["mixup"], training["options"]["weight_decay"]) == (0.4, 1e-4)
+    assert training["setup"].endswith("-mixup0.4")
+    assert streamrec_cli(*common, "--out", str(tmp_path / "a"), "--mixup", "0") == 2  # alpha must be positive
+    assert streamrec_cli(*common, "--out", str(tmp_path / "b"), "--weight-decay", "-1") == 2
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -46,6 +46,20 @@ class VideoTrainOptions:
     # other sources than the training data (a field-dev set), so the choice rewards instruments, not the corpus.
     val_data: Path | None = None
     picture_styles: tuple[str, ...] = ()  # extra training views (frame_features.PICTURE_STYLES)
+    mixup: float = 0.0  # Beta(alpha, alpha) of feature mixup (mix_features); 0: off
+
+
+def mix_features(
+    features: torch.Tensor, labels: torch.Tensor, alpha: float, n_classes: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup at the head's input (Zhang et al. 2018; Verma et al.'s manifold mixup): each row blended with another
+    row of the batch by a Beta(alpha, alpha) weight, its target the same blend of their one-hot labels. The corpus
+    has 3 to 23 pictures per class, so the head can memorise each picture's features; blends between them keep
+    its decision boundaries smooth."""
+    weight = torch.from_numpy(rng.beta(alpha, alpha, size=(len(labels), 1)).astype(np.float32))
+    partner = torch.from_numpy(rng.permutation(len(labels)))
+    targets = torch.nn.functional.one_hot(labels.long(), n_classes).float()
+    return weight * features + (1 - weight) * features[partner], weight * targets + (1 - weight) * targets[partner]
 
 
 def video_clips(data: Path, split: str, workers: int) -> tuple[list[Clip], tuple[str, ...]]:
@@ -119,7 +133,8 @@ def train_video(options: VideoTrainOptions) -> dict:
         order = rng.permutation(len(y))
         for start in range(0, len(order), options.batch_size):
             chosen = order[start : start + options.batch_size]
-            yield torch.from_numpy(x[chosen]), torch.from_numpy(y[chosen])
+            inputs, labels = torch.from_numpy(x[chosen]), torch.from_numpy(y[chosen])
+            yield mix_features(inputs, labels, options.mixup, len(classes), rng) if options.mixup else (inputs, labels)
 
     def validate() -> float:
         return evaluate_video(model, features["val"], val_clips, classes)[0]["f1_macro"]
@@ -143,6 +158,7 @@ def train_video(options: VideoTrainOptions) -> dict:
     name = f"{options.backbone}-{'imagenet' if options.pretrained else 'random'}-k{options.k_frames}"
     name += "-zero-shot" if options.zero_shot else "-prior" if options.imagenet_prior else ""
     name += "".join(f"-{style}" for style in options.picture_styles)
+    name += f"-mixup{options.mixup:g}" if options.mixup else ""
     reports = options.out / "reports"
     if result.history:
         plot_curves(result.history, reports / f"video_{name}_curves.png", f"video {name}")
@@ -163,6 +179,7 @@ def train_video(options: VideoTrainOptions) -> dict:
         "trunk": "frozen (features cached), head trained",
         "imagenet_prior": bool(prior),
         "picture_styles": list(options.picture_styles),
+        "mixup": options.mixup,
         "zero_shot": options.zero_shot,
         "validation": f"{options.val_data or options.data} (val split)",
         "options": asdict(options.fit),

@@ -31,6 +31,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
@@ -82,8 +89,19 @@ def add_fit(p: argparse.ArgumentParser, epochs: int, patience: int) -> None:
     p.add_argument("--max-minutes", type=_positive_float, help="stop after this much training time")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    add_weight_decay(p)
     p.add_argument("--seed", type=int, default=0)
     add_workers(p)
+
+
+def add_weight_decay(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weight-decay",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="L2",
+        help="L2 penalty on the trained weights (Adam's weight_decay; default 0)",
+    )
 
 
 def add_val_data(p: argparse.ArgumentParser) -> None:
@@ -104,6 +122,7 @@ def fit_options(args: argparse.Namespace, patience: int | None = None):
         max_epochs=args.epochs,
         patience=patience or args.patience,
         learning_rate=args.lr,
+        weight_decay=args.weight_decay,
         max_minutes=args.max_minutes,
         seed=args.seed,
     )

@@ -14,6 +14,7 @@ from streamrec.cli.args import (
     _positive_int,
     add_fit,
     add_val_data,
+    add_weight_decay,
     add_workers,
     console,
     fit_options,
@@ -162,6 +163,7 @@ def _add_audio(train_commands: argparse._SubParsersAction) -> None:
     a.add_argument("--max-minutes", type=_positive_float, help="stop after this much training time")
     a.add_argument("--batch-size", type=_positive_int, default=32)
     a.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    add_weight_decay(a)
     a.add_argument("--crops-per-clip", type=_positive_int, default=4, help="random windows per clip and epoch")
     a.add_argument("--specaugment", action="store_true", help="mask random mel bands and frames while training")
     _add_augment(a)
@@ -249,6 +251,13 @@ def _add_video(train_commands: argparse._SubParsersAction) -> None:
         "silhouette-like), poster (three flat levels per channel, icon-like); their trunk features are "
         "computed once and cached (default: none)",
     )
+    v.add_argument(
+        "--mixup",
+        type=_positive_float,
+        metavar="ALPHA",
+        help="mix pairs of training frames' trunk features and their labels by Beta(ALPHA, ALPHA) weights, "
+        "against memorising the corpus's few pictures per class (e.g. 0.4; default off)",
+    )
     add_val_data(v)
     _add_distributed(v)
     v.set_defaults(func=cmd_train_video)
@@ -272,6 +281,7 @@ def cmd_train_video(args: argparse.Namespace) -> int:
         zero_shot=args.zero_shot,
         val_data=Path(args.val_data) if args.val_data else None,
         picture_styles=_picture_styles(args.picture_styles),
+        mixup=args.mixup or 0.0,
     )
     _print_summary("video", train_video(options), args.out)
     return 0
