@@ -186,7 +186,9 @@ def test_a_killed_and_restarted_server_is_reported_and_the_run_goes_on(
             triton_server.kill()  # mid-run: the next network call finds no server
             threading.Thread(target=triton_server.start, daemon=True).start()
 
-    options = RuntimeOptions(bundle=runtime_bundle, backend="triton", triton_url=triton_server.url)
+    # One update per network call: with larger batches a fast machine can evaluate every window of these short files
+    # in the first call, before the kill, and the outage would go unseen.
+    options = RuntimeOptions(bundle=runtime_bundle, backend="triton", triton_url=triton_server.url, max_batch=1)
     summary = Runtime(sources, options, [CallbackSink(receive)]).run()
     assert restarted.is_set() and summary.exit_code == 0
     for stream in ("av", "tone"):
