@@ -58,10 +58,10 @@ $S train audio --data "$CORPUS" --val-data "$FIELD" --out "$RUNS/rebuilt" --arch
   --background-share 0.3
 for lever in "plain:" "mixup0.4:--mixup 0.4" "mixup1:--mixup 1.0" "wd1e-3:--weight-decay 1e-3" \
   "wd1e-2:--weight-decay 1e-2" "gray:--picture-styles gray"; do
+  head="head-${lever%%:*}"
   # shellcheck disable=SC2086  # the lever's arguments split into words on purpose
-  $S train video --data "$CORPUS" --out "$RUNS/head-${lever%%:*}" --imagenet-prior --val-data "$FIELD" --epochs 30 \
-    ${lever#*:}
-  evaluate "head-${lever%%:*}" "$RUNS/head-${lever%%:*}" video
+  $S train video --data "$CORPUS" --out "$RUNS/$head" --imagenet-prior --val-data "$FIELD" --epochs 30 ${lever#*:}
+  evaluate "$head" "$RUNS/$head" video
 done
 $S train video --data "$CORPUS" --out "$RUNS/rebuilt" --imagenet-prior --val-data "$FIELD" --epochs 30 \
   --weight-decay 1e-2
