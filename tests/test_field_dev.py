@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from streamrec.core.dataset import read_labels
+from streamrec.core.errors import UserError
 from streamrec.train.corpus import field
 from streamrec.train.corpus.audio import AUDIO_RATE, write_wav
 from streamrec.train.corpus.plan import BuildOptions
@@ -144,3 +145,29 @@ def test_tune_writes_the_chosen_fusion_rule_and_smoothing_into_the_bundle(
             "network" if chosen_rule.kind == "network" else f"product (audio weight {chosen_rule.audio_weight:g})"
         ]
     )
+
+
+def test_utterances_are_joined_into_one_recording_with_pauses(tmp_path: Path) -> None:
+    first, second = (np.full(n, v, np.float32) for n, v in ((800, 0.5), (1600, -0.25)))
+    write_wav(tmp_path / "a_ack1.wav", first)
+    write_wav(tmp_path / "a_ack2.wav", second)
+    field._join_utterances(sorted(tmp_path.glob("*_ack*.wav")), tmp_path / "joined.wav")
+    joined = field.A.recording(tmp_path / "joined.wav")
+    pause = round(field.UTTERANCE_PAUSE * AUDIO_RATE)
+    assert len(joined) == 800 + pause + 1600
+    assert np.allclose(joined[:800], 0.5, atol=1e-3) and np.allclose(joined[-1600:], -0.25, atol=1e-3)
+    assert not joined[800 : 800 + pause].any()
+    with pytest.raises(UserError, match="no recordings"):
+        field._join_utterances([], tmp_path / "none.wav")
+
+
+def test_a_speech_stretch_is_recordings_in_turn_not_one_short_recording_looped(tmp_path: Path) -> None:
+    pool = []
+    for i, value in enumerate((0.1, 0.2, 0.3)):
+        write_wav(tmp_path / f"voice{i}.wav", np.full(AUDIO_RATE // 2, value, np.float32))  # half a second each
+        pool.append(tmp_path / f"voice{i}.wav")
+    n = 4 * AUDIO_RATE
+    speech = field._conversation(tuple(pool), n, np.random.default_rng(0))
+    assert len(speech) >= n
+    levels = {round(float(v), 1) for v in np.unique(np.round(speech, 2))} - {0.0}
+    assert levels == {0.1, 0.2, 0.3}  # (seeded) several speakers take turns

