@@ -22,7 +22,7 @@ from streamrec.core.dataset import (
 )
 from streamrec.core.errors import UserError
 from streamrec.core.features import FrameConfig
-from streamrec.core.media import FrameSampler, MediaError
+from streamrec.core.media import FrameSampler, MediaError, resample
 
 SR = 16000  # Hz, DecodeSpec's default
 CLIP_SECONDS = 3  # duration of the clips conftest.media_dir makes
@@ -228,6 +228,14 @@ def test_resampled_sine_keeps_its_frequency(dataset: Path, name: str, frequency:
     assert peak_frequency(audio, SR) == pytest.approx(frequency, abs=5)
     # A full-scale-ish sine, not silence or clipping garbage.
     assert 0.05 < float(np.abs(audio).max()) <= 1.0
+
+
+def test_resampling_an_empty_signal_gives_an_empty_signal() -> None:
+    """Two of Fish Fillets NG's Dutch lines are Vorbis streams that decode to no sample: resampling the empty
+    signal failed inside torchaudio and stopped a training run."""
+    for rates in ((22050, 16000), (16000, 22050)):
+        empty = resample(np.zeros(0, np.float32), *rates)
+        assert empty.shape == (0,) and empty.dtype == np.float32
 
 
 def test_decode_spec_changes_rates_and_sizes(dataset: Path) -> None:

@@ -159,6 +159,8 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Band-limited resampling (torchaudio's windowed sinc) of a mono float32 signal."""
     if from_rate == to_rate:
         return audio.astype(np.float32, copy=False)
+    if len(audio) == 0:  # torchaudio cannot reshape an empty signal (a file whose stream decodes to nothing)
+        return np.zeros(0, np.float32)
     resampled = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), from_rate, to_rate)
     return resampled.numpy()
 
