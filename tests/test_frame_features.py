@@ -76,3 +76,25 @@ def test_train_video_cli_takes_mixup_and_weight_decay(tiny_corpus: Path, tmp_pat
     assert streamrec_cli(*common, "--out", str(tmp_path / "a"), "--mixup", "0") == 2  # alpha must be positive
     assert streamrec_cli(*common, "--out", str(tmp_path / "b"), "--weight-decay", "-1") == 2
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow  # tiny_corpus
+def test_train_video_on_the_corpus_val_split_only_when_another_set_chooses_the_epoch(
+    tiny_corpus: Path, tmp_path: Path, streamrec_cli
+) -> None:
+    import shutil
+
+    from streamrec.core.bundle import Bundle
+    from streamrec.core.dataset import read_labels
+
+    common = ("train", "video", "--data", str(tiny_corpus), "--epochs", "1", "--workers", "1", "--train-on-val")
+    assert streamrec_cli(*common, "--out", str(tmp_path / "a")) == 2  # nothing else would choose the epoch
+    assert streamrec_cli(*common, "--out", str(tmp_path / "b"), "--val-data", str(tiny_corpus)) == 2
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    other = shutil.copytree(tiny_corpus, tmp_path / "other")  # stands in for a field-dev set
+    out = tmp_path / "trainval"
+    assert streamrec_cli(*common, "--out", str(out), "--val-data", str(other)) == 0
+    training = Bundle.load(out).network("video")["training"]
+    with_video = [r for r in read_labels(tiny_corpus)[0] if not r.rel_path.endswith((".wav", ".m4a"))]
+    assert training["train_splits"] == ["train", "val"] and training["setup"].endswith("-trainval")
+    assert training["n_train"] == sum(r.split in ("train", "val") for r in with_video)

@@ -47,6 +47,9 @@ class VideoTrainOptions:
     val_data: Path | None = None
     picture_styles: tuple[str, ...] = ()  # extra training views (frame_features.PICTURE_STYLES)
     mixup: float = 0.0  # Beta(alpha, alpha) of feature mixup (mix_features); 0: off
+    # The splits of `data` trained on. "val" joins them only when val_data chooses the epoch: the corpus splits
+    # by picture, so its val clips add pictures, and selection stays on material from other sources.
+    train_splits: tuple[str, ...] = ("train",)
 
 
 def mix_features(
@@ -100,10 +103,15 @@ def zero_shot_head(model: FrameNet, validate) -> FitResult:
 
 
 def train_video(options: VideoTrainOptions) -> dict:
-    if options.zero_shot:  # nothing is trained: no training clips to decode
-        train_clips, classes = [], dataset_classes(options.data)
-    else:
-        train_clips, classes = video_clips(options.data, "train", options.workers)
+    chosen_elsewhere = options.val_data is not None and options.val_data.resolve() != options.data.resolve()
+    if "test" in options.train_splits or ("val" in options.train_splits and not chosen_elsewhere):
+        raise UserError("train on the val split only with --val-data (another set chooses the epoch), never on test")
+    classes = dataset_classes(options.data)
+    train_clips = [  # zero-shot trains nothing: no training clips to decode
+        clip
+        for split in (() if options.zero_shot else options.train_splits)
+        for clip in video_clips(options.data, split, options.workers)[0]
+    ]
     val_clips, _ = video_clips(options.val_data or options.data, "val", options.workers)
     test_clips, _ = video_clips(options.data, "test", options.workers)
     if not (train_clips or options.zero_shot) or not val_clips:
@@ -159,6 +167,7 @@ def train_video(options: VideoTrainOptions) -> dict:
     name += "-zero-shot" if options.zero_shot else "-prior" if options.imagenet_prior else ""
     name += "".join(f"-{style}" for style in options.picture_styles)
     name += f"-mixup{options.mixup:g}" if options.mixup else ""
+    name += "-trainval" if "val" in options.train_splits else ""
     reports = options.out / "reports"
     if result.history:
         plot_curves(result.history, reports / f"video_{name}_curves.png", f"video {name}")
@@ -175,6 +184,7 @@ def train_video(options: VideoTrainOptions) -> dict:
         "train_seconds": round(result.seconds, 1),
         "wall_seconds": round(time.monotonic() - started, 1),
         "n_train": len(train_clips),
+        "train_splits": list(options.train_splits),
         "k_frames": options.k_frames,
         "trunk": "frozen (features cached), head trained",
         "imagenet_prior": bool(prior),

@@ -258,6 +258,13 @@ def _add_video(train_commands: argparse._SubParsersAction) -> None:
         help="mix pairs of training frames' trunk features and their labels by Beta(ALPHA, ALPHA) weights, "
         "against memorising the corpus's few pictures per class (e.g. 0.4; default off)",
     )
+    v.add_argument(
+        "--train-on-val",
+        action="store_true",
+        help="with --val-data: train on the corpus's val split too. The corpus splits by picture, so its val "
+        "clips add pictures the train split lacks (a class has 3 to 23), while the epoch is chosen on the "
+        "other dataset's val split; the corpus test split stays held out",
+    )
     add_val_data(v)
     _add_distributed(v)
     v.set_defaults(func=cmd_train_video)
@@ -282,6 +289,7 @@ def cmd_train_video(args: argparse.Namespace) -> int:
         val_data=Path(args.val_data) if args.val_data else None,
         picture_styles=_picture_styles(args.picture_styles),
         mixup=args.mixup or 0.0,
+        train_splits=("train", "val") if args.train_on_val else ("train",),
     )
     _print_summary("video", train_video(options), args.out)
     return 0
