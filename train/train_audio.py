@@ -30,7 +30,7 @@ from streamrec.train.audio_data import audio_clips, balanced_indices, random_win
 from streamrec.train.augment import WaveAugment
 from streamrec.train.background import BackgroundSource, background_sources
 from streamrec.train.corpus.records import training_sources
-from streamrec.train.loop import FitOptions, fit, plot_curves
+from streamrec.train.loop import FitOptions, fit, plot_curves, seed_everything
 from streamrec.train.metrics import classification_report, multilabel_report, plot_confusions
 from streamrec.train.pretrain import AttentionHead, batched, freeze_representation, represent_clips
 
@@ -141,6 +141,7 @@ def train_audio(options: AudioTrainOptions) -> dict:
     dims = replace(
         dims, channels=options.channels or dims.channels, embedding_dim=options.embedding_dim or dims.embedding_dim
     )
+    seed_everything(options.fit.seed)  # the initial weights follow --seed too, not only the batches
     model = build_audio_model(dims)
     if options.init is not None:
         _initialise(model, dims.to_dict(), setup, classes, options.init)

@@ -27,7 +27,7 @@ from streamrec.core.scores import fusion_inputs, spread_indices
 from streamrec.train import distributed
 from streamrec.train.corpus.records import training_sources
 from streamrec.train.frame_features import trunk_features
-from streamrec.train.loop import FitOptions, fit, plot_curves
+from streamrec.train.loop import FitOptions, fit, plot_curves, seed_everything
 from streamrec.train.metrics import classification_report
 
 MODALITY_DROPOUT = 0.25  # chance, for a clip that has both, of hiding its audio (and, separately, its frames)
@@ -148,6 +148,7 @@ def train_fusion(options: FusionTrainOptions) -> dict:
         k_frames=options.k_frames,
         common_dim=options.common_dim,
     )
+    seed_everything(options.fit.seed)  # the initial weights follow --seed too, not only the batches
     fusion = LateFusion(dims)
     joint = options.scheme == "joint"
     window = extractors.setup.frontend.window_samples

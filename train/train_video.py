@@ -24,7 +24,7 @@ from streamrec.core.models.video import FrameNet, VideoDims, build_video_model, 
 from streamrec.train import distributed
 from streamrec.train.corpus.records import training_sources
 from streamrec.train.frame_features import trunk_features
-from streamrec.train.loop import FitOptions, FitResult, fit, plot_curves
+from streamrec.train.loop import FitOptions, FitResult, fit, plot_curves, seed_everything
 from streamrec.train.metrics import classification_report, plot_confusions
 
 
@@ -122,6 +122,7 @@ def train_video(options: VideoTrainOptions) -> dict:
         raise UserError("the ImageNet prior needs the pretrained efficientnet_lite0 backbone")
     prior = imagenet_rows(classes) if options.imagenet_prior or options.zero_shot else ()
     dims = VideoDims(options.backbone, len(classes), pretrained=options.pretrained, prior_rows=prior)
+    seed_everything(options.fit.seed)  # the initial weights follow --seed too, not only the batches
     model = build_video_model(dims, options.weights_file)
     features = {  # evaluation reads view 0 (the frames as they are): styles are computed for training only
         name: trunk_features(clips, model, styles=options.picture_styles if name == "train" else ())
