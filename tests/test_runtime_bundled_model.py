@@ -136,9 +136,7 @@ def test_smoothing_what_the_networks_said_gives_the_runtimes_own_active_sets() -
     for options in (SmoothingOptions(), SmoothingOptions(on_threshold=0.6, audio_on_updates=3, audio_on_video=0.1)):
         shown = [(e["t"], e["active"]) for e in replay(EXAMPLE_CLIP, RuntimeOptions(smoothing=options), networks)]
         smoother = Smoother(Bundle.load(DEFAULT_BUNDLE).classes, options)
-        smoothed = [
-            (t, list(smoother.update(t, r.fused, r.background, r.energy_db, r.audio, r.video).active)) for t, r in said
-        ]
+        smoothed = [(t, list(smoother.follow(t, recognition).active)) for t, recognition in said]
         assert [t for t, _ in smoothed] == pytest.approx([t for t, _ in shown])
         assert [a for _, a in smoothed] == [a for _, a in shown]
         assert any(a for _, a in shown)  # the example's instruments turn on: the comparison is not of empty sets

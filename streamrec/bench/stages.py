@@ -77,7 +77,7 @@ def stage_latencies(networks: dict[str, Networks], clip: Path, repeats: int, hop
 
     def emit() -> None:
         t = next(clock) * hop_seconds
-        smoothed = smoother.update(t, result.fused, result.background, result.energy_db, result.audio, result.video)
+        smoothed = smoother.follow(t, result)
         json.dumps(
             prediction_event("s", 0, t, time.time(), info.classes, result, smoothed.active, 1.0), separators=(",", ":")
         )

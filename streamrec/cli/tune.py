@@ -97,9 +97,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         scores = []
         for timeline, updates in said:
             smoother = Smoother(bundle.classes, options)
-            active = [
-                (t, smoother.update(t, r.fused, r.background, r.energy_db, r.audio, r.video).active) for t, r in updates
-            ]
+            active = [(t, smoother.follow(t, recognition).active) for t, recognition in updates]
             scores.append(score_timeline(timeline, active))
         rows.append((options, combine(scores).summary()))
 

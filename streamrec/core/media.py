@@ -157,10 +157,8 @@ def probe(path: str | Path) -> MediaInfo:
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Band-limited resampling (torchaudio's windowed sinc) of a mono float32 signal."""
-    if from_rate == to_rate:
+    if from_rate == to_rate or len(audio) == 0:  # torchaudio cannot reshape an empty signal (a stream of no sample)
         return audio.astype(np.float32, copy=False)
-    if len(audio) == 0:  # torchaudio cannot reshape an empty signal (a file whose stream decodes to nothing)
-        return np.zeros(0, np.float32)
     resampled = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), from_rate, to_rate)
     return resampled.numpy()
 

@@ -313,19 +313,12 @@ class Runtime:
     def _evaluate(self, due: list[tuple[StreamState, Request]]) -> None:
         results = self._recognizer([request for _, request in due])
         for (stream, request), result in zip(due, results):
-            if request.window is not None:
-                t = request.window.end_time
-                captured = max([request.window.capture_time] + [f.capture_time for f in request.frames])
-            else:
-                t = request.frames[-1].media_time
-                captured = request.frames[-1].capture_time
+            t, captured = request.times()
             if stream.take_restart():  # issue #20: smoothing starts over after a reconnection, as windows do
                 stream.smoother.reset()
             if self._observer is not None:
                 self._observer(stream.id, t, result)
-            smoothed = stream.smoother.update(
-                t, result.fused, result.background, result.energy_db, result.audio, result.video
-            )
+            smoothed = stream.smoother.follow(t, result)
             explanation = None
             if self._explainer is not None and request.frames:
                 newest = request.frames[-1]

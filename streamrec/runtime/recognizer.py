@@ -38,6 +38,12 @@ class Request:
     window: AudioWindow | None
     frames: tuple[Frame, ...] = ()
 
+    def times(self) -> tuple[float, float]:
+        """(media time, capture time): the window's end, else the newest frame's time; the newest capture."""
+        if self.window is not None:
+            return self.window.end_time, max([self.window.capture_time] + [f.capture_time for f in self.frames])
+        return self.frames[-1].media_time, self.frames[-1].capture_time
+
 
 def energy_db(samples: np.ndarray) -> float:
     """RMS level of a window in dBFS."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrec.core.bundle import Bundle
+from streamrec.runtime.types import Recognition
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,10 @@ class Smoother:
         return (background is not None and background > o.background_max) or (
             energy_db is not None and energy_db < o.energy_floor_db
         )
+
+    def follow(self, t: float, said: Recognition) -> Smoothed:
+        """update() with what the recognition stage said about the update at media time t."""
+        return self.update(t, said.fused, said.background, said.energy_db, said.audio, said.video)
 
     def update(
         self,
