@@ -98,3 +98,9 @@ def test_train_video_on_the_corpus_val_split_only_when_another_set_chooses_the_e
     with_video = [r for r in read_labels(tiny_corpus)[0] if not r.rel_path.endswith((".wav", ".m4a"))]
     assert training["train_splits"] == ["train", "val"] and training["setup"].endswith("-trainval")
     assert training["n_train"] == sum(r.split in ("train", "val") for r in with_video)
+    # The bundle's "training_data" is written by the command: the dataset, its clips and its sources' licences.
+    data = Bundle.load(out).manifest["training_data"]
+    rows = read_labels(tiny_corpus)[0]
+    assert data["clips"] == len(rows) and data["corpus"].startswith("Built by `streamrec data build")
+    assert sum(sum(splits.values()) for splits in data["per_class"].values()) == len(rows)
+    assert {"fluid-soundfont-gm", "espeak-ng"} <= set(data["licences"]) and "frame_backbone_weights" in data

@@ -33,6 +33,7 @@ from streamrec.train.corpus.records import training_sources
 from streamrec.train.loop import FitOptions, fit, plot_curves, seed_everything
 from streamrec.train.metrics import classification_report, multilabel_report, plot_confusions
 from streamrec.train.pretrain import AttentionHead, batched, freeze_representation, represent_clips
+from streamrec.train.provenance import record_training_data
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +272,7 @@ def train_audio(options: AudioTrainOptions) -> dict:
         metrics={"test": test_report, "val": val_report},
         training=training,
     )
+    record_training_data(bundle, options.data)
     summary = {
         "setup": setup.name,
         "test": {k: test_report[k] for k in ("n", "hit1", "hit3", "f1_macro")},

@@ -29,6 +29,7 @@ from streamrec.train.corpus.records import training_sources
 from streamrec.train.frame_features import trunk_features
 from streamrec.train.loop import FitOptions, fit, plot_curves, seed_everything
 from streamrec.train.metrics import classification_report
+from streamrec.train.provenance import record_training_data
 
 MODALITY_DROPOUT = 0.25  # chance, for a clip that has both, of hiding its audio (and, separately, its frames)
 
@@ -272,6 +273,7 @@ def train_fusion(options: FusionTrainOptions) -> dict:
     bundle.save_network(
         "fusion", fusion, "late_fusion", dims.to_dict(), {"scheme": options.scheme}, metrics=metrics, training=training
     )
+    record_training_data(bundle, options.data)
     summary = {
         "scheme": options.scheme,
         **{k: {m: v[m] for m in ("n", "hit1", "hit3", "f1_macro")} for k, v in metrics.items()},

@@ -26,6 +26,7 @@ from streamrec.train.corpus.records import training_sources
 from streamrec.train.frame_features import trunk_features
 from streamrec.train.loop import FitOptions, FitResult, fit, plot_curves, seed_everything
 from streamrec.train.metrics import classification_report, plot_confusions
+from streamrec.train.provenance import record_training_data
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ def train_video(options: VideoTrainOptions) -> dict:
         metrics={"test": test_report, "val": val_report},
         training=training,
     )
+    record_training_data(bundle, options.data)
     summary = {
         "setup": name,
         "test": {k: test_report[k] for k in ("n", "hit1", "hit3", "f1_macro")},
