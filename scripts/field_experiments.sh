@@ -18,6 +18,17 @@ evaluate() {  # NAME BUNDLE [MODALITIES]: corpus test and field-dev test, side b
   $S eval "$CORPUS" --model "$2" --modality "${3:-audio,video,fusion}" --json "$RUNS/$1.corpus.json"
   $S eval "$FIELD" --model "$2" --modality "${3:-audio,video,fusion}" --json "$RUNS/$1.field.json"
 }
+fine_tune_audio() {  # NAME INIT [OPTIONS...]: the field fine-tuning of INIT's audio network into $RUNS/NAME
+  local out="$RUNS/$1" init="$2"
+  shift 2
+  $S train audio --data "$CORPUS" --val-data "$FIELD" --out "$out" --arch han --frontend realtime \
+    --channels 16,32,64,128 --embedding-dim 256 --background --init "$init" --lr 3e-4 "$@"
+}
+fuse_and_tune() {  # NAME: frozen fusion over $RUNS/NAME's networks, tune on field-dev's val split, evaluate
+  $S train fusion --data "$CORPUS" --out "$RUNS/$1" --scheme frozen --val-data "$FIELD" --epochs 30
+  $S tune "$FIELD" --model "$RUNS/$1"
+  evaluate "$1" "$RUNS/$1"
+}
 
 # The bundle before this study (trained by `streamrec train all --data corpus`, validation on the corpus).
 evaluate before streamrec/assets/model
@@ -32,30 +43,20 @@ evaluate video-prior "$RUNS/video-prior" video
 # waveform augmentation lever, the frame head with the ImageNet prior, frozen fusion over them, each chosen on
 # field-dev's val split; smoothing thresholds tuned on its val long clips.
 rm -rf "$RUNS/bundle" && mkdir -p "$RUNS/bundle"
-$S train audio --data "$CORPUS" --val-data "$FIELD" --out "$RUNS/bundle" --arch han --frontend realtime \
-  --channels 16,32,64,128 --embedding-dim 256 --background --init "${BASE:-streamrec/assets/model}" --lr 3e-4 \
-  --epochs 8 --patience 4
+fine_tune_audio bundle "${BASE:-streamrec/assets/model}" --epochs 8 --patience 4
 $S train video --data "$CORPUS" --out "$RUNS/bundle" --imagenet-prior --val-data "$FIELD" --epochs 30
-$S train fusion --data "$CORPUS" --out "$RUNS/bundle" --scheme frozen --val-data "$FIELD" --epochs 30
-$S tune "$FIELD" --model "$RUNS/bundle"
-evaluate bundle "$RUNS/bundle"
+fuse_and_tune bundle
 # The shipped bundle: that audio network fine-tuned again with full-band recorded speech among its "no instrument"
 # windows (train/corpus/sources.py, SPEECH_RECORDINGS) and a background share of 0.3, fusion retrained, tune run
 # again (it also chooses the fusion rule: docs/results.md, "Fusion by agreement").
 rm -rf "$RUNS/shipped" && cp -r "$RUNS/bundle" "$RUNS/shipped"
-$S train audio --data "$CORPUS" --val-data "$FIELD" --out "$RUNS/shipped" --arch han --frontend realtime \
-  --channels 16,32,64,128 --embedding-dim 256 --background --init "$RUNS/bundle" --lr 3e-4 --epochs 6 --patience 3 \
-  --background-share 0.3
-$S train fusion --data "$CORPUS" --out "$RUNS/shipped" --scheme frozen --val-data "$FIELD" --epochs 30
-$S tune "$FIELD" --model "$RUNS/shipped"
-evaluate shipped "$RUNS/shipped"
+fine_tune_audio shipped "$RUNS/bundle" --epochs 6 --patience 3 --background-share 0.3
+fuse_and_tune shipped
 # 2026-12-04: the corpus rebuilt with the Iconify pictures and KTuberling speech (train/corpus/sources.py). The audio
 # network of the bundle above fine-tuned again on it; frame heads with one regularisation lever each, the one kept
 # chosen on field-dev's val split (docs/results.md, "Retrained on the rebuilt corpus"); fusion and tune again.
 rm -rf "$RUNS/rebuilt" && mkdir -p "$RUNS/rebuilt"
-$S train audio --data "$CORPUS" --val-data "$FIELD" --out "$RUNS/rebuilt" --arch han --frontend realtime \
-  --channels 16,32,64,128 --embedding-dim 256 --background --init "$RUNS/shipped" --lr 3e-4 --epochs 6 --patience 3 \
-  --background-share 0.3
+fine_tune_audio rebuilt "$RUNS/shipped" --epochs 6 --patience 3 --background-share 0.3
 for lever in "plain:" "mixup0.4:--mixup 0.4" "mixup1:--mixup 1.0" "wd1e-3:--weight-decay 1e-3" \
   "wd1e-2:--weight-decay 1e-2" "gray:--picture-styles gray"; do
   head="head-${lever%%:*}"
@@ -65,17 +66,13 @@ for lever in "plain:" "mixup0.4:--mixup 0.4" "mixup1:--mixup 1.0" "wd1e-3:--weig
 done
 $S train video --data "$CORPUS" --out "$RUNS/rebuilt" --imagenet-prior --val-data "$FIELD" --epochs 30 \
   --weight-decay 1e-2
-$S train fusion --data "$CORPUS" --out "$RUNS/rebuilt" --scheme frozen --val-data "$FIELD" --epochs 30
-$S tune "$FIELD" --model "$RUNS/rebuilt"
-evaluate rebuilt "$RUNS/rebuilt"
+fuse_and_tune rebuilt
 # 2026-12-04, later: field-dev rebuilt with real conversations (train/corpus/field.py), every figure measured on it
 # (docs/results.md, "Field-dev with real conversations"). The audio network above fine-tuned again with the Dutch
 # dialogues among its speech; frame heads on the corpus's train + val pictures, seeds 0-3, the best val one kept;
 # fusion and tune again. scripts/background_gate.py gives the per-recording gate table.
 rm -rf "$RUNS/shipped2" && cp -r "$RUNS/rebuilt" "$RUNS/shipped2"
-$S train audio --data "$CORPUS" --val-data "$FIELD" --out "$RUNS/shipped2" --arch han --frontend realtime \
-  --channels 16,32,64,128 --embedding-dim 256 --background --init "$RUNS/rebuilt" --lr 3e-4 --epochs 6 --patience 3 \
-  --background-share 0.3
+fine_tune_audio shipped2 "$RUNS/rebuilt" --epochs 6 --patience 3 --background-share 0.3
 for seed in 0 1 2 3; do
   $S train video --data "$CORPUS" --out "$RUNS/head-trainval-$seed" --imagenet-prior --weight-decay 1e-2 \
     --val-data "$FIELD" --epochs 30 --train-on-val --seed "$seed"
@@ -83,6 +80,4 @@ for seed in 0 1 2 3; do
 done
 $S train video --data "$CORPUS" --out "$RUNS/shipped2" --imagenet-prior --weight-decay 1e-2 --val-data "$FIELD" \
   --epochs 30 --train-on-val --seed 1
-$S train fusion --data "$CORPUS" --out "$RUNS/shipped2" --scheme frozen --val-data "$FIELD" --epochs 30
-$S tune "$FIELD" --model "$RUNS/shipped2"
-evaluate shipped2 "$RUNS/shipped2"
+fuse_and_tune shipped2
