@@ -139,6 +139,9 @@ def test_tune_writes_the_chosen_fusion_rule_and_smoothing_into_the_bundle(
     rule = Bundle.load(bundle).manifest["fusion_rule"]
     assert "network" in rule["val_f1"] and len(rule["val_f1"]) == 10 and "val clips" in rule["chosen_on"]
     chosen_rule = FusionRule.from_manifest(Bundle.load(bundle).manifest, has_fusion_network=True)
+    # each modality's class offsets were fitted on the same val clips, one per class
+    n_classes = len(Bundle.load(bundle).classes)
+    assert len(chosen_rule.audio_offsets) == len(chosen_rule.video_offsets) == n_classes
     assert (
         max(rule["val_f1"].values())
         == rule["val_f1"][

@@ -190,3 +190,35 @@ def test_fusion_rule_checks_what_it_is_given() -> None:
     assert FusionRule.from_manifest(chosen, has_fusion_network=True) == FusionRule("product", 0.3)
     with pytest.raises(ValueError, match="no fusion network"):
         FusionRule.from_manifest({"fusion_rule": {"kind": "network"}}, has_fusion_network=False)
+
+
+def test_class_offsets_recalibrate_each_modality_before_the_product(networks: TorchNetworks) -> None:
+    plain = FusionRule("product", audio_weight=0.5)
+    request = [Request("a", window(5), frames(6, 2))]
+    (before,) = Recognizer(networks, plain)(request)
+    n = len(CLASSES)
+    # push the audio's least likely class and the frames' last class up by a factor of e^8
+    audio_offsets = tuple(8.0 if i == int(before.audio.argmin()) else 0.0 for i in range(n))
+    video_offsets = tuple(8.0 if i == n - 1 else 0.0 for i in range(n))
+    shifted = FusionRule("product", 0.5, audio_offsets, video_offsets)
+    (after,) = Recognizer(networks, shifted)(request)
+    expected_audio = before.audio * np.exp(audio_offsets)
+    np.testing.assert_allclose(after.audio, expected_audio / expected_audio.sum(), rtol=1e-4)
+    assert after.audio.argmax() == before.audio.argmin()
+    expected_video = before.video * np.exp(video_offsets)
+    np.testing.assert_allclose(after.video, expected_video / expected_video.sum(), rtol=1e-4)
+    np.testing.assert_allclose(after.fused, np.sqrt(after.audio * after.video), rtol=1e-4)
+
+
+def test_class_offsets_travel_through_the_manifest_and_are_checked() -> None:
+    rule = FusionRule("product", 0.4, (1.0, -1.0, 0.0), (0.5, 0.0, -0.5))
+    assert FusionRule.from_manifest({"fusion_rule": rule.to_dict()}, has_fusion_network=False) == rule
+    assert "audio_offsets" not in FusionRule("product").to_dict()  # bundles without offsets keep their manifest
+    np.testing.assert_allclose(
+        rule.calibrate("audio", np.array([0.5, 0.5, 0.0])), [np.e**2 / (1 + np.e**2), 1 / (1 + np.e**2), 0]
+    )
+    assert FusionRule("product").calibrate("video", None) is None
+    with pytest.raises(ValueError, match="3 audio offsets for 2 classes"):
+        rule.calibrate("audio", np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match="finite"):
+        FusionRule("product", 0.5, (float("nan"),))

@@ -21,6 +21,7 @@ from streamrec.core.errors import UserError
 from streamrec.core.networks import Networks
 from streamrec.core.scores import FusionRule, fusion_inputs, spread_indices
 from streamrec.engines import load_networks
+from streamrec.train.calibration import fit_class_offsets
 from streamrec.train.metrics import classification_report, plot_confusions
 
 MODALITIES = ("audio", "video", "fusion")
@@ -28,8 +29,9 @@ MODALITIES = ("audio", "video", "fusion")
 
 def clip_scores(nets: Networks, setup: AudioSetup | None, clip: Clip, rule: FusionRule) -> dict[str, np.ndarray | None]:
     """(classes,) probabilities of one clip per modality: audio = mean over its evaluation windows,
-    video = mean over its frames, network = the fusion network on every audio window with k evenly spread
-    frames, averaged; fusion = what `rule` makes of them (the network's, or the product of audio and video)."""
+    video = mean over its frames, both recalibrated by `rule`'s class offsets; network = the fusion network on
+    every audio window with k evenly spread frames, averaged; fusion = what `rule` makes of them (the network's,
+    or the product of audio and video)."""
     info = nets.info
     audio = video = None
     audio_embeddings = frame_embeddings = None
@@ -46,7 +48,7 @@ def clip_scores(nets: Networks, setup: AudioSetup | None, clip: Clip, rule: Fusi
     if info.has_fusion and (audio_embeddings is not None or frame_embeddings is not None):
         inputs = fusion_inputs(audio_embeddings, frame_embeddings, info.k_frames, info.audio_dim, info.video_dim)
         network = nets.fuse(*inputs).mean(axis=0)
-    scores = {"audio": audio, "video": video, "network": network}
+    scores = calibrated(rule, {"audio": audio, "video": video, "network": network})
     return {**scores, "fusion": fused(rule, scores)}
 
 
@@ -129,26 +131,44 @@ AUDIO_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(1, 10))  # the product's 
 
 
 def choose_fusion_rule(
-    data: Path, bundle: Bundle, nets: Networks, split: str = "val", workers: int = 2
+    data: Path, bundle: Bundle, nets: Networks, split: str = "val", workers: int = 2, class_offsets: bool = True
 ) -> tuple[FusionRule, dict[str, float]]:
     """The fusion rule with the highest macro-F1 on one split of a dataset (the val split of a source-disjoint
     set: `streamrec tune`): the fusion network, if the bundle has one, or the product of experts at each of
-    AUDIO_WEIGHTS. Ties keep the network. Returns the rule and every candidate's F1 by name."""
+    AUDIO_WEIGHTS. With `class_offsets`, each modality's class offsets are first fitted on the same clips
+    (train/calibration.py) and every candidate uses them. Ties keep the network. Returns the rule and every
+    candidate's F1 by name."""
     if not (bundle.has("audio") and bundle.has("video")):
         raise UserError(f"bundle {bundle.root} needs an audio and a video network to choose how to fuse them")
     setup = AudioSetup.from_dict(bundle.network("audio")["setup"])
     loaded = _load_split(data, split, bundle, nets, workers)
     targets, _ = loaded.targets()
-    candidates = ([FusionRule("network")] if bundle.has("fusion") else []) + [
-        FusionRule("product", w) for w in AUDIO_WEIGHTS
+    raw = [clip_scores(nets, setup, clip, FusionRule.default(bundle.has("fusion"))) for clip in loaded.clips]
+    offsets = {"audio_offsets": (), "video_offsets": ()}
+    if class_offsets:
+        for modality in ("audio", "video"):
+            rows = [(s[modality], t) for s, t in zip(raw, targets) if s[modality] is not None]
+            if rows:
+                probabilities, labels = np.stack([r[0] for r in rows]), np.array([r[1] for r in rows])
+                offsets[f"{modality}_offsets"] = fit_class_offsets(probabilities, labels)
+    candidates = ([FusionRule("network", **offsets)] if bundle.has("fusion") else []) + [
+        FusionRule("product", w, **offsets) for w in AUDIO_WEIGHTS
     ]
-    scores = [clip_scores(nets, setup, clip, FusionRule.default(bundle.has("fusion"))) for clip in loaded.clips]
     f1: dict[str, float] = {}
     for rule in candidates:
-        matrix = np.stack([fused(rule, s) for s in scores])
+        matrix = np.stack([fused(rule, calibrated(rule, s)) for s in raw])
         f1[rule_name(rule)] = float(classification_report(matrix, targets, bundle.classes)["f1_macro"])
     best = max(candidates, key=lambda r: f1[rule_name(r)])  # max keeps the first of equals: the network
     return best, f1
+
+
+def calibrated(rule: FusionRule, scores: dict[str, np.ndarray | None]) -> dict[str, np.ndarray | None]:
+    """clip_scores' entries of an uncalibrated rule with `rule`'s class offsets applied to audio and video."""
+    return {
+        **scores,
+        "audio": rule.calibrate("audio", scores["audio"]),
+        "video": rule.calibrate("video", scores["video"]),
+    }
 
 
 def rule_name(rule: FusionRule) -> str:

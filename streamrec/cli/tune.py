@@ -1,9 +1,10 @@
 """`streamrec tune`: how a bundle fuses its modalities, and its smoothing and gating thresholds, chosen on
 material from sources it was not trained on.
 
-First the fusion rule (streamrec.core.scores.FusionRule): the fusion network or the product of the audio
-and frame probabilities at some audio weight, whichever has the highest macro-F1 on the val clips of a
-source-disjoint set (`streamrec data field-dev`). Then the smoothing: the networks' scores do not say by
+First the fusion rule (streamrec.core.scores.FusionRule): per-class offsets that recalibrate the audio and
+the frame probabilities (fitted on the val clips of a source-disjoint set, `streamrec data field-dev`), then
+the fusion network or the product of the two at some audio weight, whichever has the highest macro-F1 on
+those clips. Then the smoothing: the networks' scores do not say by
 themselves when a class should be shown as active; the smoothing (moving average, on/off thresholds, the
 "no instrument" gate, the energy floor) decides that. Its thresholds are chosen, as a user would judge
 them, on the set's val long clips: fewest wrong classes during music plus classes lit during silence,
@@ -41,8 +42,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     t = commands.add_parser(
         "tune",
         help="choose a bundle's fusion rule and smoothing thresholds on source-disjoint val material",
-        description="Chooses how the bundle fuses audio and frames (the fusion network, or the product of their "
-        "probabilities at an audio weight) by macro-F1 on the val clips of DATASET. Then runs the val long "
+        description="Fits per-class offsets that recalibrate the audio and frame probabilities on the val clips "
+        "of DATASET (a set from sources training never saw), then chooses how the bundle fuses audio and frames (the "
+        "fusion network, or the product of their probabilities at an audio weight) by macro-F1 on those clips. "
+        "Then runs the val long "
         "clips of DATASET (timelines.json; `streamrec data field-dev` writes them) "
         "through the live runtime under each setting of the smoothing thresholds (no instrument gate, "
         "energy floor, on threshold; the audio's early turn-on: how sure, for how many updates, with what frame "
@@ -55,6 +58,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     t.add_argument("dataset", metavar="DATASET", help="dataset with timelines.json (its val long clips are used)")
     add_model(t)
     t.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
+    t.add_argument(
+        "--class-offsets",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fit per-class offsets that recalibrate each modality's probabilities on the val clips (default: on)",
+    )
     t.add_argument("--dry-run", action="store_true", help="print the table, leave the bundle as it is")
     t.set_defaults(func=cmd_tune)
 
@@ -79,7 +88,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise UserError(f"{dataset} has no val long clips (timelines.json): build one with `streamrec data field-dev`")
     bundle = Bundle.load(Path(args.model) if args.model else None)
     networks = load_networks(bundle.root, args.backend)
-    rule, rule_f1 = choose_fusion_rule(dataset, bundle, networks)
+    rule, rule_f1 = choose_fusion_rule(dataset, bundle, networks, class_offsets=args.class_offsets)
+    if rule.audio_offsets or rule.video_offsets:
+        offsets = Table(title="class offsets (added to log-probabilities), fitted on the val clips")
+        for column in ("class", "audio", "frames"):
+            offsets.add_column(column, justify="left" if column == "class" else "right")
+        for i, name in enumerate(bundle.classes):
+            offsets.add_row(name, *(f"{o[i]:+.2f}" if o else "-" for o in (rule.audio_offsets, rule.video_offsets)))
+        console.print(offsets)
     rules = Table(title=f"fusion rule: macro-F1 on the val clips of {dataset}")
     rules.add_column("rule")
     rules.add_column("F1", justify="right")

@@ -5,6 +5,7 @@ the fusion network's inputs, and the rule that turns a bundle's modalities into 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,16 +78,29 @@ class FusionRule:
     perfect, so it learns to follow the audio; on material from sources training never saw each modality
     errs on its own and the product lets one veto the other (docs/results.md). `streamrec tune` chooses
     between them on source-disjoint validation clips and writes the choice into the bundle's manifest.
+
+    Before either, each modality's probabilities are recalibrated by per-class log offsets (empty: none),
+    p * exp(offset) renormalised. Training sees one or two sample sets and a few pictures per class, so on other
+    material a network under-calls the classes whose training sources were narrow (one accordion sample set) and
+    over-calls those with many (22 drum pictures). `streamrec tune` fits the offsets on source-disjoint
+    validation clips (train/calibration.py); the reported audio and frame scores are the recalibrated ones.
     """
 
     kind: str = "network"
     audio_weight: float = 0.5
+    audio_offsets: tuple[float, ...] = ()  # per class, added to the audio's log-probabilities
+    video_offsets: tuple[float, ...] = ()  # per class, added to the frames' log-probabilities
 
     def __post_init__(self) -> None:
         if self.kind not in FUSION_RULES:
             raise ValueError(f"unknown fusion rule {self.kind!r}; choose from {', '.join(FUSION_RULES)}")
         if not 0 <= self.audio_weight <= 1:
             raise ValueError(f"the audio weight must lie in [0, 1], got {self.audio_weight}")
+        for name in ("audio_offsets", "video_offsets"):  # JSON gives lists: keep the rule hashable and comparable
+            offsets = tuple(float(x) for x in getattr(self, name))
+            if not all(math.isfinite(x) for x in offsets):
+                raise ValueError(f"{name} must be finite numbers, got {offsets}")
+            object.__setattr__(self, name, offsets)
 
     @classmethod
     def default(cls, has_fusion_network: bool) -> FusionRule:
@@ -100,13 +114,32 @@ class FusionRule:
         raw = manifest.get("fusion_rule")
         if raw is None:
             return cls.default(has_fusion_network)
-        rule = cls(raw["kind"], float(raw.get("audio_weight", 0.5)))
+        rule = cls(
+            raw["kind"],
+            float(raw.get("audio_weight", 0.5)),
+            tuple(raw.get("audio_offsets", ())),
+            tuple(raw.get("video_offsets", ())),
+        )
         if rule.kind == "network" and not has_fusion_network:
             raise ValueError('the manifest\'s fusion_rule is "network" but the bundle has no fusion network')
         return rule
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "audio_weight": self.audio_weight}
+        offsets = {
+            name: list(getattr(self, name)) for name in ("audio_offsets", "video_offsets") if getattr(self, name)
+        }
+        return {"kind": self.kind, "audio_weight": self.audio_weight, **offsets}
+
+    def calibrate(self, modality: str, probabilities: np.ndarray | None) -> np.ndarray | None:
+        """(..., classes) probabilities of "audio" or "video" recalibrated by that modality's class offsets
+        (unchanged without offsets; None stays None)."""
+        offsets = {"audio": self.audio_offsets, "video": self.video_offsets}[modality]
+        if probabilities is None or not offsets:
+            return probabilities
+        if probabilities.shape[-1] != len(offsets):
+            raise ValueError(f"{len(offsets)} {modality} offsets for {probabilities.shape[-1]} classes")
+        weighted = np.asarray(probabilities, np.float64) * np.exp(np.asarray(offsets))
+        return (weighted / np.clip(weighted.sum(axis=-1, keepdims=True), 1e-12, None)).astype(np.float32)
 
     def product(self, audio: np.ndarray | None, frames: np.ndarray | None) -> np.ndarray:
         """(classes,) fused scores from the (classes,) audio and frame probabilities, either None when that

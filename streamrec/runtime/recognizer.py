@@ -177,9 +177,12 @@ class Recognizer:
                 background.append(None)
                 continue
             instruments, no_instrument = split_background(raw, info.background)
-            audio.append(instruments)
+            audio.append(self.fusion_rule.calibrate("audio", instruments))
             background.append(None if no_instrument is None else float(no_instrument))
-        video = [np.mean([p for p, _ in results], axis=0) if results else None for results in frame_results]
+        video = [
+            self.fusion_rule.calibrate("video", np.mean([p for p, _ in results], axis=0)) if results else None
+            for results in frame_results
+        ]
         if self.fusion_rule.kind == "network":
             fused = self._fuse(audio_embeddings, frame_results)
         else:
