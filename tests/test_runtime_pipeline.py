@@ -329,3 +329,18 @@ def test_a_video_only_bundle_runs_a_file_with_audio_to_its_end(runtime_bundle: P
     assert summary.streams and all(s.state == "ended" for s in summary.streams.values())
     predictions = [e for e in events if e["type"] == "prediction"]
     assert predictions and all(e["modalities"]["audio"] is None for e in predictions)
+
+
+def test_networks_from_another_bundle_than_the_options_name_are_refused(
+    runtime_bundle: Path, runtime_clips: Path
+) -> None:
+    """Preloaded networks take their fusion rule and smoothing from options.bundle (the bundled model when None):
+    networks of another bundle would be run under another model's offsets and thresholds."""
+    from streamrec.engines import load_networks
+
+    networks = load_networks(runtime_bundle)
+    source = [SourceSpec("file", str(runtime_clips / "av.mp4"), "a", False)]
+    with pytest.raises(ValueError, match="classes differ"):
+        Runtime(source, RuntimeOptions(), networks=networks).run()  # the bundled model has 13 classes, these 3
+    summary = Runtime(source, RuntimeOptions(bundle=runtime_bundle), networks=networks).run()
+    assert summary.streams["a"].updates > 0

@@ -20,13 +20,20 @@ from streamrec.runtime.sources import SourceSpec
 
 
 def live_run(
-    networks: Networks, backend: str, clip: Path, changes: list[tuple[float, str]], hop_seconds: float
+    networks: Networks,
+    bundle: Path | None,
+    backend: str,
+    clip: Path,
+    changes: list[tuple[float, str]],
+    hop_seconds: float,
 ) -> LiveResult:
     """The clip as one real-time stream through the runtime and its websocket server, watched by a
-    websocket client until the stream ends."""
+    websocket client until the stream ends. `bundle`: the one `networks` came from (its fusion rule and smoothing)."""
     from websockets.sync.client import connect
 
-    options = RuntimeOptions(backend=backend, hop_seconds=hop_seconds, ws=("127.0.0.1", 0), wait_clients=1)
+    options = RuntimeOptions(
+        bundle=bundle, backend=backend, hop_seconds=hop_seconds, ws=("127.0.0.1", 0), wait_clients=1
+    )
     runtime = Runtime([SourceSpec("file", str(clip), "bench", True)], options, networks=networks)
     thread = threading.Thread(target=runtime.run, name="bench-runtime", daemon=True)
     thread.start()

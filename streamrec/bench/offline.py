@@ -14,14 +14,16 @@ from streamrec.runtime.sources import SourceSpec
 
 
 def offline_throughput(
-    networks: Networks, backend: str, clip: Path, media_seconds: float, runs: int = 2
+    networks: Networks, bundle: Path | None, backend: str, clip: Path, media_seconds: float, runs: int = 2
 ) -> OfflineResult:
     """The clip through the runtime as fast as it goes (`streamrec run --fast`); best of `runs` after a
-    warm-up on the example clip."""
+    warm-up on the example clip. `bundle`: the one `networks` came from."""
 
     def once(path: Path) -> tuple[float, float, int]:
         runtime = Runtime(
-            [SourceSpec("file", str(path), "offline", False)], RuntimeOptions(backend=backend), networks=networks
+            [SourceSpec("file", str(path), "offline", False)],
+            RuntimeOptions(bundle=bundle, backend=backend),
+            networks=networks,
         )
         cpu0, wall0 = time.process_time(), time.perf_counter()
         summary = runtime.run()

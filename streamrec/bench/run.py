@@ -95,7 +95,7 @@ def run_bench(o: BenchOptions, command: str, say: Callable[[str], None] = log.in
         say(f"compute: multiply-adds and this CPU's peak ({best})")
         report.compute = compute_budget(bundle, report.stages, best, o.hop_seconds)
         say(f"live: {o.pieces * o.piece_seconds:g} s in real time with {len(changes) - 1} instrument changes ({best})")
-        report.live = live_run(networks[best], best, switch_clip, changes, o.hop_seconds)
+        report.live = live_run(networks[best], bundle.root, best, switch_clip, changes, o.hop_seconds)
         # One process, then one per core (as docs/deployment.md deploys); the memory probe on the last.
         counts = o.processes or tuple(sorted({1, os.cpu_count() or 1}))
         for i, processes in enumerate(counts):
@@ -117,5 +117,7 @@ def run_bench(o: BenchOptions, command: str, say: Callable[[str], None] = log.in
             )
         for backend in o.backends:
             say(f"offline: {o.offline_seconds:g} s as fast as possible ({backend})")
-            report.offline.append(offline_throughput(networks[backend], backend, long_clip, o.offline_seconds))
+            report.offline.append(
+                offline_throughput(networks[backend], bundle.root, backend, long_clip, o.offline_seconds)
+            )
     return report

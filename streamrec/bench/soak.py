@@ -165,6 +165,7 @@ class _Watch:
 
 def soak(
     networks: Networks,
+    bundle: Path | None,
     backend: str,
     seconds: float,
     hop_seconds: float = DEFAULT_HOP_SECONDS,
@@ -174,7 +175,7 @@ def soak(
 ) -> SoakResult:
     """The looped example clip as one real-time stream for `seconds` of media, through the runtime with
     its websocket server and a --jsonl file, a websocket client receiving every event; sampled every
-    `interval` seconds (default: about 120 samples, 1 to 30 s apart)."""
+    `interval` seconds (default: about 120 samples, 1 to 30 s apart). `bundle`: the one `networks` came from."""
     from websockets.sync.client import connect
 
     interval = interval or min(30.0, max(1.0, seconds / 120))
@@ -184,7 +185,13 @@ def soak(
         clip, jsonl = Path(tmp) / "soak.mp4", Path(tmp) / "soak.jsonl"
         make_long_clip(clip, seconds + 1.0)
         options = RuntimeOptions(
-            backend=backend, hop_seconds=hop_seconds, ws=("127.0.0.1", 0), wait_clients=1, jsonl=jsonl, duration=seconds
+            bundle=bundle,
+            backend=backend,
+            hop_seconds=hop_seconds,
+            ws=("127.0.0.1", 0),
+            wait_clients=1,
+            jsonl=jsonl,
+            duration=seconds,
         )
         runtime = Runtime([SourceSpec("file", str(clip), "soak", True)], options, networks=networks)
         summary: list[Any] = []

@@ -40,6 +40,7 @@ def _rss_mb() -> float:
 
 def stream_trial(
     networks: Networks,
+    bundle: Path | None,
     backend: str,
     clip: Path,
     streams: int,
@@ -47,10 +48,13 @@ def stream_trial(
     hop_seconds: float,
     frame_workers: int | None = None,
 ) -> StreamTrial:
-    """`streams` identical real-time file streams started at once for `seconds` of media, in this process."""
+    """`streams` identical real-time file streams started at once for `seconds` of media, in this process;
+    `bundle` is the one `networks` came from (its fusion rule and smoothing)."""
     latencies: list[float] = []
     sink = CallbackSink(lambda e: latencies.append(e["latency_ms"]) if e["type"] == "prediction" else None)
-    options = RuntimeOptions(backend=backend, hop_seconds=hop_seconds, duration=seconds, frame_workers=frame_workers)
+    options = RuntimeOptions(
+        bundle=bundle, backend=backend, hop_seconds=hop_seconds, duration=seconds, frame_workers=frame_workers
+    )
     specs = [SourceSpec("file", str(clip), f"s{i}", True) for i in range(streams)]
     runtime = Runtime(specs, options, sinks=[sink], networks=networks)
     peak = [_rss_mb()]
@@ -113,14 +117,18 @@ BARRIER_SECONDS = 120.0  # a worker that never reaches the start (it died) fails
 def _start_worker(bundle: Path, backend: str, triton_url: str | None, barrier: Any) -> None:
     from streamrec.engines import load_networks
 
-    _worker.update(networks=load_networks(bundle, backend, threads=1, triton_url=triton_url), barrier=barrier)
+    _worker.update(
+        networks=load_networks(bundle, backend, threads=1, triton_url=triton_url), bundle=bundle, barrier=barrier
+    )
 
 
 def _worker_trial(
     backend: str, clip: Path, streams: int, seconds: float, hop_seconds: float, frame_workers: int
 ) -> StreamTrial:
     _worker["barrier"].wait(BARRIER_SECONDS)  # every process starts its streams in the same instant
-    return stream_trial(_worker["networks"], backend, clip, streams, seconds, hop_seconds, frame_workers)
+    return stream_trial(
+        _worker["networks"], _worker["bundle"], backend, clip, streams, seconds, hop_seconds, frame_workers
+    )
 
 
 @contextmanager
@@ -131,7 +139,7 @@ def trial_runner(
     processes is 1; else split as evenly as possible over `processes` worker processes, each with its
     share of the cores for its frame network (no more compute threads than cores)."""
     if processes == 1:
-        yield lambda clip, n, seconds, hop: stream_trial(networks, backend, clip, n, seconds, hop)
+        yield lambda clip, n, seconds, hop: stream_trial(networks, bundle, backend, clip, n, seconds, hop)
         return
     # spawn, not fork: this process already runs ONNX Runtime's and torch's thread pools.
     context = multiprocessing.get_context("spawn")

@@ -119,6 +119,7 @@ def _soak(args: argparse.Namespace, model: Path | None, backend: str, command: s
     console.print(f"soak: {args.soak:g} s in real time ({backend}), one websocket client", highlight=False)
     result = soak(
         load_networks(model, backend, threads=1),
+        model,
         backend,
         args.soak,
         progress=lambda s: console.print(

@@ -421,18 +421,17 @@ class Runtime:
             torch.set_num_threads(torch_threads)
 
     def _run(self) -> RunSummary:
-        networks = self._networks or load_networks(
-            self.options.bundle, self.options.backend, self.options.threads, triton_url=self.options.triton_url
-        )
+        o = self.options
+        networks = self._networks or load_networks(o.bundle, o.backend, o.threads, triton_url=o.triton_url)
         if isinstance(networks, ReportsStatus):
             networks.set_status_listener(self._server_status)
         self._info = networks.info
         self._classes = self._info.classes
-        bundle = Bundle.load(self.options.bundle)
-        self._recognizer = Recognizer(
-            networks, self.options.fusion_rule or FusionRule.from_manifest(bundle.manifest, self._info.has_fusion)
-        )
-        o = self.options
+        bundle = Bundle.load(o.bundle)  # its fusion rule and smoothing: networks given must come from it
+        if bundle.classes != self._classes:
+            raise ValueError(f"the networks' classes differ from those of the bundle {bundle.root}: pass its path")
+        rule = o.fusion_rule or FusionRule.from_manifest(bundle.manifest, self._info.has_fusion)
+        self._recognizer = Recognizer(networks, rule)
         self._batching = (o.max_batch, o.batch_wait, self._wake, self._stop)  # fill_batch's bounds
         if self.options.explain and self._info.has_video:
             self._explainer = LiveExplainer.from_bundle(self.options.bundle)
