@@ -26,7 +26,7 @@ def test_styles_redraw_pictures_in_range_and_refuse_unknown_ones() -> None:
 
 def test_styled_views_follow_the_frames_and_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
-    model = FrameNet(VideoDims("efficientnet_lite0", 3, embedding_dim=8, pretrained=False)).eval()
+    model = FrameNet(VideoDims("efficientnet_lite0", 3, embedding_dim=8)).eval()  # ImageNet's weights
     media = tmp_path / "clip.mp4"
     media.write_bytes(b"stands in for the clip file: its identity keys the cache")
     frames = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
@@ -104,3 +104,56 @@ def test_train_video_on_the_corpus_val_split_only_when_another_set_chooses_the_e
     assert data["clips"] == len(rows) and data["corpus"].startswith("Built by `streamrec data build")
     assert sum(sum(splits.values()) for splits in data["per_class"].values()) == len(rows)
     assert {"fluid-soundfont-gm", "espeak-ng"} <= set(data["licences"]) and "frame_backbone_weights" in data
+
+
+def test_a_tuned_top_folds_into_the_plain_trunk() -> None:
+    """TunedTop trains the trunk's top convolution on block outputs; fold() writes the change into the trunk, so the
+    bundle's frame network computes what training saw, in its usual format."""
+    import torch
+
+    from streamrec.core.models.video import FrameNet, VideoDims
+    from streamrec.train.train_video import TOP_STEP, TunedTop
+
+    torch.manual_seed(0)
+    model = FrameNet(VideoDims("efficientnet_lite0", 3, embedding_dim=8)).eval()  # ImageNet's weights
+    tuned = TunedTop(model)
+    tuned.train()
+    assert not model.trunk.training and tuned.model.head.training  # ImageNet's batch-norm statistics stay
+    blocks_before = {k: v.clone() for k, v in model.trunk.state_dict().items() if "_conv_head" not in k}
+    with torch.no_grad():
+        tuned.delta.normal_(std=0.2)
+    images = torch.rand(2, 3, 224, 224)
+    tuned.eval()
+    with torch.no_grad():
+        expected = tuned.pooled(model.trunk.block_maps(images))
+        original = model.trunk(images)
+        tuned.fold()
+        folded = model.trunk(images)
+    assert float((original - expected).abs().max()) > 0.1 * float(original.abs().max())  # the change matters
+    torch.testing.assert_close(folded, expected, atol=1e-4, rtol=1e-4)
+    assert float(tuned.delta.detach().abs().max()) == 0.0 and TOP_STEP < 1
+    after = model.trunk.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in blocks_before.items())  # the blocks below are untouched
+
+
+@pytest.mark.slow  # tiny_corpus
+def test_train_video_tune_top_changes_only_the_top_convolution(
+    tiny_corpus: Path, tmp_path: Path, streamrec_cli
+) -> None:
+    import torch
+
+    from streamrec.core.bundle import Bundle
+    from streamrec.core.models import load_network
+    from streamrec.core.models.video import FrameNet
+
+    common = ("train", "video", "--data", str(tiny_corpus), "--epochs", "2", "--workers", "1", "--tune-top")
+    assert streamrec_cli(*common, "--out", str(tmp_path / "styled"), "--picture-styles", "gray") == 2
+    out = tmp_path / "top"
+    assert streamrec_cli(*common, "--out", str(out), "--lr", "1e-2") == 0
+    bundle = Bundle.load(out)
+    training = bundle.network("video")["training"]
+    assert training["setup"].endswith("-top") and training["trunk"].startswith("top convolution fine-tuned")
+    trained = load_network(bundle, "video").trunk.state_dict()
+    stock = FrameNet(load_network(bundle, "video").dims).trunk.state_dict()  # ImageNet's weights
+    changed = {k for k in stock if not torch.equal(stock[k], trained[k])}
+    assert changed == {"net._conv_head.weight"}

@@ -51,7 +51,7 @@ def trunk_fingerprint(model: FrameNet) -> str:
     return digest.hexdigest()
 
 
-def _key(clip: Clip, fingerprint: str, flips: bool, style: str | None = None) -> str:
+def _key(clip: Clip, fingerprint: str, flips: bool, style: str | None = None, stage: str = "pooled") -> str:
     stat = clip.record.path.stat()
     identity = {
         "path": str(clip.record.path.resolve()),
@@ -62,6 +62,7 @@ def _key(clip: Clip, fingerprint: str, flips: bool, style: str | None = None) ->
         "flips": flips,
         "version": 1,
         **({"style": style} if style else {}),  # the unstyled views keep the keys they always had
+        **({"stage": stage} if stage != "pooled" else {}),
     }
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
@@ -91,6 +92,21 @@ def trunk_features(
     return [None if parts[0] is None else np.concatenate(parts, axis=1) for parts in zip(*views)]  # type: ignore[misc]
 
 
+@torch.no_grad()
+def block_features(
+    clips: list[Clip], model: FrameNet, flips: bool = True, cache_dir: Path | None = None, progress: bool = True
+) -> list[np.ndarray | None]:
+    """Per clip: (n_frames, views, 320, 7, 7) float16 outputs of the EfficientNet-Lite0 trunk's last block (below
+    its top convolution, which `--tune-top` trains), views as trunk_features'; cached the same way."""
+    if not hasattr(model.trunk, "block_maps"):
+        raise ValueError(f"the {model.dims.backbone} trunk has no block outputs to cache")
+    model.trunk.eval()
+    with distributed.local_main_first():
+        return _trunk_features(
+            clips, model, trunk_fingerprint(model), flips, cache_dir, progress and distributed.is_main(), None, "blocks"
+        )
+
+
 def _trunk_features(
     clips: list[Clip],
     model: FrameNet,
@@ -99,11 +115,12 @@ def _trunk_features(
     cache_dir: Path | None,
     progress: bool,
     style: str | None,
+    stage: str = "pooled",
 ) -> list[np.ndarray | None]:
     directory = cache_dir or default_cache_dir().parent / "trunk"
     directory.mkdir(parents=True, exist_ok=True)
     out: list[np.ndarray | None] = []
-    label = f"[bold]frame features{f' ({style})' if style else ''}"
+    label = f"[bold]frame {'block outputs' if stage == 'blocks' else 'features'}{f' ({style})' if style else ''}"
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("frames", total=len(clips))
@@ -112,16 +129,18 @@ def _trunk_features(
             if clip.frames is None:
                 out.append(None)
                 continue
-            path = directory / f"{_key(clip, fingerprint, flips, style)}.npy"
+            path = directory / f"{_key(clip, fingerprint, flips, style, stage)}.npy"
             if path.exists():
                 out.append(np.load(path))
                 continue
             images = frames_to_tensor(clip.frames)
             images = styled(images, style) if style else images
             views = [images, images.flip(-1)] if flips else [images]
+            run = model.trunk.block_maps if stage == "blocks" else model.trunk
             features = torch.stack(
-                [torch.cat([model.trunk(v[i : i + BATCH]) for i in range(0, len(v), BATCH)]) for v in views], dim=1
+                [torch.cat([run(v[i : i + BATCH]) for i in range(0, len(v), BATCH)]) for v in views], dim=1
             ).numpy()
+            features = features.astype(np.float16) if stage == "blocks" else features  # 31 KB a view, not 63
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # hosts may share the cache folder
             np.save(tmp, features)
             tmp.replace(path)

@@ -2,6 +2,7 @@
 
 The backbone is frozen (its features cached by frame_features) and the head is trained: on a
 2-core CPU, fine-tuning EfficientNet-Lite0 end to end costs minutes per epoch, the head seconds.
+With `tune_top` the trunk's last convolution is trained too, on cached outputs of the blocks below it (TunedTop).
 Training draws k frames per clip and epoch, with random horizontal flips (and picture styles when
 asked); a clip's prediction is the mean of its frames' softmax outputs.
 """
@@ -23,7 +24,7 @@ from streamrec.core.features import FrameConfig
 from streamrec.core.models.video import FrameNet, VideoDims, build_video_model, imagenet_rows
 from streamrec.train import distributed
 from streamrec.train.corpus.records import training_sources
-from streamrec.train.frame_features import trunk_features
+from streamrec.train.frame_features import block_features, trunk_features
 from streamrec.train.loop import FitOptions, FitResult, fit, plot_curves, seed_everything
 from streamrec.train.metrics import classification_report, plot_confusions
 from streamrec.train.provenance import record_training_data
@@ -51,6 +52,53 @@ class VideoTrainOptions:
     # The splits of `data` trained on. "val" joins them only when val_data chooses the epoch: the corpus splits
     # by picture, so its val clips add pictures, and selection stays on material from other sources.
     train_splits: tuple[str, ...] = ("train",)
+    # Fine-tune the trunk's top convolution (1x1, 320 -> 1280) with the head, on cached outputs of the blocks below
+    # it, its change from ImageNet's weights pulled to zero by the weight decay (TunedTop). EfficientNet-Lite0 only.
+    tune_top: bool = False
+
+
+TOP_STEP = 0.1  # the top's change is TOP_STEP * a parameter: Adam moves the ImageNet weights a tenth as fast
+
+
+class TunedTop(torch.nn.Module):
+    """The frame network on cached block outputs: the trunk's top convolution as its ImageNet weights plus a trained
+    change, then pooling and the head. The change is TOP_STEP * `delta`, `delta` starting at 0, so the optimiser's
+    weight decay on `delta` pulls the top towards its ImageNet weights rather than towards 0 (L2-SP, Li et al.
+    2018): the corpus's few pictures per class must not overwrite what ImageNet learned. The top's batch norm keeps
+    ImageNet's statistics; `fold()` writes the trained change into the trunk, whose format stays as it was."""
+
+    def __init__(self, model: FrameNet) -> None:
+        super().__init__()
+        self.model = model
+        self.model.trunk.requires_grad_(False)
+        self.delta = torch.nn.Parameter(torch.zeros_like(self._conv().weight))
+
+    def _conv(self) -> torch.nn.Conv2d:
+        return self.model.trunk.net._conv_head
+
+    def train(self, mode: bool = True) -> TunedTop:
+        super().train(mode)
+        self.model.trunk.eval()  # ImageNet's batch-norm statistics, whatever the mode
+        return self
+
+    def pooled(self, block_maps: torch.Tensor) -> torch.Tensor:
+        """(batch, 320, 7, 7) block outputs -> (batch, 1280) trunk features under the tuned top."""
+        net, conv = self.model.trunk.net, self._conv()
+        maps = torch.nn.functional.conv2d(block_maps, conv.weight + TOP_STEP * self.delta, conv.bias)
+        return net._swish(net._bn1(maps)).mean(dim=(2, 3))
+
+    def forward(self, block_maps: torch.Tensor) -> torch.Tensor:
+        return self.model.head(self.pooled(block_maps))
+
+    @torch.no_grad()
+    def features(self, blocks: list[np.ndarray]) -> list[np.ndarray]:
+        """Per clip, (n_frames, 1, 1280) trunk features of the unflipped frames (view 0) under the tuned top."""
+        return [self.pooled(torch.from_numpy(b[:, 0].astype(np.float32))).numpy()[:, None] for b in blocks]
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        self._conv().weight += TOP_STEP * self.delta
+        self.delta.zero_()
 
 
 def mix_features(
@@ -121,14 +169,27 @@ def train_video(options: VideoTrainOptions) -> dict:
         options.backbone == "efficientnet_lite0" and options.pretrained
     ):
         raise UserError("the ImageNet prior needs the pretrained efficientnet_lite0 backbone")
+    if options.tune_top and (options.backbone != "efficientnet_lite0" or options.picture_styles or options.zero_shot):
+        raise UserError("--tune-top needs the efficientnet_lite0 backbone, and no picture styles or zero-shot")
     prior = imagenet_rows(classes) if options.imagenet_prior or options.zero_shot else ()
     dims = VideoDims(options.backbone, len(classes), pretrained=options.pretrained, prior_rows=prior)
     seed_everything(options.fit.seed)  # the initial weights follow --seed too, not only the batches
     model = build_video_model(dims, options.weights_file)
-    features = {  # evaluation reads view 0 (the frames as they are): styles are computed for training only
-        name: trunk_features(clips, model, styles=options.picture_styles if name == "train" else ())
-        for name, clips in (("train", train_clips), ("val", val_clips), ("test", test_clips))
-    }
+    tuned = TunedTop(model) if options.tune_top else None
+    splits = (("train", train_clips), ("val", val_clips), ("test", test_clips))
+    features = (  # evaluation reads view 0 (the frames as they are): styles are computed for training only
+        {name: block_features(clips, model) for name, clips in splits}
+        if tuned
+        else {
+            name: trunk_features(clips, model, styles=options.picture_styles if name == "train" else ())
+            for name, clips in splits
+        }
+    )
+
+    def head_inputs(name: str) -> list[np.ndarray]:
+        """The split's trunk features as evaluate_video reads them (under the tuned top when there is one)."""
+        return tuned.features(features[name]) if tuned else features[name]  # type: ignore[arg-type]
+
     targets, _ = encode_targets([c.record for c in train_clips], classes)
 
     def batches(epoch: int):
@@ -143,33 +204,36 @@ def train_video(options: VideoTrainOptions) -> dict:
         order = rng.permutation(len(y))
         for start in range(0, len(order), options.batch_size):
             chosen = order[start : start + options.batch_size]
-            inputs, labels = torch.from_numpy(x[chosen]), torch.from_numpy(y[chosen])
+            inputs, labels = torch.from_numpy(x[chosen]).float(), torch.from_numpy(y[chosen])  # block outputs: fp16
             yield mix_features(inputs, labels, options.mixup, len(classes), rng) if options.mixup else (inputs, labels)
 
     def validate() -> float:
-        return evaluate_video(model, features["val"], val_clips, classes)[0]["f1_macro"]
+        return evaluate_video(model, head_inputs("val"), val_clips, classes)[0]["f1_macro"]
 
     started = time.monotonic()
     if options.zero_shot:
         result = zero_shot_head(model, validate)
     else:
         result = fit(
-            model.head,
+            tuned or model.head,
             batches,
             torch.nn.functional.cross_entropy,
             validate,
             options.fit,
-            label=f"training video head ({options.backbone}, k={options.k_frames})",
+            label=f"training video head{' and top' if tuned else ''} ({options.backbone}, k={options.k_frames})",
         )
     if not distributed.is_main():  # rank 0 evaluates and writes the bundle; the others wait for its summary
         return distributed.from_main(None)
-    test_report, _ = evaluate_video(model, features["test"], test_clips, classes)
-    val_report, _ = evaluate_video(model, features["val"], val_clips, classes)
+    test_report, _ = evaluate_video(model, head_inputs("test"), test_clips, classes)
+    val_report, _ = evaluate_video(model, head_inputs("val"), val_clips, classes)
+    if tuned:
+        tuned.fold()  # the bundle's frame network is the plain trunk + head, its top convolution retrained
     name = f"{options.backbone}-{'imagenet' if options.pretrained else 'random'}-k{options.k_frames}"
     name += "-zero-shot" if options.zero_shot else "-prior" if options.imagenet_prior else ""
     name += "".join(f"-{style}" for style in options.picture_styles)
     name += f"-mixup{options.mixup:g}" if options.mixup else ""
     name += "-trainval" if "val" in options.train_splits else ""
+    name += "-top" if tuned else ""
     reports = options.out / "reports"
     if result.history:
         plot_curves(result.history, reports / f"video_{name}_curves.png", f"video {name}")
@@ -188,7 +252,11 @@ def train_video(options: VideoTrainOptions) -> dict:
         "n_train": len(train_clips),
         "train_splits": list(options.train_splits),
         "k_frames": options.k_frames,
-        "trunk": "frozen (features cached), head trained",
+        "trunk": (
+            f"top convolution fine-tuned (step {TOP_STEP:g}, decayed towards ImageNet's weights), blocks below frozen"
+            if tuned
+            else "frozen (features cached), head trained"
+        ),
         "imagenet_prior": bool(prior),
         "picture_styles": list(options.picture_styles),
         "mixup": options.mixup,

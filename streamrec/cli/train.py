@@ -265,6 +265,13 @@ def _add_video(train_commands: argparse._SubParsersAction) -> None:
         "clips add pictures the train split lacks (a class has 3 to 23), while the epoch is chosen on the "
         "other dataset's val split; the corpus test split stays held out",
     )
+    v.add_argument(
+        "--tune-top",
+        action="store_true",
+        help="fine-tune the trunk's top convolution (1x1, 320 -> 1280) with the head, on cached outputs of the "
+        "blocks below it; the weight decay pulls it towards its ImageNet weights (efficientnet_lite0; the bundle's "
+        "format and run-time cost stay as they are)",
+    )
     add_val_data(v)
     _add_distributed(v)
     v.set_defaults(func=cmd_train_video)
@@ -290,6 +297,7 @@ def cmd_train_video(args: argparse.Namespace) -> int:
         picture_styles=_picture_styles(args.picture_styles),
         mixup=args.mixup or 0.0,
         train_splits=("train", "val") if args.train_on_val else ("train",),
+        tune_top=args.tune_top,
     )
     _print_summary("video", train_video(options), args.out)
     return 0

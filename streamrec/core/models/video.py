@@ -97,10 +97,23 @@ class EfficientNetLite0Trunk(nn.Module):
             net = EfficientNet.from_name("efficientnet-lite0")
         self.net = net
 
+    def block_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """The last MBConv block's output (batch, 320, 7, 7): everything below the top (1x1 convolution)."""
+        x = (images * 255.0 - 127.0) / 128.0  # EfficientNet-Lite's own input scaling
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks:  # drop connect only acts in training; the trunk runs in eval mode
+            x = block(x, drop_connect_rate=None)
+        return x
+
+    def top(self, block_maps: torch.Tensor) -> torch.Tensor:
+        """The 1x1 convolution 320 -> 1280 with its batch norm and activation: block_maps -> feature_maps.
+        `streamrec train video --tune-top` fine-tunes its convolution; the blocks below stay ImageNet's."""
+        return self.net._swish(self.net._bn1(self.net._conv_head(block_maps)))
+
     def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
         """The last convolution's output (batch, 1280, 7, 7) that forward() pools; Grad-CAM's layer."""
-        x = (images * 255.0 - 127.0) / 128.0  # EfficientNet-Lite's own input scaling
-        return self.net.extract_features(x)
+        return self.top(self.block_maps(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.feature_maps(images).mean(dim=(2, 3))
