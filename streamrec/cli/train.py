@@ -225,7 +225,8 @@ def _add_video(train_commands: argparse._SubParsersAction) -> None:
         help="train the frame network (EfficientNet-Lite0 or Inception v3) on frames at 1 fps",
         description="Trains the frame network: frames at 1 fps resized to 256 and centre-cropped to 224, random "
         "horizontal flips, each frame labelled with its clip's label; a clip's prediction is the mean "
-        "over its frames. The backbone is frozen (features cached) and the head trained.",
+        "over its frames. The backbone is frozen (features cached) and the head trained; --tune-top trains the "
+        "backbone's top convolution too.",
     )
     add_fit(v, epochs=60, patience=5)
     v.add_argument("--backbone", choices=("efficientnet_lite0", "inception_v3"), default="efficientnet_lite0")
