@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrec.core.audio_setup import take_windows
 from streamrec.core.bundle import Bundle
 from streamrec.core.media import decode_audio
 from streamrec.engines import load_networks
@@ -37,15 +38,14 @@ def main() -> None:
     for path in recordings:
         audio = decode_audio(path, info.sample_rate)
         audio = audio * 10 ** (LEVEL_DB / 20) / max(1e-9, float(np.sqrt(np.mean(np.square(audio)))))
-        audio = np.pad(audio, (0, max(0, n - len(audio))))
-        windows = np.stack([audio[s : s + n] for s in range(0, len(audio) - n + 1, hop)]).astype(np.float32)
+        windows = take_windows(audio, list(range(0, max(1, len(audio) - n + 1), hop)), n)
         probabilities, _ = networks.audio(windows)
         gated = probabilities[:, -1] > gate
         heard = Counter(info.classes[i] for i in probabilities[~gated, :-1].argmax(axis=1))
         total, gated_total = total + len(windows), gated_total + int(gated.sum())
         others = ", ".join(f"{name} {count}" for name, count in heard.most_common(3))
         print(
-            f"| {path.parent.name}/{path.name} | {len(audio) / info.sample_rate:.1f} | {len(windows)} | "
+            f"| {path.parent.name}/{path.name} | {max(len(audio), n) / info.sample_rate:.1f} | {len(windows)} | "
             f"{gated.mean():.2f} | {others} |"
         )
     print(f"| all | | {total} | {gated_total / total:.3f} | |")

@@ -84,6 +84,7 @@ MEGAGLEST_VOICES = {
     "egypt/units/spearman": "egypt-spearman",
 }
 UTTERANCE_PAUSE = 0.3  # seconds between the utterances joined into one recording
+PAUSE_SAMPLES = round(UTTERANCE_PAUSE * A.AUDIO_RATE)
 
 FIELD_PACKAGES: tuple[FieldPackage, ...] = (
     FieldPackage(
@@ -266,9 +267,13 @@ def _join_utterances(paths: list[Path], destination: Path) -> None:
     """One recording of a speaker's short utterances in turn, UTTERANCE_PAUSE apart."""
     if not paths:
         raise UserError(f"no recordings for {destination.name} in the package: has its layout changed?")
-    pause = np.zeros(round(UTTERANCE_PAUSE * A.AUDIO_RATE), np.float32)
-    parts = [part for path in paths for part in (A.recording(path), pause)]
-    A.write_wav(destination, np.concatenate(parts[:-1]))
+    A.write_wav(destination, _in_turn([A.recording(path) for path in paths])[:-PAUSE_SAMPLES])
+
+
+def _in_turn(recordings: list[np.ndarray]) -> np.ndarray:
+    """Recordings one after another, each followed by UTTERANCE_PAUSE of silence."""
+    pause = np.zeros(PAUSE_SAMPLES, np.float32)
+    return np.concatenate([part for recording in recordings for part in (recording, pause)])
 
 
 def fetch_field_sources(dest: Path | None = None, status=None) -> Path:
@@ -357,11 +362,10 @@ def _conversation(pool: tuple[Path, ...], n: int, rng: np.random.Generator) -> n
     """At least n samples of speech: recordings of the pool in random order, as people speaking in turn. Short
     recordings are not looped: a voice repeated every second is not speech any more (one such loop was heard as
     a flute)."""
-    pause = np.zeros(round(UTTERANCE_PAUSE * A.AUDIO_RATE), np.float32)
-    parts: list[np.ndarray] = []
-    while sum(map(len, parts)) < n:
-        parts += [A.recording(pool[int(rng.integers(len(pool)))]), pause]
-    return np.concatenate(parts)
+    turns: list[np.ndarray] = []
+    while sum(len(turn) + PAUSE_SAMPLES for turn in turns) < n:
+        turns.append(A.recording(pool[int(rng.integers(len(pool)))]))
+    return _in_turn(turns)
 
 
 def _empty_frames(seconds: float, rng: np.random.Generator) -> np.ndarray:
