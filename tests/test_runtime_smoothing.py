@@ -51,7 +51,8 @@ def test_silence_speech_and_noise_give_nothing_active() -> None:
 
 
 def test_hysteresis_and_minimum_hold() -> None:
-    options = SmoothingOptions(alpha=1.0, on_threshold=0.5, off_threshold=0.3, min_hold=1.0)  # no averaging
+    # no averaging, and one update over the on threshold turns a class on
+    options = SmoothingOptions(alpha=1.0, on_threshold=0.5, off_threshold=0.3, min_hold=1.0, on_updates=1)
     smoother = Smoother(CLASSES, options)
     sequence = [0.6, 0.35, 0.45, 0.6, 0.1, 0.1, 0.1, 0.6]
     active = [("violin" in smoother.update(i * HOP, scores(v)).active) for i, v in enumerate(sequence)]
@@ -61,6 +62,14 @@ def test_hysteresis_and_minimum_hold() -> None:
     held.update(0.0, scores(0.9))
     assert "violin" in held.update(0.5, scores(0.0)).active  # 0.5 s < min_hold
     assert "violin" not in held.update(1.0, scores(0.0)).active
+
+
+def test_one_loud_update_turns_nothing_on_two_in_a_row_do() -> None:
+    smoother = Smoother(CLASSES, SmoothingOptions(alpha=1.0, on_threshold=0.5))  # no averaging: each update as is
+    active = run(smoother, [scores(0.0), scores(0.9), scores(0.0), scores(0.9), scores(0.9)], background=0.0)
+    assert [("violin" in a) for a in active] == [False, False, False, False, True]
+    with pytest.raises(ValueError, match="on_updates"):
+        SmoothingOptions(on_updates=0)
 
 
 def test_the_moving_average_smooths_a_single_spike() -> None:

@@ -2,8 +2,9 @@
 
 Pure logic, one object per stream. Each update: scores gated to zero when the audio says nothing
 plays (the audio network's background probability, or a level under the energy floor), an
-exponential moving average, then per class an on threshold, a lower off threshold and a minimum
-hold, so that a steady clip does not flicker and silence, speech and noise turn nothing on.
+exponential moving average, then per class an on threshold (reached in consecutive updates), a lower off
+threshold and a minimum hold, so that a steady clip does not flicker, one window turns nothing on, and
+silence, speech and noise turn nothing on.
 (a style guide would call this stage fusion.py; the fusion network itself is streamrec/core/models/fusion.py.)
 """
 
@@ -24,6 +25,9 @@ class SmoothingOptions:
     on_threshold: float = 0.4  # smoothed score at which a class turns on (softmax: two instruments ~0.45 each)
     off_threshold: float = 0.25  # smoothed score under which it may turn off again
     min_hold: float = 1.5  # seconds of media time a class stays on once on
+    # A class turns on once its smoothed score has reached on_threshold in this many consecutive updates (or
+    # through the audio's early turn-on below, which needs audio_on_updates): never from one window.
+    on_updates: int = 2
     background_max: float = 0.5  # "no instrument" probability above which the update counts as background
     energy_floor_db: float = -50.0  # dBFS: a quieter audio window counts as silence
     # Sound changes before the picture does: the fused scores weigh k seconds of frames, so after a change
@@ -55,6 +59,8 @@ class SmoothingOptions:
             raise ValueError(f"the minimum hold must be zero or more seconds, got {self.min_hold}")
         if not 0 < self.background_max <= 1:
             raise ValueError(f"background_max must be in (0, 1], got {self.background_max}")
+        if self.on_updates < 1:
+            raise ValueError(f"on_updates must be at least 1, got {self.on_updates}")
         if self.audio_on is not None and not self.on_threshold <= self.audio_on <= 1:
             raise ValueError(f"audio_on must be in [on_threshold, 1], got {self.audio_on}")
         if self.audio_on_updates < 1:
@@ -86,6 +92,7 @@ class Smoother:
     def reset(self) -> None:
         self._scores: np.ndarray | None = None
         self._on_since = np.full(len(self.classes), np.nan)  # media time each class turned on; NaN = off
+        self._loud_run = np.zeros(len(self.classes), np.int64)  # consecutive updates with smoothed >= on_threshold
         self._heard_run = np.zeros(len(self.classes), np.int64)  # consecutive updates with audio >= audio_on
         self._last_t: float | None = None
 
@@ -120,7 +127,8 @@ class Smoother:
         x = np.zeros_like(fused, dtype=np.float64) if gated else fused.astype(np.float64)
         self._scores = x if self._scores is None else o.alpha * x + (1 - o.alpha) * self._scores
         on = ~np.isnan(self._on_since)
-        loud = self._scores >= o.on_threshold
+        self._loud_run = np.where(self._scores >= o.on_threshold, self._loud_run + 1, 0)
+        loud = self._loud_run >= o.on_updates
         if audio is not None and o.audio_on is not None:
             # The smoothed score is raised to the on threshold too, so that the class is not dropped again
             # at the end of its hold while the fused scores still catch up.
