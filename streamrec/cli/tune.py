@@ -25,7 +25,8 @@ from streamrec.cli.args import add_model, console
 
 SWITCH_LIMIT = 1.5  # seconds, median time from a change to the new instrument being active
 # The settings searched, around the defaults (smoothing is replayed, not the networks: 3456 take about a minute).
-# The early turn-on always needs two updates or more: one window (an instrument's tail) must not light a class.
+# Turning on always takes two updates or more (audio_on_updates here, SmoothingOptions.on_updates for the fused
+# scores): one window, such as an instrument's tail, must not light a class.
 GRID = {
     "alpha": (0.5, 0.7, 1.0),
     "min_hold": (1.0, 1.5),
