@@ -294,10 +294,11 @@ def test_after_a_reconnection_windows_and_smoothing_start_over(runtime_bundle: P
     t = np.arange(round(1.25 * RATE)) / RATE
     tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)  # 1.25 s: one window, and a quarter of one
     silence = np.zeros(2 * RATE, np.float32)
-    # Classes turn on easily and stay on for long: what the smoother holds would show after the outage.
+    # Classes turn on easily (from the tone's one window) and stay on for long: what the smoother holds would show
+    # after the outage.
     options = {
         "smoothing": SmoothingOptions(
-            on_threshold=0.05, off_threshold=0.01, min_hold=100.0, background_max=1.0, audio_on=None
+            on_threshold=0.05, off_threshold=0.01, min_hold=100.0, on_updates=1, background_max=1.0, audio_on=None
         )
     }
     evaluated = threading.Event()
