@@ -222,3 +222,19 @@ def test_class_offsets_travel_through_the_manifest_and_are_checked() -> None:
         rule.calibrate("audio", np.array([0.5, 0.5]))
     with pytest.raises(ValueError, match="finite"):
         FusionRule("product", 0.5, (float("nan"),))
+
+
+def test_video_frames_pools_only_the_newest_frames_at_run_time(networks: TorchNetworks) -> None:
+    shown = frames(7, K_FRAMES)
+    (all_k,) = Recognizer(networks, FusionRule("product"))([Request("a", window(8), shown)])
+    (newest,) = Recognizer(networks, FusionRule("product", video_frames=1))([Request("a", window(8), shown)])
+    (last_alone,) = Recognizer(networks, FusionRule("product"))([Request("b", window(8), shown[-1:])])
+    # one frame: the newest frame's probabilities, not the mean of the k in the window
+    np.testing.assert_allclose(newest.video, last_alone.video, atol=1e-6)
+    assert not np.allclose(newest.video, all_k.video, atol=1e-4)
+    np.testing.assert_allclose(newest.fused, np.sqrt(newest.audio * newest.video), rtol=1e-4)
+    rule = FusionRule("product", 0.5, video_frames=2)
+    assert FusionRule.from_manifest({"fusion_rule": rule.to_dict()}, has_fusion_network=False) == rule
+    assert "video_frames" not in FusionRule("product").to_dict()  # None: the manifest stays as it was
+    with pytest.raises(ValueError, match="video_frames"):
+        FusionRule("product", video_frames=0)

@@ -163,3 +163,25 @@ def test_the_audio_alone_lights_nothing_the_frames_contradict() -> None:
     assert lit(SmoothingOptions(audio_on_video=0.1), first_frames) == {"flute"}
     with pytest.raises(ValueError, match="audio_on_video"):
         SmoothingOptions(audio_on_video=1.5)
+
+
+def test_a_confident_picture_turns_on_what_the_sound_gets_wrong() -> None:
+    # An accordion heard as a trumpet-like violin and seen as an accordion (here: cello): the product of the two
+    # stays low for every class, so only the picture's own early turn-on lights the right class.
+    fused = [np.array([0.2, 0.02, 0.02, 0.02, 0.2])] * 4
+    audio = np.array([0.03, 0.01, 0.01, 0.01, 0.94])
+    video = np.array([0.95, 0.01, 0.01, 0.02, 0.01])
+
+    def lit(options: SmoothingOptions, background: float = 0.05) -> list[tuple[str, ...]]:
+        smoother = Smoother(CLASSES, options)
+        return [smoother.update(i * HOP, f, background, -20.0, audio, video).active for i, f in enumerate(fused)]
+
+    assert "cello" not in {c for a in lit(SmoothingOptions(audio_on=None)) for c in a}  # off by default
+    seen = lit(SmoothingOptions(audio_on=None, video_on=0.9))
+    assert seen[0] == () and seen[1] == ("cello",)  # from the second update in a row, not from one
+    assert lit(SmoothingOptions(audio_on=None, video_on=0.9, video_on_updates=3))[1] == ()
+    assert lit(SmoothingOptions(audio_on=None, video_on=0.9), background=0.9) == [()] * 4  # never in background
+    with pytest.raises(ValueError, match="video_on"):
+        SmoothingOptions(video_on=0.1)
+    with pytest.raises(ValueError, match="video_on_updates"):
+        SmoothingOptions(video_on_updates=0)

@@ -84,18 +84,26 @@ class FusionRule:
     material a network under-calls the classes whose training sources were narrow (one accordion sample set) and
     over-calls those with many (22 drum pictures). `streamrec tune` fits the offsets on source-disjoint
     validation clips (train/calibration.py); the reported audio and frame scores are the recalibrated ones.
+
+    At run time the frame probabilities are the mean over the newest `video_frames` frames (None: all k the
+    fusion network takes). At 1 fps a mean over k = 5 frames still shows the old instrument for seconds after a
+    change, which holds the product down; fewer frames follow a change sooner but are noisier. `streamrec tune`
+    chooses the count with the smoothing, on the val long clips. A clip's scores (evaluation) use all its frames.
     """
 
     kind: str = "network"
     audio_weight: float = 0.5
     audio_offsets: tuple[float, ...] = ()  # per class, added to the audio's log-probabilities
     video_offsets: tuple[float, ...] = ()  # per class, added to the frames' log-probabilities
+    video_frames: int | None = None  # newest frames averaged at run time; None: all k
 
     def __post_init__(self) -> None:
         if self.kind not in FUSION_RULES:
             raise ValueError(f"unknown fusion rule {self.kind!r}; choose from {', '.join(FUSION_RULES)}")
         if not 0 <= self.audio_weight <= 1:
             raise ValueError(f"the audio weight must lie in [0, 1], got {self.audio_weight}")
+        if self.video_frames is not None and self.video_frames < 1:
+            raise ValueError(f"video_frames must be at least 1 (or None for all), got {self.video_frames}")
         for name in ("audio_offsets", "video_offsets"):  # JSON gives lists: keep the rule hashable and comparable
             offsets = tuple(float(x) for x in getattr(self, name))
             if not all(math.isfinite(x) for x in offsets):
@@ -119,6 +127,7 @@ class FusionRule:
             float(raw.get("audio_weight", 0.5)),
             tuple(raw.get("audio_offsets", ())),
             tuple(raw.get("video_offsets", ())),
+            raw.get("video_frames"),
         )
         if rule.kind == "network" and not has_fusion_network:
             raise ValueError('the manifest\'s fusion_rule is "network" but the bundle has no fusion network')
@@ -128,7 +137,8 @@ class FusionRule:
         offsets = {
             name: list(getattr(self, name)) for name in ("audio_offsets", "video_offsets") if getattr(self, name)
         }
-        return {"kind": self.kind, "audio_weight": self.audio_weight, **offsets}
+        frames = {"video_frames": self.video_frames} if self.video_frames is not None else {}
+        return {"kind": self.kind, "audio_weight": self.audio_weight, **offsets, **frames}
 
     def calibrate(self, modality: str, probabilities: np.ndarray | None) -> np.ndarray | None:
         """(..., classes) probabilities of "audio" or "video" recalibrated by that modality's class offsets

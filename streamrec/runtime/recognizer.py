@@ -179,8 +179,9 @@ class Recognizer:
             instruments, no_instrument = split_background(raw, info.background)
             audio.append(self.fusion_rule.calibrate("audio", instruments))
             background.append(None if no_instrument is None else float(no_instrument))
+        newest = -(self.fusion_rule.video_frames or info.k_frames)  # the frames whose mean is the frame modality
         video = [
-            self.fusion_rule.calibrate("video", np.mean([p for p, _ in results], axis=0)) if results else None
+            self.fusion_rule.calibrate("video", np.mean([p for p, _ in results[newest:]], axis=0)) if results else None
             for results in frame_results
         ]
         if self.fusion_rule.kind == "network":

@@ -41,6 +41,11 @@ class SmoothingOptions:
     # (mean over the update's frames): a sound the picture contradicts, such as speech heard as flute over a
     # scene with no instrument, does not light a class. None: the audio alone decides.
     audio_on_video: float | None = None
+    # The picture can be surer than the sound (an accordion heard as trumpet, its picture read right): a class
+    # the frame network alone gives at least this probability (the frame modality: FusionRule.video_frames) in
+    # video_on_updates consecutive updates turns on too, except during background. None: off.
+    video_on: float | None = None
+    video_on_updates: int = 2
 
     @classmethod
     def of_bundle(cls, bundle: Bundle) -> SmoothingOptions:
@@ -67,6 +72,10 @@ class SmoothingOptions:
             raise ValueError(f"audio_on_updates must be at least 1, got {self.audio_on_updates}")
         if self.audio_on_video is not None and not 0 <= self.audio_on_video <= 1:
             raise ValueError(f"audio_on_video must be in [0, 1], got {self.audio_on_video}")
+        if self.video_on is not None and not self.on_threshold <= self.video_on <= 1:
+            raise ValueError(f"video_on must be in [on_threshold, 1], got {self.video_on}")
+        if self.video_on_updates < 1:
+            raise ValueError(f"video_on_updates must be at least 1, got {self.video_on_updates}")
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,7 @@ class Smoother:
         self._on_since = np.full(len(self.classes), np.nan)  # media time each class turned on; NaN = off
         self._loud_run = np.zeros(len(self.classes), np.int64)  # consecutive updates with smoothed >= on_threshold
         self._heard_run = np.zeros(len(self.classes), np.int64)  # consecutive updates with audio >= audio_on
+        self._seen_run = np.zeros(len(self.classes), np.int64)  # consecutive updates with video >= video_on
         self._last_t: float | None = None
 
     def is_background(self, background: float | None, energy_db: float | None) -> bool:
@@ -129,9 +139,9 @@ class Smoother:
         on = ~np.isnan(self._on_since)
         self._loud_run = np.where(self._scores >= o.on_threshold, self._loud_run + 1, 0)
         loud = self._loud_run >= o.on_updates
+        # One modality alone turning a class on early: its smoothed score is raised to the on threshold too, so
+        # that the class is not dropped again at the end of its hold while the fused scores still catch up.
         if audio is not None and o.audio_on is not None:
-            # The smoothed score is raised to the on threshold too, so that the class is not dropped again
-            # at the end of its hold while the fused scores still catch up.
             heard_now = (audio >= o.audio_on) & (not gated)
             if video is not None and o.audio_on_video is not None:
                 heard_now &= video >= o.audio_on_video
@@ -139,6 +149,11 @@ class Smoother:
             heard = self._heard_run >= o.audio_on_updates
             self._scores[heard] = np.maximum(self._scores[heard], o.on_threshold)
             loud |= heard
+        if video is not None and o.video_on is not None:
+            self._seen_run = np.where((video >= o.video_on) & (not gated), self._seen_run + 1, 0)
+            seen = self._seen_run >= o.video_on_updates
+            self._scores[seen] = np.maximum(self._scores[seen], o.on_threshold)
+            loud |= seen
         turn_on = ~on & loud & (not gated)  # background never turns a class on
         held = t - np.where(on, self._on_since, t) >= o.min_hold
         turn_off = on & (self._scores < o.off_threshold) & held
