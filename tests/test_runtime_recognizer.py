@@ -232,6 +232,7 @@ def test_video_frames_pools_only_the_newest_frames_at_run_time(networks: TorchNe
     # one frame: the newest frame's probabilities, not the mean of the k in the window
     np.testing.assert_allclose(newest.video, last_alone.video, atol=1e-6)
     assert not np.allclose(newest.video, all_k.video, atol=1e-4)
+    assert newest.frame_time == all_k.frame_time == shown[-1].media_time  # the smoother counts frames by it
     np.testing.assert_allclose(newest.fused, np.sqrt(newest.audio * newest.video), rtol=1e-4)
     rule = FusionRule("product", 0.5, video_frames=2)
     assert FusionRule.from_manifest({"fusion_rule": rule.to_dict()}, has_fusion_network=False) == rule

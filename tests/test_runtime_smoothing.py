@@ -172,16 +172,24 @@ def test_a_confident_picture_turns_on_what_the_sound_gets_wrong() -> None:
     audio = np.array([0.03, 0.01, 0.01, 0.01, 0.94])
     video = np.array([0.95, 0.01, 0.01, 0.02, 0.01])
 
-    def lit(options: SmoothingOptions, background: float = 0.05) -> list[tuple[str, ...]]:
+    def lit(options: SmoothingOptions, background: float = 0.05, fps: float | None = None) -> list[tuple[str, ...]]:
         smoother = Smoother(CLASSES, options)
-        return [smoother.update(i * HOP, f, background, -20.0, audio, video).active for i, f in enumerate(fused)]
+        return [
+            # frame_time: the newest frame's media time at `fps` (None: every update brings a new frame)
+            smoother.update(
+                i * HOP, f, background, -20.0, audio, video, None if fps is None else (i * HOP) // (1 / fps)
+            ).active
+            for i, f in enumerate(fused)
+        ]
 
     assert "cello" not in {c for a in lit(SmoothingOptions(audio_on=None)) for c in a}  # off by default
     seen = lit(SmoothingOptions(audio_on=None, video_on=0.9))
-    assert seen[0] == () and seen[1] == ("cello",)  # from the second update in a row, not from one
-    assert lit(SmoothingOptions(audio_on=None, video_on=0.9, video_on_updates=3))[1] == ()
+    assert seen[0] == () and seen[1] == ("cello",)  # from the second frame in a row, not from one
+    assert lit(SmoothingOptions(audio_on=None, video_on=0.9, video_on_frames=3))[1] == ()
+    # at 1 fps two updates share one frame: the second frame comes with the third update
+    assert lit(SmoothingOptions(audio_on=None, video_on=0.9), fps=1.0)[:3] == [(), (), ("cello",)]
     assert lit(SmoothingOptions(audio_on=None, video_on=0.9), background=0.9) == [()] * 4  # never in background
     with pytest.raises(ValueError, match="video_on"):
         SmoothingOptions(video_on=0.1)
-    with pytest.raises(ValueError, match="video_on_updates"):
-        SmoothingOptions(video_on_updates=0)
+    with pytest.raises(ValueError, match="video_on_frames"):
+        SmoothingOptions(video_on_frames=0)

@@ -34,7 +34,7 @@ WRONG_LIMIT, LIT_LIMIT = 0.10, 0.03
 VIDEO_FRAMES = (None, 2, 1)
 # The smoothing settings searched, around the defaults (smoothing is replayed, not the networks: the 3456
 # settings for each VIDEO_FRAMES take about two minutes). Turning on always takes two updates or more
-# (audio_on_updates, video_on_updates, SmoothingOptions.on_updates for the fused scores): one window, such as an
+# (audio_on_updates, video_on_frames, SmoothingOptions.on_updates for the fused scores): one window, such as an
 # instrument's tail, must not light a class. A minimum hold of 1.5 s and an energy floor of -42 dBFS were
 # searched too and never chosen (docs/results.md): the hold is 1 s, the floor the default.
 GRID = {

@@ -195,6 +195,7 @@ class Recognizer:
                 video[i],
                 background[i],
                 energy_db(r.window.samples) if r.window is not None else None,
+                used[i][-1].media_time if used[i] else None,
             )
             for i, r in enumerate(requests)
         ]

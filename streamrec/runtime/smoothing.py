@@ -43,9 +43,10 @@ class SmoothingOptions:
     audio_on_video: float | None = None
     # The picture can be surer than the sound (an accordion heard as trumpet, its picture read right): a class
     # the frame network alone gives at least this probability (the frame modality: FusionRule.video_frames) in
-    # video_on_updates consecutive updates turns on too, except during background. None: off.
+    # video_on_frames consecutive frames turns on too, except during background. Frames, not updates: at 1 fps
+    # two updates share a frame, and one frame must not light a class. None: off.
     video_on: float | None = None
-    video_on_updates: int = 2
+    video_on_frames: int = 2
 
     @classmethod
     def of_bundle(cls, bundle: Bundle) -> SmoothingOptions:
@@ -74,8 +75,8 @@ class SmoothingOptions:
             raise ValueError(f"audio_on_video must be in [0, 1], got {self.audio_on_video}")
         if self.video_on is not None and not self.on_threshold <= self.video_on <= 1:
             raise ValueError(f"video_on must be in [on_threshold, 1], got {self.video_on}")
-        if self.video_on_updates < 1:
-            raise ValueError(f"video_on_updates must be at least 1, got {self.video_on_updates}")
+        if self.video_on_frames < 1:
+            raise ValueError(f"video_on_frames must be at least 1, got {self.video_on_frames}")
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ class Smoother:
         self._on_since = np.full(len(self.classes), np.nan)  # media time each class turned on; NaN = off
         self._loud_run = np.zeros(len(self.classes), np.int64)  # consecutive updates with smoothed >= on_threshold
         self._heard_run = np.zeros(len(self.classes), np.int64)  # consecutive updates with audio >= audio_on
-        self._seen_run = np.zeros(len(self.classes), np.int64)  # consecutive updates with video >= video_on
+        self._seen_run = np.zeros(len(self.classes), np.int64)  # consecutive frames with video >= video_on
+        self._last_frame_time: float | None = None
         self._last_t: float | None = None
 
     def is_background(self, background: float | None, energy_db: float | None) -> bool:
@@ -114,7 +116,7 @@ class Smoother:
 
     def follow(self, t: float, said: Recognition) -> Smoothed:
         """update() with what the recognition stage said about the update at media time t."""
-        return self.update(t, said.fused, said.background, said.energy_db, said.audio, said.video)
+        return self.update(t, said.fused, said.background, said.energy_db, said.audio, said.video, said.frame_time)
 
     def update(
         self,
@@ -124,9 +126,11 @@ class Smoother:
         energy_db: float | None = None,
         audio: np.ndarray | None = None,
         video: np.ndarray | None = None,
+        frame_time: float | None = None,
     ) -> Smoothed:
         """t: media time of the update in seconds (rising); fused: (classes,) scores in 0..1; audio and video:
-        the audio and frame networks' (classes,) probabilities of this update, None without that modality."""
+        the audio and frame networks' (classes,) probabilities of this update, None without that modality;
+        frame_time: media time of the newest frame behind `video` (None: every update counts as a new frame)."""
         if fused.shape != (len(self.classes),):
             raise ValueError(f"expected {len(self.classes)} scores, got shape {fused.shape}")
         if self._last_t is not None and t < self._last_t:
@@ -150,8 +154,11 @@ class Smoother:
             self._scores[heard] = np.maximum(self._scores[heard], o.on_threshold)
             loud |= heard
         if video is not None and o.video_on is not None:
-            self._seen_run = np.where((video >= o.video_on) & (not gated), self._seen_run + 1, 0)
-            seen = self._seen_run >= o.video_on_updates
+            new_frame = frame_time is None or frame_time != self._last_frame_time
+            self._last_frame_time = frame_time
+            sure = (video >= o.video_on) & (not gated)
+            self._seen_run = np.where(sure, self._seen_run + int(new_frame), 0)
+            seen = self._seen_run >= o.video_on_frames
             self._scores[seen] = np.maximum(self._scores[seen], o.on_threshold)
             loud |= seen
         turn_on = ~on & loud & (not gated)  # background never turns a class on

@@ -126,7 +126,8 @@ class Recognition:
     network probabilities over the taxonomy (background column removed), None without audio;
     video: (classes,) mean frame probabilities over the frames used, None without frames;
     background: the audio network's "no instrument" probability (None without audio or without a
-    background output); energy_db: RMS level of the audio window in dBFS (None without audio).
+    background output); energy_db: RMS level of the audio window in dBFS (None without audio);
+    frame_time: media time of the newest frame behind `video` (None without frames).
     """
 
     fused: np.ndarray
@@ -134,6 +135,7 @@ class Recognition:
     video: np.ndarray | None
     background: float | None
     energy_db: float | None
+    frame_time: float | None = None
 
 
 def _scores(classes: Sequence[str], values: np.ndarray) -> dict[str, float]:
