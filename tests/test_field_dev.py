@@ -174,3 +174,34 @@ def test_a_speech_stretch_is_recordings_in_turn_not_one_short_recording_looped(t
     assert len(speech) >= n
     levels = {round(float(v), 1) for v in np.unique(np.round(speech, 2))} - {0.0}
     assert levels == {0.1, 0.2, 0.3}  # (seeded) several speakers take turns
+
+
+def test_tune_ranks_settings_by_missed_changes_and_switch_time_within_the_wrong_and_lit_limits():
+    from streamrec.cli.tune import LIT_LIMIT, WRONG_LIMIT, smoothing_cost
+
+    def summary(wrong=0.05, lit=0.0, missed=0, switches=(1.0, 1.2, 1.4)):
+        median = sorted(switches)[len(switches) // 2] if switches else None
+        return {
+            "wrong_share": wrong,
+            "background_share": lit,
+            "missed": missed,
+            "switch_seconds": list(switches),
+            "switch_median_seconds": median,
+        }
+
+    ranked = sorted(
+        [
+            summary(wrong=WRONG_LIMIT + 0.01),  # over the wrong limit: last, however fast
+            summary(lit=LIT_LIMIT + 0.01),
+            summary(missed=1, switches=(0.6, 0.6, 0.6)),  # a miss outweighs speed
+            summary(switches=(1.0, 1.2, 4.0)),  # same median, slower mean
+            summary(wrong=0.08),  # same switches, more wrong updates
+            summary(),
+        ],
+        key=smoothing_cost,
+    )
+    assert ranked[0] == summary()
+    assert ranked[1] == summary(wrong=0.08)
+    assert ranked[2] == summary(switches=(1.0, 1.2, 4.0))
+    assert ranked[3]["missed"] == 1
+    assert {ranked[4]["wrong_share"], ranked[5]["background_share"]} == {WRONG_LIMIT + 0.01, LIT_LIMIT + 0.01}
