@@ -204,4 +204,5 @@ def test_tune_ranks_settings_by_missed_changes_and_switch_time_within_the_wrong_
     assert ranked[1] == summary(wrong=0.08)
     assert ranked[2] == summary(switches=(1.0, 1.2, 4.0))
     assert ranked[3]["missed"] == 1
-    assert {ranked[4]["wrong_share"], ranked[5]["background_share"]} == {WRONG_LIMIT + 0.01, LIT_LIMIT + 0.01}
+    over = [summary(wrong=WRONG_LIMIT + 0.01), summary(lit=LIT_LIMIT + 0.01)]
+    assert ranked[4:] in (over, over[::-1])
