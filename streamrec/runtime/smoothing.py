@@ -143,24 +143,19 @@ class Smoother:
         on = ~np.isnan(self._on_since)
         self._loud_run = np.where(self._scores >= o.on_threshold, self._loud_run + 1, 0)
         loud = self._loud_run >= o.on_updates
-        # One modality alone turning a class on early: its smoothed score is raised to the on threshold too, so
-        # that the class is not dropped again at the end of its hold while the fused scores still catch up.
+        # One modality alone turning a class on early (_turn_on_early).
         if audio is not None and o.audio_on is not None:
             heard_now = (audio >= o.audio_on) & (not gated)
             if video is not None and o.audio_on_video is not None:
                 heard_now &= video >= o.audio_on_video
             self._heard_run = np.where(heard_now, self._heard_run + 1, 0)
-            heard = self._heard_run >= o.audio_on_updates
-            self._scores[heard] = np.maximum(self._scores[heard], o.on_threshold)
-            loud |= heard
+            loud |= self._turn_on_early(self._heard_run >= o.audio_on_updates)
         if video is not None and o.video_on is not None:
             new_frame = frame_time is None or frame_time != self._last_frame_time
             self._last_frame_time = frame_time
             sure = (video >= o.video_on) & (not gated)
             self._seen_run = np.where(sure, self._seen_run + int(new_frame), 0)
-            seen = self._seen_run >= o.video_on_frames
-            self._scores[seen] = np.maximum(self._scores[seen], o.on_threshold)
-            loud |= seen
+            loud |= self._turn_on_early(self._seen_run >= o.video_on_frames)
         turn_on = ~on & loud & (not gated)  # background never turns a class on
         held = t - np.where(on, self._on_since, t) >= o.min_hold
         turn_off = on & (self._scores < o.off_threshold) & held
@@ -169,3 +164,10 @@ class Smoother:
         active_index = np.flatnonzero(~np.isnan(self._on_since))
         active_index = active_index[np.argsort(-self._scores[active_index], kind="stable")]
         return Smoothed(self._scores.copy(), tuple(self.classes[i] for i in active_index), gated)
+
+    def _turn_on_early(self, classes: np.ndarray) -> np.ndarray:
+        """Marks `classes` (a mask) as loud through one modality alone. Their smoothed scores are raised to the on
+        threshold too, so that a class is not dropped again at the end of its hold while the fused scores still
+        catch up. Returns the mask."""
+        self._scores[classes] = np.maximum(self._scores[classes], self.options.on_threshold)
+        return classes
