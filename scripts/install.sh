@@ -12,10 +12,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 APT_PACKAGES=(
   # decoding/encoding media, rendering instruments, speech for background noise
   ffmpeg fluidsynth espeak-ng sox
-  # training sources (shared/DATA.md): real sampled instruments and drawings, recorded speech (telephone-band
-  # prompts, full-band Czech and Dutch dialogues, words spoken by native speakers of 25 languages)
+  # training sources (shared/DATA.md): real sampled instruments (soundfonts, LMMS's one-note recordings) and
+  # drawings, recorded speech (telephone-band prompts, full-band Czech and Dutch dialogues, words spoken by
+  # native speakers of 25 languages)
   asterisk-core-sounds-en-wav fillets-ng-data-cs fillets-ng-data-nl ktuberling-data
-  fluid-soundfont-gm musescore-general-soundfont hydrogen-drumkits openclipart-svg
+  fluid-soundfont-gm musescore-general-soundfont hydrogen-drumkits lmms-common openclipart-svg
   # runtime libraries of PyPI wheels: PortAudio for sounddevice, libGL for OpenCV, cairo for cairosvg
   libportaudio2 libgl1 libglib2.0-0 libcairo2
   # a virtual microphone (PulseAudio null sink) and an RTSP server on loopback, used by the tests

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -100,6 +101,47 @@ def test_another_seed_gives_another_corpus(tiny_corpus: Path) -> None:
     options = BuildOptions(out=Path("unused"), clips_per_class=4, classes=("violin", "drums", "piano"), seed=6)
     other = plan_clips(options, gather_sources(options.classes, options.seed))
     assert [p.seed for p in other] != [int(r["seed"]) for r in rows(tiny_corpus)]
+
+
+def test_a_share_of_voices_plays_a_recording_and_every_other_clip_is_planned_as_without_recordings() -> None:
+    from streamrec.train.corpus.build import SAMPLED_SHARE
+
+    options = BuildOptions(out=Path("unused"), clips_per_class=60, seed=0)
+    bank = gather_sources(options.classes, options.seed)
+    assert {"cello", "flute", "guitar", "organ", "piano", "trumpet", "violin"} <= bank.samples.keys()
+    with_recordings, without = plan_clips(options, bank), plan_clips(options, replace(bank, samples={}))
+    changed = 0
+    for plan, before in zip(with_recordings, without, strict=True):
+        # Only the sound source of a voice changes, and only to a recording of its own class.
+        assert replace(plan, voices=()) == replace(before, voices=())
+        for voice, planned in zip(plan.voices, before.voices, strict=True):
+            assert replace(voice, source="") == replace(planned, source="")
+            if voice.source != planned.source:
+                assert voice.source.startswith("lmms:") and voice.class_name in bank.samples
+                changed += voice.class_name == plan.class_name
+    main_voices = sum(p.class_name in bank.samples for p in with_recordings)
+    assert abs(changed / main_voices - SAMPLED_SHARE) < 0.06
+
+
+def test_a_recording_plays_each_note_at_its_pitch_and_length(tmp_path: Path) -> None:
+    from streamrec.train.corpus import audio as A
+
+    rate, release = A.AUDIO_RATE, round(A.SAMPLER_RELEASE * A.AUDIO_RATE)
+    sine = np.sin(2 * np.pi * 220 * np.arange(2 * rate) / rate).astype(np.float32)
+    A.write_wav(tmp_path / "note.wav", 0.5 * sine)
+    # At 60 bpm a beat is a second: an octave up for half a second, then the recording's own pitch.
+    events = [(A.SAMPLER_CENTRE + 12, 0.0, 0.5, 127), (A.SAMPLER_CENTRE, 1.0, 0.5, 127)]
+    out = A.render_sampled(events, 60.0, tmp_path / "note.wav", 2.0)
+    assert out.shape == (2 * rate,)
+
+    def pitch(part: np.ndarray) -> float:
+        spectrum = np.abs(np.fft.rfft(part * np.hanning(len(part))))
+        return float(np.fft.rfftfreq(len(part), 1 / rate)[np.argmax(spectrum)])
+
+    assert abs(pitch(out[: rate // 2 - release]) - 440) < 5
+    assert abs(pitch(out[rate : 3 * rate // 2 - release]) - 220) < 5
+    assert np.abs(out[rate // 2 + release + 10 : rate]).max() < 1e-6  # cut after its release
+    assert np.abs(out[: rate // 4]).max() > 0.5  # peak-normalised, full velocity
 
 
 def test_splits_share_no_melody_pattern_or_picture() -> None:

@@ -1,4 +1,5 @@
-"""Rendering instruments (fluidsynth, Hydrogen drum samples) and user-generated-video degradations.
+"""Rendering instruments (fluidsynth, one-note recordings, Hydrogen drum samples) and user-generated-video
+degradations.
 
 Signals are mono float32 numpy arrays in [-1, 1] at AUDIO_RATE Hz unless said otherwise.
 """
@@ -226,6 +227,50 @@ def render_gm_drums(
         for role, t, v in render_hits(pattern, bpm, seconds, rng)
     ]
     return soundfont_synth(fonts).render(events, bpm, kit, soundfont, seconds, drums=True)
+
+
+SAMPLER_CENTRE = 60  # the note a one-note recording sounds unshifted; melodies are fitted around it
+SAMPLER_SPAN = 9  # semitones either side of the centre: a plain sampler stretches a recording about this far
+SAMPLER_RELEASE = 0.08  # seconds of fade after a note's end
+SAMPLER_MAX_SECONDS = 4.0  # no note lasts longer, so longer recordings are cut here
+
+
+@functools.lru_cache(maxsize=512)
+def _shifted_recording(path: Path, semitones: int) -> np.ndarray:
+    """A one-note recording, peak-normalised, resampled so that it sounds `semitones` higher (and shorter),
+    the way a sampler without time-stretching plays it: pitch and formants move together."""
+    recording_ = decode_audio(path, AUDIO_RATE)
+    if recording_ is None or not len(recording_):
+        raise RuntimeError(f"empty instrument recording {path}")
+    recording_ = recording_[: round(SAMPLER_MAX_SECONDS * AUDIO_RATE)]
+    recording_ = recording_ / (np.max(np.abs(recording_)) + 1e-9)
+    if semitones == 0:
+        return recording_.astype(np.float32)
+    ratio = 2 ** (semitones / 12)  # read `ratio` times faster: orig_freq / new_freq = ratio
+    shifted = AF.resample(torch.from_numpy(recording_.astype(np.float32)), round(1000 * ratio), 1000)
+    return shifted.numpy()
+
+
+def render_sampled(
+    events: list[tuple[int, float, float, int]], bpm: float, recording_path: Path, seconds: float
+) -> np.ndarray:
+    """events (pitch, start beat, duration beats, velocity) played on one recorded note: each note is the
+    recording shifted by its distance from SAMPLER_CENTRE (clamped to an octave), cut at the note's end with a
+    short release. Mono float32, `seconds` long."""
+    beat = 60.0 / bpm
+    out = np.zeros(round((seconds + 1) * AUDIO_RATE), np.float32)
+    release = round(SAMPLER_RELEASE * AUDIO_RATE)
+    for pitch, start, duration, velocity in events:
+        note = _shifted_recording(recording_path, int(np.clip(pitch - SAMPLER_CENTRE, -12, 12)))
+        at = round(start * beat * AUDIO_RATE)
+        length = min(len(note), round(duration * beat * AUDIO_RATE) + release, len(out) - at)
+        if length <= 0:
+            continue
+        part = note[:length] * (velocity / 127) ** 1.5
+        fade = min(release, length)
+        part[length - fade :] *= np.linspace(1, 0, fade, dtype=np.float32)
+        out[at : at + length] += part
+    return fit_length(out, round(seconds * AUDIO_RATE))
 
 
 @functools.lru_cache(maxsize=256)

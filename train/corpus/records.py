@@ -22,6 +22,8 @@ def sample_set(class_name: str, sound_source: str) -> str:
     kind, _, detail = sound_source.partition(":")
     if kind == "hydrogen":
         return f"hydrogen:{detail}"
+    if kind == "lmms":  # LMMS's recordings, one set however many of its notes a class uses
+        return "lmms"
     if kind.startswith("MuseScore_General") and class_name not in OWN_MUSESCORE_SAMPLES:
         return "FluidR3_GM.sf2"
     return kind
@@ -106,6 +108,7 @@ def write_readme(options: BuildOptions, plans: list[ClipPlan], bank: SourceBank,
                     "FluidR3_GM.sf2": "fluid-soundfont-gm",
                     "MuseScore_General.sf3": "musescore-general-soundfont",
                     "hydrogen": "hydrogen-drumkits",
+                    "lmms": "lmms-common",
                 }.get(kind, kind)
             )
     lines = [
@@ -140,8 +143,9 @@ def write_readme(options: BuildOptions, plans: list[ClipPlan], bank: SourceBank,
         + ".",
         "Classes with few pictures (and procedural drawings) are the visual model's known weakness. Independent "
         "sample sets count soundfonts that share samples once (MuseScore General reuses FluidR3's except for "
-        "piano and cello) and each Hydrogen kit once; picture artists/styles count each emoji style, each "
-        "openclipart drawing (numbered variants once) and the procedural drawings once.",
+        "piano and cello), each Hydrogen kit once and LMMS's one-note recordings once; picture artists/styles "
+        "count each emoji style, each openclipart drawing (numbered variants once) and the procedural drawings "
+        "once.",
         "",
         "## Sources and licences",
         "",

@@ -22,6 +22,26 @@ FLUID_R3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 MUSESCORE_GENERAL = Path("/usr/share/sounds/sf3/MuseScore_General.sf3")
 HYDROGEN_KITS = Path("/usr/share/hydrogen/data/drumkits")
 OPENCLIPART = Path("/usr/share/openclipart/svg")
+LMMS_SAMPLES = Path("/usr/share/lmms/samples/instruments")
+
+# LMMS's one-note recordings of real instruments (Debian lmms-common, usr/share/lmms/samples/instruments), per
+# class: a second sample set beside FluidR3's for the classes it has (none for accordion, banjo, clarinet,
+# harmonica or saxophone). The corpus plays them the way a simple sampler does (audio.render_sampled). Field-dev
+# takes two noise beds from the same package (train/corpus/field.py), never these files.
+LMMS_INSTRUMENTS: dict[str, tuple[str, ...]] = {
+    "cello": ("cello01",),
+    "flute": ("flute01",),
+    "guitar": (
+        "steel_guitar01",
+        "steel_guitar_slight_distorted01",
+        "steel_guitar_medium_distorted01",
+        "steel_guitar_heavy_distorted01",
+    ),
+    "organ": ("church_organ01", "church_organ02", "church_organ03", "church_organ04", "e_organ01"),
+    "piano": ("piano01", "piano02"),
+    "trumpet": ("trumpet01",),
+    "violin": ("violin_fingered01", "violin_double_stop01"),
+}
 
 # npm packages of emoji artwork, as (package, version, path of the 64 px PNGs inside the tarball).
 # Apple's set is on DATA.md's list but its licence forbids commercial use, so the product leaves it out.
@@ -55,6 +75,7 @@ LICENCES: dict[str, str] = {
     "fluid-soundfont-gm": "MIT (Debian fluid-soundfont-gm, FluidR3_GM.sf2)",
     "musescore-general-soundfont": "MIT (Debian musescore-general-soundfont, MuseScore_General.sf3)",
     "hydrogen-drumkits": "GPL-2+ (Debian hydrogen-drumkits)",
+    "lmms-common": "GPL-2+ (Debian lmms-common): one-note instrument recordings, played as a sampler",
     "music21": "BSD-3-Clause (music21 corpus, PyPI; scores in the public domain)",
     "emoji-google": "Apache-2.0 (npm emoji-datasource-google, Noto Emoji)",
     "emoji-twitter": "CC-BY-4.0 (npm emoji-datasource-twitter, Twemoji)",
@@ -259,6 +280,12 @@ def soundfonts() -> list[Path]:
     return [p for p in (FLUID_R3, MUSESCORE_GENERAL) if p.exists()]
 
 
+def lmms_samples() -> dict[str, tuple[Path, ...]]:
+    """Per class, the LMMS instrument recordings present on this machine (LMMS_INSTRUMENTS)."""
+    found = {c: tuple(LMMS_SAMPLES / f"{stem}.ogg" for stem in stems) for c, stems in LMMS_INSTRUMENTS.items()}
+    return {c: tuple(p for p in paths if p.exists()) for c, paths in found.items() if any(p.exists() for p in paths)}
+
+
 @dataclass(frozen=True)
 class DrumKit:
     """A Hydrogen drum kit: sample files by role (kick, snare, hat, open_hat, tom, crash, ride)."""
@@ -382,6 +409,8 @@ def check_sources() -> list[str]:
         problems.append(f"no training soundfont ({FLUID_R3}): install Debian fluid-soundfont-gm")
     if not HYDROGEN_KITS.exists():
         problems.append(f"no Hydrogen drum kits in {HYDROGEN_KITS}: install Debian hydrogen-drumkits")
+    if not LMMS_SAMPLES.exists():
+        problems.append(f"no LMMS instrument samples in {LMMS_SAMPLES}: install Debian lmms-common")
     if not OPENCLIPART.exists():
         problems.append(f"no openclipart drawings in {OPENCLIPART}: install Debian openclipart-svg")
     for tool in ("fluidsynth", "ffmpeg", "espeak-ng"):
