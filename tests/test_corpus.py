@@ -104,12 +104,10 @@ def test_another_seed_gives_another_corpus(tiny_corpus: Path) -> None:
 
 
 def test_a_share_of_voices_plays_a_recording_and_every_other_clip_is_planned_as_without_recordings() -> None:
-    from streamrec.train.corpus.build import SAMPLED_SHARE
-
-    options = BuildOptions(out=Path("unused"), clips_per_class=60, seed=0)
+    options = BuildOptions(out=Path("unused"), clips_per_class=60, seed=0, recordings_share=0.3)
     bank = gather_sources(options.classes, options.seed)
     assert {"cello", "flute", "guitar", "organ", "piano", "trumpet", "violin"} <= bank.samples.keys()
-    with_recordings, without = plan_clips(options, bank), plan_clips(options, replace(bank, samples={}))
+    with_recordings, without = plan_clips(options, bank), plan_clips(replace(options, recordings_share=0.0), bank)
     changed = 0
     for plan, before in zip(with_recordings, without, strict=True):
         # Only the sound source of a voice changes, and only to a recording of its own class.
@@ -120,7 +118,8 @@ def test_a_share_of_voices_plays_a_recording_and_every_other_clip_is_planned_as_
                 assert voice.source.startswith("lmms:") and voice.class_name in bank.samples
                 changed += voice.class_name == plan.class_name
     main_voices = sum(p.class_name in bank.samples for p in with_recordings)
-    assert abs(changed / main_voices - SAMPLED_SHARE) < 0.06
+    assert abs(changed / main_voices - 0.3) < 0.06
+    assert without == plan_clips(options, replace(bank, samples={}))  # share 0: as without the recordings
 
 
 def test_a_recording_plays_each_note_at_its_pitch_and_length(tmp_path: Path) -> None:

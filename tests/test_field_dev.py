@@ -176,6 +176,21 @@ def test_a_speech_stretch_is_recordings_in_turn_not_one_short_recording_looped(t
     assert levels == {0.1, 0.2, 0.3}  # (seeded) several speakers take turns
 
 
+def test_tune_searches_each_setting_once_and_the_frames_turn_on_length_only_with_that_turn_on():
+    from streamrec.cli.tune import GRID, grid_settings
+    from streamrec.runtime.smoothing import SmoothingOptions
+
+    base = SmoothingOptions()
+    settings = grid_settings(base)
+    assert len(settings) == len(set(settings))
+    off = [s for s in settings if s.video_on is None]
+    on = [s for s in settings if s.video_on is not None]
+    assert {s.video_on_frames for s in off} == {base.video_on_frames}
+    lengths = {(s.video_on, s.video_on_frames) for s in on}
+    assert lengths == {(v, n) for v in GRID["video_on"] if v is not None for n in GRID["video_on_frames"]}
+    assert len(on) == len(off) * len(lengths)
+
+
 def test_tune_ranks_settings_by_missed_changes_and_switch_time_within_the_wrong_and_lit_limits():
     from streamrec.cli.tune import LIT_LIMIT, WRONG_LIMIT, smoothing_cost
 

@@ -89,6 +89,15 @@ def _add_build(data_commands: argparse._SubParsersAction) -> None:
         "--classes", metavar="LIST", help=f"comma-separated subset of: {','.join(DEFAULT_CLASSES)} (default all)"
     )
     b.add_argument("--seed", type=int, default=0, help="random seed; same seed, same corpus (default 0)")
+    b.add_argument(
+        "--recordings-share",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of the cello, flute, guitar, organ, piano, trumpet and violin parts played from LMMS's one-note "
+        "recordings (Debian lmms-common) instead of a soundfont; the other clips stay as they are (default 0: "
+        "off; 0.3 did not gain on field-dev, docs/results.md)",
+    )
     add_workers(b, "parallel worker processes (default: number of cores)")
     b.add_argument(
         "--preview",
@@ -108,6 +117,8 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         raise UserError(f"--classes: {e}") from e
     if args.seconds < 3:
         raise UserError(f"--seconds must be at least 3 (one model window plus context), got {args.seconds:g}")
+    if not 0 <= args.recordings_share <= 1:
+        raise UserError(f"--recordings-share must be between 0 and 1, got {args.recordings_share:g}")
     options = BuildOptions(
         out=Path(args.out),
         clips_per_class=args.clips_per_class,
@@ -116,6 +127,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         preview=args.preview,
+        recordings_share=args.recordings_share,
     )
     plans = build(options, console=console)
     previews = ", preview_frames.png, preview_logmel.png" if args.preview else ""

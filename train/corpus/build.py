@@ -31,6 +31,7 @@ from streamrec.train.corpus.preview import write_previews
 from streamrec.train.corpus.records import write_labels, write_readme
 from streamrec.train.corpus.sources import (
     INSTRUMENTS,
+    LMMS_SAMPLES,
     cache_dir,
     check_sources,
     hydrogen_kits,
@@ -44,7 +45,6 @@ SPLIT_SHARES = {"train": 0.70, "val": 0.15, "test": 0.15}  # as in the seed pape
 AUDIO_ONLY_SHARE = 0.06  # clips without a video stream
 VIDEO_ONLY_SHARE = 0.06  # clips without an audio stream
 SECOND_INSTRUMENT_SHARE = 0.2  # clips with a quiet second instrument (multi-label)
-SAMPLED_SHARE = 0.3  # voices of a class with one-note recordings (SourceBank.samples) that play one of them
 
 
 def split_ids(ids: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
@@ -116,12 +116,12 @@ def choose_voice(class_name: str, split: str, bank: SourceBank, rng: np.random.G
     return Voice(class_name, source, melody_id, gain_db)
 
 
-def with_recording(voice: Voice, bank: SourceBank, rng: np.random.Generator) -> Voice:
+def with_recording(voice: Voice, bank: SourceBank, share: float, rng: np.random.Generator) -> Voice:
     """A share of the voices of a class with one-note recordings play one instead of the soundfont. Drawn
-    from the clip's own generator (not the one that planned the rest of it), so a clip that does not change
-    is planned, and rendered, exactly as before the recordings were added."""
+    from a generator of its own (not the one that planned the rest of the clip), so a clip that does not change
+    is planned, and rendered, exactly as without the recordings."""
     recordings = bank.samples.get(voice.class_name)
-    if not recordings or rng.random() >= SAMPLED_SHARE:
+    if not recordings or rng.random() >= share:
         return voice
     return replace(voice, source=f"lmms:{recordings[int(rng.integers(len(recordings)))].stem}")
 
@@ -145,7 +145,7 @@ def plan_clips(options: BuildOptions, bank: SourceBank) -> list[ClipPlan]:
                 ]
                 voices.append(choose_voice(str(rng.choice(others)), split, bank, rng, float(rng.uniform(-16, -9))))
             sampler_rng = np.random.default_rng([options.seed, class_index, i, 1])
-            voices = [with_recording(v, bank, sampler_rng) for v in voices]
+            voices = [with_recording(v, bank, options.recordings_share, sampler_rng) for v in voices]
             extension = ".mp4" if has_video else str(rng.choice([".m4a", ".wav"]))
             plans.append(
                 ClipPlan(
@@ -381,6 +381,8 @@ def build(options: BuildOptions, console=None) -> list[ClipPlan]:
     console = console or Console(stderr=True)
     _check_out(options.out)
     problems = check_sources()
+    if options.recordings_share > 0 and not lmms_samples():
+        problems.append(f"no LMMS instrument recordings in {LMMS_SAMPLES}: install Debian lmms-common")
     if problems:
         raise UserError("missing training sources: " + "; ".join(problems))
     started = time.monotonic()

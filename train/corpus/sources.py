@@ -409,8 +409,6 @@ def check_sources() -> list[str]:
         problems.append(f"no training soundfont ({FLUID_R3}): install Debian fluid-soundfont-gm")
     if not HYDROGEN_KITS.exists():
         problems.append(f"no Hydrogen drum kits in {HYDROGEN_KITS}: install Debian hydrogen-drumkits")
-    if not LMMS_SAMPLES.exists():
-        problems.append(f"no LMMS instrument samples in {LMMS_SAMPLES}: install Debian lmms-common")
     if not OPENCLIPART.exists():
         problems.append(f"no openclipart drawings in {OPENCLIPART}: install Debian openclipart-svg")
     for tool in ("fluidsynth", "ffmpeg", "espeak-ng"):
