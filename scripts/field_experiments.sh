@@ -141,3 +141,10 @@ for members in "shipped3 control" "shipped3 recordings" "shipped3 control record
 done
 $S tune "$FIELD" --model "$RUNS/shipped3"
 evaluate shipped3 "$RUNS/shipped3"
+# The same day: frame heads with the poster style beside the gray one (seeds 0-3), against the gray heads above; none
+# beat the shipped head on val.
+for seed in 0 1 2 3; do
+  $S train video --data "$CORPUS" --out "$RUNS/head-poster-$seed" --imagenet-prior --weight-decay 1e-2 \
+    --val-data "$FIELD" --epochs 30 --train-on-val --seed "$seed" --picture-styles gray,poster
+  evaluate "head-poster-$seed" "$RUNS/head-poster-$seed" video
+done
