@@ -239,15 +239,15 @@ SAMPLER_MAX_SECONDS = 4.0  # no note lasts longer, so longer recordings are cut 
 def _shifted_recording(path: Path, semitones: int) -> np.ndarray:
     """A one-note recording, peak-normalised, resampled so that it sounds `semitones` higher (and shorter),
     the way a sampler without time-stretching plays it: pitch and formants move together."""
-    recording_ = decode_audio(path, AUDIO_RATE)
-    if recording_ is None or not len(recording_):
+    signal = decode_audio(path, AUDIO_RATE)
+    if signal is None or not len(signal):
         raise RuntimeError(f"empty instrument recording {path}")
-    recording_ = recording_[: round(SAMPLER_MAX_SECONDS * AUDIO_RATE)]
-    recording_ = recording_ / (np.max(np.abs(recording_)) + 1e-9)
+    signal = signal[: round(SAMPLER_MAX_SECONDS * AUDIO_RATE)]
+    signal = signal / (np.max(np.abs(signal)) + 1e-9)
     if semitones == 0:
-        return recording_.astype(np.float32)
+        return signal.astype(np.float32)
     ratio = 2 ** (semitones / 12)  # read `ratio` times faster: orig_freq / new_freq = ratio
-    shifted = AF.resample(torch.from_numpy(recording_.astype(np.float32)), round(1000 * ratio), 1000)
+    shifted = AF.resample(torch.from_numpy(signal.astype(np.float32)), round(1000 * ratio), 1000)
     return shifted.numpy()
 
 
