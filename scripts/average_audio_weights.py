@@ -11,9 +11,11 @@ import argparse
 import shutil
 from pathlib import Path
 
-import torch
+from streamrec.core.bundle import Bundle
+from streamrec.core.models import load_network
 
-from streamrec.core.bundle import Bundle, sha256_of
+# The manifest entry's fields that Bundle.save_network writes itself; the others are the network's settings.
+WRITTEN_BY_SAVE = {"arch", "dims", "weights", "sha256", "parameters", "metrics", "training"}
 
 
 def main() -> None:
@@ -22,23 +24,26 @@ def main() -> None:
     parser.add_argument("bundles", type=Path, nargs="+")
     args = parser.parse_args()
     members = [Bundle.load(path) for path in args.bundles]
-    checkpoints = [member.load_checkpoint("audio") for member in members]
-    if any(c["dims"] != checkpoints[0]["dims"] for c in checkpoints):
+    networks = [load_network(member, "audio") for member in members]
+    states = [network.state_dict() for network in networks]
+    if any(
+        state.keys() != states[0].keys() or member.network("audio")["dims"] != members[0].network("audio")["dims"]
+        for state, member in zip(states, members, strict=True)
+    ):
         raise SystemExit("the audio networks differ in shape: only networks fine-tuned from one start average")
-    first = checkpoints[0]["state_dict"]
     # Counters (BatchNorm's num_batches_tracked) are not weights: the first bundle's are kept.
-    state = {
-        name: sum(c["state_dict"][name] for c in checkpoints) / len(checkpoints) if value.is_floating_point() else value
-        for name, value in first.items()
+    averaged = {
+        name: sum(state[name] for state in states) / len(states) if value.is_floating_point() else value
+        for name, value in states[0].items()
     }
+    networks[0].load_state_dict(averaged)
     shutil.rmtree(args.out, ignore_errors=True)
     shutil.copytree(members[0].root, args.out, ignore=shutil.ignore_patterns("engines"))
-    torch.save({**checkpoints[0], "state_dict": state}, args.out / "audio.pt")
     bundle = Bundle.load(args.out)
-    entry = bundle.manifest["networks"]["audio"]
-    entry["sha256"] = sha256_of(args.out / "audio.pt")
-    entry["averaged_from"] = [str(path) for path in args.bundles]
-    bundle.write_manifest()
+    entry = bundle.network("audio")
+    settings = {k: v for k, v in entry.items() if k not in WRITTEN_BY_SAVE}
+    training = {**entry.get("training", {}), "averaged_from": [str(path) for path in args.bundles]}
+    bundle.save_network("audio", networks[0], entry["arch"], entry["dims"], settings, entry.get("metrics"), training)
     print(f"wrote {args.out}: the audio weights of {len(members)} bundles averaged")
 
 

@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 APT_PACKAGES=(
   # decoding/encoding media, rendering instruments, speech for background noise
   ffmpeg fluidsynth espeak-ng sox
-  # training sources (shared/DATA.md): real sampled instruments (soundfonts, LMMS's one-note recordings) and
+  # training sources (shared/DATA.md): real sampled instruments (soundfonts; LMMS's one-note recordings, opt-in) and
   # drawings, recorded speech (telephone-band prompts, full-band Czech and Dutch dialogues, words spoken by
   # native speakers of 25 languages)
   asterisk-core-sounds-en-wav fillets-ng-data-cs fillets-ng-data-nl ktuberling-data

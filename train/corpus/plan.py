@@ -21,7 +21,7 @@ class BuildOptions:
     seed: int = 0
     workers: int = max(1, os.cpu_count() or 1)
     preview: bool = False
-    recordings_share: float = 0.0  # voices of a class with one-note recordings (SourceBank.samples) that play one
+    recordings_share: float = 0.0  # share of the voices of classes with one-note recordings that play one; 0: none
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ LMMS_SAMPLES = Path("/usr/share/lmms/samples/instruments")
 
 # LMMS's one-note recordings of real instruments (Debian lmms-common, usr/share/lmms/samples/instruments), per
 # class: a second sample set beside FluidR3's for the classes it has (none for accordion, banjo, clarinet,
-# harmonica or saxophone). The corpus plays them the way a simple sampler does (audio.render_sampled). Field-dev
-# takes two noise beds from the same package (train/corpus/field.py), never these files.
+# harmonica or saxophone). `data build --recordings-share` plays them the way a plain sampler does
+# (audio.render_sampled; off by default: they did not gain on field-dev). Field-dev takes two noise beds from
+# the same package (train/corpus/field.py), never these files.
 LMMS_INSTRUMENTS: dict[str, tuple[str, ...]] = {
     "cello": ("cello01",),
     "flute": ("flute01",),
