@@ -48,6 +48,12 @@ echo "==> pip install -e .[dev,triton] with the versions CI tested (constraints.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,triton]' \
   2> >(grep -v "is ignored: it is neither" >&2)
 
+# musicnn's pretrained checkpoints (train/musicnn.py reads them without TensorFlow). --no-deps: the wheel asks for
+# TensorFlow 1.x and numpy<1.17, neither of which its checkpoints need.
+echo "==> pip install --no-deps musicnn (constraints.txt)"
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt musicnn \
+  2> >(grep -v "is ignored: it is neither" >&2)
+
 # The Triton test server (streamrec/tools/triton_server.py): PyTriton bundles tritonserver but needs numpy<2, so it
 # gets its own environment (~125 MB of wheels, ~450 MB installed).
 if [ ! -x .venv-triton/bin/python ]; then
