@@ -30,13 +30,12 @@ from streamrec.core.models.audio import AudioDims, build_audio_model
 from streamrec.train.audio_data import audio_clips, balanced_indices, random_windows
 from streamrec.train.augment import LEVERS, WaveAugment
 from streamrec.train.background import BackgroundSource
-from streamrec.train.calibration import fit_class_offsets
 from streamrec.train.metrics import classification_report
 from streamrec.train.musicnn import SAMPLE_RATE, Musicnn, MusicnnFrontend
 from streamrec.train.train_audio import evaluate_audio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from musicnn_probe import embed, fit_probe, window_embeddings  # noqa: E402  (the probe's own definitions)
+from musicnn_probe import embed, fit_probe, recalibrated, window_embeddings  # noqa: E402  (the probe's own definitions)
 
 SHARE = 0.4  # musicnn's share of the teacher, the probe's choice on val
 BATCH, BACKGROUND_ROWS, CROPS = 32, 10, 4  # the shipped recipe: batch 32, background share 0.3, 4 crops a clip
@@ -77,15 +76,15 @@ def main() -> None:
     def field_f1() -> str:
         _, on_val = evaluate_audio(student, logmel, setup, val, classes)
         _, on_test = evaluate_audio(student, logmel, setup, test, classes)
-        offsets = np.exp(np.asarray(fit_class_offsets(on_val.astype(np.float32), val_t)))
+        scores, t = np.concatenate([on_val, on_test]), np.concatenate([val_t, test_t])
+        is_val = np.arange(len(t)) < len(val_t)
+        calibrated = recalibrated(scores, is_val, t)
 
-        def f1(scores: np.ndarray, t: np.ndarray, calibrate: bool = True) -> float:
-            if calibrate:
-                scores = scores * offsets / (scores * offsets).sum(axis=1, keepdims=True)
-            return classification_report(scores, t, classes)["f1_macro"]
+        def f1(p: np.ndarray, rows: np.ndarray) -> float:
+            return classification_report(p[rows].astype(np.float32), t[rows], classes)["f1_macro"]
 
-        raw = f1(on_val, val_t, calibrate=False)
-        return f"raw val {raw:.3f}, with offsets val {f1(on_val, val_t):.3f} test {f1(on_test, test_t):.3f}"
+        offsets = f"val {f1(calibrated, is_val):.3f} test {f1(calibrated, ~is_val):.3f}"
+        return f"raw val {f1(scores, is_val):.3f}, with offsets {offsets}"
 
     print(f"epoch 0 (the bundled network): {field_f1()}", flush=True)
     augment, background = WaveAugment(LEVERS, SAMPLE_RATE), BackgroundSource(SAMPLE_RATE)

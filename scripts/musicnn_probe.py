@@ -63,11 +63,20 @@ def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: float)
 
 
 def recalibrated(p: np.ndarray, val: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """p with class offsets fitted on the val rows (rows of NaN: the clip lacks the modality)."""
+    """p with class offsets fitted on the val rows, applied as the runtime applies them (rows of NaN: the clip
+    lacks the modality, and stay NaN)."""
     rows = val & ~np.isnan(p).any(axis=1)
-    offsets = np.exp(np.asarray(fit_class_offsets(p[rows].astype(np.float32), targets[rows])))
-    weighted = p * offsets
-    return weighted / weighted.sum(axis=1, keepdims=True)
+    rule = FusionRule("product", audio_offsets=fit_class_offsets(p[rows].astype(np.float32), targets[rows]))
+    return rule.calibrate("audio", p).astype(np.float64)
+
+
+def fused_scores(rule: FusionRule, audio: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """rule.product per clip; a NaN row is a missing modality."""
+
+    def present(row: np.ndarray) -> np.ndarray | None:
+        return None if np.isnan(row).any() else row
+
+    return np.stack([rule.product(present(a), present(v)) for a, v in zip(audio, frames)]).astype(np.float64)
 
 
 def main() -> None:
@@ -137,10 +146,7 @@ def main() -> None:
     for share in SHARES:
         mix = np.exp((1 - share) * np.log(ours + 1e-9) + share * np.log(probe + 1e-9))
         mix = recalibrated(mix / mix.sum(axis=1, keepdims=True), val, t)
-        fused = {}
-        for w in AUDIO_WEIGHTS:
-            product = mix**w * frames ** (1 - w)
-            fused[w] = np.where(np.isnan(mix), frames, np.where(np.isnan(frames), mix, product))
+        fused = {w: fused_scores(FusionRule("product", w), mix, frames) for w in AUDIO_WEIGHTS}
         weight = max(AUDIO_WEIGHTS, key=lambda w: f1(fused[w], val))
         table.append({
             "share": share, "audio_val": f1(mix, val), "audio_test": f1(mix, test), "audio_weight": weight,
