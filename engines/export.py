@@ -3,6 +3,7 @@
     audio   logmel (batch, n_mels, frames) float32 -> scores (batch, classes), embedding (batch, audio_dim)
     video   images (batch, 3, size, size) float32 in [0, 1] -> logits (batch, classes), embedding (batch, video_dim)
     fusion  audio (batch, audio_dim), frames (batch, k, video_dim), present (batch, 2) -> logits (batch, classes)
+    tagger  mel (batch, frames, 96) -> logits (batch, classes)
 
 Batch is the one dynamic axis. The audio graph's frames axis is fixed to the window's frame count
 (LogMelConfig.frames_per_window): with a symbolic frames axis the dynamo exporter translates the
@@ -41,6 +42,7 @@ from streamrec.core.bundle import Bundle
 from streamrec.core.dataset import DecodeSpec, load_dataset
 from streamrec.core.features import FrameConfig, LogMel, LogMelConfig, frames_to_tensor
 from streamrec.core.graphs import GraphSpec, example_inputs, graph_metadata, graph_module, graph_spec
+from streamrec.core.models.tagger import MusicnnFrontend, TaggerSetup
 
 # onnxruntime is imported where an export is checked: it is an optional backend.
 
@@ -241,6 +243,15 @@ def representative_inputs(
             synthetic = synthetic_images(count - len(images), size, seed)
             images = np.concatenate([images.astype(np.float32), synthetic]) if len(images) else synthetic
         return {"images": images.astype(np.float32)}
+    if kind == "tagger":  # the tagger's own front end on the same kinds of windows as the audio network's
+        window = TaggerSetup.from_dict(spec.frontend or {}).window_samples
+        audio_config = AudioSetup.from_dict(bundle.network("audio")["setup"]).frontend
+        waves = _dataset_media(bundle, "audio", data, count) if data is not None else np.zeros((0, window), np.float32)
+        if len(waves) < count:
+            synthetic = synthetic_waveforms(count - len(waves), audio_config, seed)
+            waves = np.concatenate([waves, synthetic]) if len(waves) else synthetic
+        with torch.no_grad():
+            return {"mel": MusicnnFrontend()(torch.from_numpy(waves[:, :window])).numpy()}
     k, video_dim = spec.nominal["frames"]
     rng = np.random.default_rng(seed)
     audio = _embeddings(bundle, "audio", count, seed, data, spec.nominal["audio"][0], rng)

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"
 CALIBRATION_EXAMPLES = 128  # representative inputs per INT8 calibration (16 batches of 8)
-CHECK_EXAMPLES = {"audio": 32, "video": 8, "fusion": 16}  # inputs a fresh build is compared with torch on
+CHECK_EXAMPLES = {"audio": 32, "video": 8, "fusion": 16, "tagger": 8}  # inputs a fresh build is compared with torch on
 
 Stage = Callable[[str], None]
 

@@ -1,7 +1,8 @@
-"""A bundle's three engines behind streamrec.core.networks' `Networks` protocol (numpy in, probabilities out),
+"""A bundle's engines behind streamrec.core.networks' `Networks` protocol (numpy in, probabilities out),
 so the live runtime and evaluation run on ONNX Runtime or TensorRT exactly as on torch.
 
-The audio front end (log-mel) runs in torch before the audio engine, FP32 always: streamrec.engines.export says why.
+The audio front end (log-mel) runs in torch before the audio engine, FP32 always: streamrec.engines.export says why;
+so does the tagger's own front end before the tagger engine.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamrec.core.bundle import Bundle
+from streamrec.core.bundle import KINDS, Bundle
 from streamrec.core.features import LogMel, LogMelConfig, frames_to_tensor, writable_array
+from streamrec.core.models.tagger import MusicnnFrontend
 from streamrec.core.networks import NetworkInfo, Networks, TorchNetworks
 from streamrec.core.scores import softmax
 from streamrec.engines.base import TRITON, Engine, EngineError, ReportsStatus, StatusListener
@@ -24,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class EngineNetworks:
-    """audio(windows), frames(images), fuse(audio, frames, present) of a bundle on one backend and precision."""
+    """audio(windows), frames(images), fuse(audio, frames, present), tagger(windows) of a bundle on one backend and
+    precision."""
 
     def __init__(
         self,
@@ -46,15 +49,14 @@ class EngineNetworks:
             # TensorRT engines take batches up to their profile's maximum; the others take any batch.
             self._chunk = options.max_batch if self.backend == "tensorrt" else None
             self._engines = {
-                kind: load_engine(loaded, kind, self.backend, precision, options)
-                for kind in ("audio", "video", "fusion")
-                if loaded.has(kind)
+                kind: load_engine(loaded, kind, self.backend, precision, options) for kind in KINDS if loaded.has(kind)
             }
         self._logmel: LogMel | None = None
         if "audio" in self._engines:
             meta = self._engines["audio"].metadata
             self._logmel = LogMel(LogMelConfig(**meta["frontend"])).eval()
             self._audio_probabilities = bool(meta["scores_are_probabilities"])
+        self._tagger_frontend = MusicnnFrontend().eval()
 
     def _run(self, kind: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         engine = self._engines.get(kind)
@@ -97,6 +99,12 @@ class EngineNetworks:
         """(n, audio_dim), (n, k, video_dim), (n, 2) presence mask -> probabilities (n, classes)."""
         out = self._run("fusion", {"audio": audio, "frames": frames, "present": present})
         return softmax(out["logits"])
+
+    def tagger(self, windows: np.ndarray) -> np.ndarray:
+        """(n, window_samples) float32 -> the tagger's probabilities (n, classes); its front end runs in torch."""
+        with torch.inference_mode():
+            mel = self._tagger_frontend(torch.from_numpy(writable_array(windows, np.float32))).numpy()
+        return softmax(self._run("tagger", {"mel": mel})["logits"])
 
     def set_status_listener(self, listener: StatusListener | None) -> None:
         """Engines on a server (the triton backend) report it going away and coming back; others never do."""

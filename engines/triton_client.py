@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from streamrec.core.bundle import Bundle
+from streamrec.core.bundle import KINDS, Bundle
 from streamrec.core.graphs import graph_metadata, graph_spec
 from streamrec.engines.base import EngineBase, EngineError, StatusListener, check_inputs, log_io
 from streamrec.engines.triton_repo import TRITON_DTYPES, WIRE_DTYPES, model_name
@@ -287,7 +287,7 @@ def triton_engines(bundle: Bundle, options: TritonOptions | str | None) -> dict[
     except ImportError as e:
         raise EngineError(f"the triton backend needs tritonclient: pip install -e '.[triton]' ({e})") from e
     connection = TritonConnection(options)
-    kinds = [k for k in ("audio", "video", "fusion") if bundle.has(k)]
+    kinds = [k for k in KINDS if bundle.has(k)]
     try:
         connection.wait_ready([model_name(k) for k in kinds])
         return {k: TritonEngine(connection, bundle, k) for k in kinds}

@@ -5,6 +5,7 @@
       streamrec_audio/1/model.onnx      (model.plan with format "tensorrt")
       streamrec_video/...               images -> logits, embedding
       streamrec_fusion/...              audio, frames, present -> logits
+      streamrec_tagger/...              mel -> logits (bundles with a tagger)
 
 Each model is one graph of streamrec.core.graphs, the same file the in-process engines run: the exported ONNX
 (Triton's onnxruntime backend) or, where TensorRT is present, a TensorRT plan built by streamrec.engines.loader

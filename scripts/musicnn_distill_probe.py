@@ -27,11 +27,12 @@ from streamrec.core.bundle import Bundle
 from streamrec.core.dataset import encode_targets
 from streamrec.core.features import LogMel
 from streamrec.core.models.audio import AudioDims, build_audio_model
+from streamrec.core.models.tagger import SAMPLE_RATE, MusicnnFrontend
 from streamrec.train.audio_data import audio_clips, balanced_indices, random_windows
 from streamrec.train.augment import LEVERS, WaveAugment
 from streamrec.train.background import BackgroundSource
 from streamrec.train.metrics import classification_report
-from streamrec.train.musicnn import SAMPLE_RATE, Musicnn, MusicnnFrontend
+from streamrec.train.musicnn import load_musicnn
 from streamrec.train.train_audio import evaluate_audio
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -58,7 +59,7 @@ def main() -> None:
     for net in (student, teacher):
         net.load_state_dict(bundle.load_checkpoint("audio")["state_dict"])
     teacher.eval()
-    logmel, musicnn, frontend = LogMel(setup.frontend), Musicnn.load("MTT_musicnn"), MusicnnFrontend().eval()
+    logmel, musicnn, frontend = LogMel(setup.frontend), load_musicnn("MTT_musicnn"), MusicnnFrontend().eval()
 
     train, _, _ = audio_clips(args.corpus, "train", SAMPLE_RATE, 2)
     targets, _ = encode_targets([c.record for c in train], classes)

@@ -24,13 +24,14 @@ from rich.progress import track
 
 from streamrec.core.audio_setup import AudioSetup, crop_starts, take_windows
 from streamrec.core.bundle import Bundle
+from streamrec.core.models.tagger import SAMPLE_RATE, Musicnn, MusicnnFrontend
 from streamrec.core.scores import FusionRule
 from streamrec.engines import load_networks
 from streamrec.train.audio_data import audio_clips
 from streamrec.train.calibration import fit_class_offsets
 from streamrec.train.evaluate import AUDIO_WEIGHTS, _load_split, clip_scores
 from streamrec.train.metrics import classification_report
-from streamrec.train.musicnn import SAMPLE_RATE, Musicnn, MusicnnFrontend
+from streamrec.train.musicnn import load_musicnn
 
 SHARES = tuple(round(0.1 * i, 1) for i in range(11))  # musicnn's share of the audio mix
 WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1)
@@ -94,7 +95,7 @@ def main() -> None:
     if setup.frontend.sample_rate != SAMPLE_RATE:
         raise SystemExit(f"the bundle's audio runs at {setup.frontend.sample_rate} Hz; musicnn needs {SAMPLE_RATE}")
     torch.set_num_threads(2)
-    net, frontend = Musicnn.load(args.musicnn), MusicnnFrontend().eval()
+    net, frontend = load_musicnn(args.musicnn), MusicnnFrontend().eval()
 
     train, _, _ = audio_clips(args.corpus, "train", SAMPLE_RATE, 2)
     index = {name: i for i, name in enumerate(classes)}

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from streamrec.train.musicnn import EMBEDDING_DIM, Musicnn, MusicnnFrontend, checkpoint_prefix, read_tf_checkpoint
+from streamrec.core.models.tagger import EMBEDDING_DIM, MusicnnFrontend
+from streamrec.train.musicnn import checkpoint_prefix, load_musicnn, read_tf_checkpoint
 
 REFERENCE = Path(__file__).parent / "data" / "musicnn_reference.npz"
 needs_musicnn = pytest.mark.skipif(
@@ -39,7 +40,7 @@ def test_frontend_matches_librosa() -> None:
 @needs_musicnn
 def test_port_matches_tensorflow() -> None:
     reference = np.load(REFERENCE)
-    net = Musicnn.load("MTT_musicnn")
+    net = load_musicnn("MTT_musicnn")
     with torch.no_grad():
         embedding, logits = net(torch.from_numpy(reference["mel"])[None])
     assert embedding.shape == (1, EMBEDDING_DIM)

@@ -8,7 +8,7 @@ every backend (torch, ONNX Runtime, TensorRT) is evaluated by the same code.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +28,21 @@ MODALITIES = ("audio", "video", "fusion")
 
 
 def clip_scores(nets: Networks, setup: AudioSetup | None, clip: Clip, rule: FusionRule) -> dict[str, np.ndarray | None]:
-    """(classes,) probabilities of one clip per modality: audio = mean over its evaluation windows,
-    video = mean over its frames, both recalibrated by `rule`'s class offsets; network = the fusion network on
-    every audio window with k evenly spread frames, averaged; fusion = what `rule` makes of them (the network's,
-    or the product of audio and video)."""
+    """(classes,) probabilities of one clip per modality: audio = mean over its evaluation windows (mixed with
+    the tagger's mean over the same windows where the bundle has one), video = mean over its frames, both
+    recalibrated by `rule`'s class offsets; network = the fusion network on every audio window with k evenly
+    spread frames, averaged; fusion = what `rule` makes of them (the network's, or the product of audio and
+    video); tagger = the tagger's own mean, unmixed (None without one)."""
     info = nets.info
-    audio = video = None
+    audio = video = tagger = None
     audio_embeddings = frame_embeddings = None
     if clip.audio is not None and info.has_audio and setup is not None:
         n = info.window_samples
         windows = take_windows(clip.audio, crop_starts(len(clip.audio), n, setup), n)
         probabilities, audio_embeddings = nets.audio(windows)
         audio = instrument_probabilities(probabilities, setup).mean(axis=0)
+        if info.has_tagger:
+            tagger = nets.tagger(windows).mean(axis=0)
     if clip.frames is not None and info.has_video:
         probabilities, embeddings = nets.frames(clip.frames)
         video = probabilities.mean(axis=0)
@@ -48,7 +51,7 @@ def clip_scores(nets: Networks, setup: AudioSetup | None, clip: Clip, rule: Fusi
     if info.has_fusion and (audio_embeddings is not None or frame_embeddings is not None):
         inputs = fusion_inputs(audio_embeddings, frame_embeddings, info.k_frames, info.audio_dim, info.video_dim)
         network = nets.fuse(*inputs).mean(axis=0)
-    scores = calibrated(rule, {"audio": audio, "video": video, "network": network})
+    scores = calibrated(rule, {"audio": audio, "video": video, "network": network, "tagger": tagger})
     return {**scores, "fusion": fused(rule, scores)}
 
 
@@ -128,6 +131,7 @@ def _load_split(data: Path, split: str, bundle: Bundle, nets: Networks, workers:
 
 
 AUDIO_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(1, 10))  # the product's audio weights `streamrec tune` tries
+TAGGER_SHARES = tuple(round(0.1 * i, 1) for i in range(11))  # the tagger's shares of the audio it tries
 
 
 def choose_fusion_rule(
@@ -136,25 +140,45 @@ def choose_fusion_rule(
     """The fusion rule with the highest macro-F1 on one split of a dataset (the val split of a source-disjoint
     set: `streamrec tune`): the fusion network, if the bundle has one, or the product of experts at each of
     AUDIO_WEIGHTS. With `class_offsets`, each modality's class offsets are first fitted on the same clips
-    (train/calibration.py) and every candidate uses them. Ties keep the network. Returns the rule and every
-    candidate's F1 by name."""
+    (train/calibration.py) and every candidate uses them. Ties keep the network. A bundle with a tagger first
+    gets the share of TAGGER_SHARES whose mixed audio (offsets fitted for each) scores the highest audio macro-F1
+    (ties: the smaller share). Returns the rule and every candidate's F1 by name."""
     if not (bundle.has("audio") and bundle.has("video")):
         raise UserError(f"bundle {bundle.root} needs an audio and a video network to choose how to fuse them")
     setup = AudioSetup.from_dict(bundle.network("audio")["setup"])
     loaded = _load_split(data, split, bundle, nets, workers)
     targets, _ = loaded.targets()
     raw = [clip_scores(nets, setup, clip, FusionRule.default(bundle.has("fusion"))) for clip in loaded.clips]
-    offsets = {"audio_offsets": (), "video_offsets": ()}
-    if class_offsets:
-        for modality in ("audio", "video"):
-            rows = [(s[modality], t) for s, t in zip(raw, targets) if s[modality] is not None]
-            if rows:
-                probabilities, labels = np.stack([r[0] for r in rows]), np.array([r[1] for r in rows])
-                offsets[f"{modality}_offsets"] = fit_class_offsets(probabilities, labels)
+    f1: dict[str, float] = {}
+
+    def fitted(rule: FusionRule, modality: str) -> tuple[float, ...]:
+        """The modality's class offsets fitted on the clips under `rule`'s tagger share (none: no offsets)."""
+        rows = [(s[modality], t) for s, t in zip(raw, targets) if s[modality] is not None]
+        if not class_offsets or not rows:
+            return ()
+        probabilities = np.stack([rule.mix_audio(p, s["tagger"]) if modality == "audio" else p for p, s in rows])
+        return fit_class_offsets(probabilities, np.array([t for _, t in rows]))
+
+    share = 0.0
+    if bundle.has("tagger"):
+        for candidate in TAGGER_SHARES:
+            mixing = FusionRule("product", tagger_share=candidate)
+            mixing = replace(mixing, audio_offsets=fitted(mixing, "audio"))
+            rows = [(calibrated(mixing, s)["audio"], t) for s, t in zip(raw, targets) if s["audio"] is not None]
+            report = classification_report(
+                np.stack([r[0] for r in rows]), np.array([r[1] for r in rows]), bundle.classes
+            )
+            f1[f"audio alone, tagger share {candidate:g}"] = float(report["f1_macro"])
+        share = max(TAGGER_SHARES, key=lambda s: f1[f"audio alone, tagger share {s:g}"])
+    shared = FusionRule("product", tagger_share=share)
+    offsets = {
+        "audio_offsets": fitted(shared, "audio"),
+        "video_offsets": fitted(shared, "video"),
+        "tagger_share": share,
+    }
     candidates = ([FusionRule("network", **offsets)] if bundle.has("fusion") else []) + [
         FusionRule("product", w, **offsets) for w in AUDIO_WEIGHTS
     ]
-    f1: dict[str, float] = {}
     for rule in candidates:
         matrix = np.stack([fused(rule, calibrated(rule, s)) for s in raw])
         f1[rule_name(rule)] = float(classification_report(matrix, targets, bundle.classes)["f1_macro"])
@@ -163,10 +187,11 @@ def choose_fusion_rule(
 
 
 def calibrated(rule: FusionRule, scores: dict[str, np.ndarray | None]) -> dict[str, np.ndarray | None]:
-    """clip_scores' entries of an uncalibrated rule with `rule`'s class offsets applied to audio and video."""
+    """clip_scores' entries of an uncalibrated rule with `rule`'s tagger mix and class offsets applied to audio and
+    its class offsets to video."""
     return {
         **scores,
-        "audio": rule.calibrate("audio", scores["audio"]),
+        "audio": rule.calibrate("audio", rule.mix_audio(scores["audio"], scores.get("tagger"))),
         "video": rule.calibrate("video", scores["video"]),
     }
 

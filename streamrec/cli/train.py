@@ -1,4 +1,4 @@
-"""`streamrec train audio | video | fusion | all`: networks into a model bundle."""
+"""`streamrec train audio | video | fusion | all | tagger`: networks into a model bundle."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_video(train_commands)
     _add_fusion(train_commands)
     _add_all(train_commands)
+    _add_tagger(train_commands)
 
 
 def _add_distributed(p: argparse.ArgumentParser) -> None:
@@ -415,4 +416,43 @@ def cmd_train_all(args: argparse.Namespace) -> int:
         val_data=val_data,
     )
     _print_summary("fusion", train_fusion(fusion), out)
+    return 0
+
+
+def _add_tagger(train_commands: argparse._SubParsersAction) -> None:
+    t = train_commands.add_parser(
+        "tagger",
+        help="add a pretrained music tagger (musicnn) with a probe to our classes to a bundle",
+        description="Adds the tagger to a bundle that has its audio network: musicnn (Pons & Serra, trained on "
+        "real recordings; its weights come from the installed `musicnn` wheel) embeds the audio network's windows "
+        "of DATA's train clips, and a linear probe to the bundle's classes is fitted on them. The runtime mixes its "
+        "answer into the audio, one update late, at the share `streamrec tune` then chooses on source-disjoint val "
+        "clips (until then the tagger is not used).",
+    )
+    t.add_argument("--data", required=True, metavar="DIR", help="dataset directory (its train split fits the probe)")
+    t.add_argument("--out", required=True, metavar="BUNDLE", help="model bundle with an audio network (written to)")
+    t.add_argument(
+        "--source",
+        choices=("MTT_musicnn", "MSD_musicnn"),
+        default="MTT_musicnn",
+        help="musicnn checkpoint: MagnaTagATune (default) or the Million Song Dataset",
+    )
+    t.add_argument(
+        "--weight-decay",
+        type=_positive_float,
+        default=1e-3,
+        metavar="L2",
+        help="L2 penalty on the probe's weights (default 1e-3, chosen on field-dev val)",
+    )
+    add_workers(t)
+    t.set_defaults(func=cmd_train_tagger)
+
+
+def cmd_train_tagger(args: argparse.Namespace) -> int:
+    from streamrec.train.train_tagger import train_tagger
+
+    metrics = train_tagger(Path(args.data), Path(args.out), args.source, args.weight_decay, args.workers)
+    if "test" in metrics:
+        _print_summary("tagger", metrics, args.out)
+    console.print("next: `streamrec tune FIELD_DEV --model BUNDLE` chooses the tagger's share of the audio")
     return 0

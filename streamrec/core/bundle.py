@@ -5,6 +5,7 @@
     BUNDLE/audio.pt        {"kind", "arch", "dims", "state_dict"} for each network present
     BUNDLE/video.pt
     BUNDLE/fusion.pt
+    BUNDLE/tagger.pt       optional: a pretrained music tagger with a probe to our classes (core.models.tagger)
 
 A checkpoint carries the dimensions that rebuild its network, so a bundle needs no code changes to
 load; the manifest repeats them for people and for engines/, whose caches key on the sha256.
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-KINDS = ("audio", "video", "fusion")
+KINDS = ("audio", "video", "fusion", "tagger")  # tagger: optional, streamrec.core.models.tagger
 
 
 class BundleError(UserError):

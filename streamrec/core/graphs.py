@@ -5,8 +5,10 @@ names and metadata).
     audio   logmel (batch, n_mels, frames) float32 -> scores (batch, classes), embedding (batch, audio_dim)
     video   images (batch, 3, size, size) float32 in [0, 1] -> logits (batch, classes), embedding (batch, video_dim)
     fusion  audio (batch, audio_dim), frames (batch, k, video_dim), present (batch, 2) -> logits (batch, classes)
+    tagger  mel (batch, frames, 96) -> logits (batch, classes)
 
-Batch is the one dynamic axis; streamrec.engines.export says why the audio graph takes the log-mel.
+Batch is the one dynamic axis; streamrec.engines.export says why the audio graph takes the log-mel (and the
+tagger its own mel: streamrec.core.models.tagger).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from streamrec.core.bundle import Bundle
 from streamrec.core.models import load_network
 from streamrec.core.models.audio import AudioDims, outputs_probabilities
 from streamrec.core.models.fusion import FusionDims
+from streamrec.core.models.tagger import N_MELS, TaggerDims, TaggerSetup, mel_frames
 from streamrec.core.models.video import VideoDims
 
 
@@ -54,7 +57,7 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
     nominal: dict[str, tuple[int, ...]]  # per input: a full shape without the batch axis (the usual window)
     scores_are_probabilities: bool = False
-    frontend: dict | None = None  # audio: the LogMelConfig the caller applies before the engine
+    frontend: dict | None = None  # audio: the LogMelConfig the caller applies before the engine; tagger: its setup
     background: bool = False  # audio: the last score column is "no instrument", not a taxonomy class
 
 
@@ -102,6 +105,11 @@ def graph_spec(bundle: Bundle, kind: str) -> GraphSpec:
             (TensorSpec("logits", (None, f.n_classes)),),
             {"audio": (f.audio_dim,), "frames": (f.k_frames, f.video_dim), "present": (2,)},
         )
+    if kind == "tagger":
+        setup = TaggerSetup.from_dict(entry["setup"])
+        mel = (mel_frames(setup.window_samples), N_MELS)
+        logits = TensorSpec("logits", (None, TaggerDims.from_dict(dims).n_classes))
+        return GraphSpec(kind, (TensorSpec("mel", (None, *mel)),), (logits,), {"mel": mel}, frontend=setup.to_dict())
     raise ValueError(f"unknown network kind {kind!r}")
 
 
@@ -154,17 +162,20 @@ def graph_module(bundle: Bundle, kind: str) -> nn.Module:
         return AudioGraph(net, graph_spec(bundle, kind).scores_are_probabilities).eval()
     if kind == "video":
         return VideoGraph(net).eval()
-    return net.eval()
+    return net.eval()  # fusion, tagger: their forward() is the graph
 
 
 def example_inputs(spec: GraphSpec, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs of the nominal shapes: log-mel-like levels for audio, [0, 1] images, 0/1 presence."""
+    """Random inputs of the nominal shapes: log-mel-like levels for audio and the tagger, [0, 1] images, 0/1
+    presence."""
     rng = np.random.default_rng(seed)
     out = {}
     for s in spec.inputs:
         shape = (batch, *spec.nominal[s.name])
         if s.name == "logmel":
             out[s.name] = rng.normal(-6.0, 3.0, shape).astype(np.float32)
+        elif s.name == "mel":  # the tagger's log10(10000 x + 1) levels
+            out[s.name] = rng.uniform(0.0, 4.0, shape).astype(np.float32)
         elif s.name == "images":
             out[s.name] = rng.random(shape, dtype=np.float32)
         elif s.name == "present":

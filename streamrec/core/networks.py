@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from streamrec.core.audio_setup import AudioSetup
-from streamrec.core.bundle import Bundle
+from streamrec.core.bundle import Bundle, BundleError
 from streamrec.core.features import FrameConfig, LogMel, frames_to_tensor, writable_array
 from streamrec.core.models import load_network
 from streamrec.core.models.audio import outputs_probabilities
+from streamrec.core.models.tagger import MusicnnFrontend, TaggerSetup
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class NetworkInfo:
     k_frames: int = 5  # frame slots of the fusion network
     audio_dim: int = 0  # audio embedding size
     video_dim: int = 0  # frame embedding size
+    has_tagger: bool = False  # a tagger (core.models.tagger) whose answer the fusion rule mixes into the audio
 
     def __post_init__(self) -> None:
         if not (self.has_audio or self.has_video):
@@ -54,6 +56,12 @@ class NetworkInfo:
         if bundle.has("fusion"):
             fusion = bundle.network("fusion")
         setup = AudioSetup.from_dict(audio["setup"]) if audio else None
+        if bundle.has("tagger") and not audio:
+            raise BundleError(f"bundle {bundle.root} has a tagger but no audio network to mix it with")
+        if bundle.has("tagger") and TaggerSetup.from_dict(bundle.network("tagger")["setup"]).window_samples != (
+            setup.frontend.window_samples if setup else 0
+        ):
+            raise BundleError(f"the tagger of bundle {bundle.root} takes other windows than its audio network")
         return cls(
             classes=bundle.classes,
             has_audio=audio is not None,
@@ -66,6 +74,7 @@ class NetworkInfo:
             k_frames=fusion["dims"]["k_frames"] if fusion else 5,
             audio_dim=audio["dims"]["embedding_dim"] if audio else 0,
             video_dim=video["dims"]["embedding_dim"] if video else 0,
+            has_tagger=bundle.has("tagger"),
         )
 
 
@@ -96,6 +105,10 @@ class Networks(Protocol):
         """(n, audio_dim), (n, k, video_dim), (n, 2) presence mask -> probabilities (n, classes)."""
         ...
 
+    def tagger(self, windows: np.ndarray) -> np.ndarray:
+        """(n, window_samples) float32 -> the tagger's probabilities (n, classes) (info.has_tagger)."""
+        ...
+
 
 class TorchNetworks:
     """The bundle's torch modules on the CPU: the audio network with its log-mel front end, the
@@ -106,6 +119,8 @@ class TorchNetworks:
         self._audio = load_network(bundle, "audio") if self.info.has_audio else None
         self._video = load_network(bundle, "video") if self.info.has_video else None
         self._fusion = load_network(bundle, "fusion") if self.info.has_fusion else None
+        self._tagger = load_network(bundle, "tagger") if self.info.has_tagger else None
+        self._tagger_frontend = MusicnnFrontend().eval()
         self._logmel = None
         self._audio_probabilities = False
         if self._audio is not None:
@@ -154,3 +169,10 @@ class TorchNetworks:
         with torch.inference_mode():
             logits = self._fusion(*(torch.from_numpy(writable_array(x, np.float32)) for x in (audio, frames, present)))
             return torch.softmax(logits, dim=1).numpy()
+
+    def tagger(self, windows: np.ndarray) -> np.ndarray:
+        if self._tagger is None:
+            raise RuntimeError("this bundle has no tagger")
+        with torch.inference_mode():
+            mel = self._tagger_frontend(torch.from_numpy(writable_array(windows, np.float32)))
+            return torch.softmax(self._tagger(mel), dim=1).numpy()

@@ -89,6 +89,11 @@ class FusionRule:
     fusion network takes). At 1 fps a mean over k = 5 frames still shows the old instrument for seconds after a
     change, which holds the product down; fewer frames follow a change sooner but are noisier. `streamrec tune`
     chooses the count with the smoothing, on the val long clips. A clip's scores (evaluation) use all its frames.
+
+    A bundle with a tagger (streamrec.core.models.tagger) has its audio modality mixed first: the weighted
+    geometric mean of the audio network's and the tagger's instrument probabilities, the tagger's weight
+    `tagger_share` (0: the audio network alone), renormalised; the class offsets then apply to the mix.
+    `streamrec tune` chooses the share on the val clips.
     """
 
     kind: str = "network"
@@ -96,12 +101,15 @@ class FusionRule:
     audio_offsets: tuple[float, ...] = ()  # per class, added to the audio's log-probabilities
     video_offsets: tuple[float, ...] = ()  # per class, added to the frames' log-probabilities
     video_frames: int | None = None  # newest frames averaged at run time; None: all k
+    tagger_share: float = 0.0  # the tagger's weight in the audio modality's geometric mean
 
     def __post_init__(self) -> None:
         if self.kind not in FUSION_RULES:
             raise ValueError(f"unknown fusion rule {self.kind!r}; choose from {', '.join(FUSION_RULES)}")
         if not 0 <= self.audio_weight <= 1:
             raise ValueError(f"the audio weight must lie in [0, 1], got {self.audio_weight}")
+        if not 0 <= self.tagger_share <= 1:
+            raise ValueError(f"the tagger's share must lie in [0, 1], got {self.tagger_share}")
         if self.video_frames is not None and self.video_frames < 1:
             raise ValueError(f"video_frames must be at least 1 (or None for all), got {self.video_frames}")
         for name in ("audio_offsets", "video_offsets"):  # JSON gives lists: keep the rule hashable and comparable
@@ -128,6 +136,7 @@ class FusionRule:
             tuple(raw.get("audio_offsets", ())),
             tuple(raw.get("video_offsets", ())),
             raw.get("video_frames"),
+            float(raw.get("tagger_share", 0.0)),
         )
         if rule.kind == "network" and not has_fusion_network:
             raise ValueError('the manifest\'s fusion_rule is "network" but the bundle has no fusion network')
@@ -138,7 +147,18 @@ class FusionRule:
             name: list(getattr(self, name)) for name in ("audio_offsets", "video_offsets") if getattr(self, name)
         }
         frames = {"video_frames": self.video_frames} if self.video_frames is not None else {}
-        return {"kind": self.kind, "audio_weight": self.audio_weight, **offsets, **frames}
+        tagger = {"tagger_share": self.tagger_share} if self.tagger_share else {}
+        return {"kind": self.kind, "audio_weight": self.audio_weight, **offsets, **frames, **tagger}
+
+    def mix_audio(self, audio: np.ndarray | None, tagger: np.ndarray | None) -> np.ndarray | None:
+        """(..., classes) instrument probabilities of the audio network mixed with the tagger's (either None: the
+        audio network's unchanged)."""
+        if audio is None or tagger is None or self.tagger_share == 0:
+            return audio
+        s = self.tagger_share
+        log_mix = (1 - s) * np.log(np.asarray(audio, np.float64) + 1e-9) + s * np.log(np.asarray(tagger) + 1e-9)
+        mix = np.exp(log_mix - log_mix.max(axis=-1, keepdims=True))
+        return (mix / mix.sum(axis=-1, keepdims=True)).astype(np.float32)
 
     def calibrate(self, modality: str, probabilities: np.ndarray | None) -> np.ndarray | None:
         """(..., classes) probabilities of "audio" or "video" recalibrated by that modality's class offsets

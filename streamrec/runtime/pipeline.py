@@ -2,6 +2,7 @@
 
     source threads --emit--> AudioRing / FrameRing per stream
     inference thread: windowing -> Recognizer (batched over streams) -> Smoother -> events
+    frame workers: the frame network on new frames, the tagger on windows updates left (Recognizer.prime)
     events -> JSON lines, terminal view, websocket server (its own thread and event loop)
 
 Real-time streams never wait: a ring that overflows loses its oldest data and a lagging stream
@@ -333,6 +334,8 @@ class Runtime:
                 )
             )
             stream.seq += 1
+        if self._recognizer.uses_tagger:
+            self._frame_wake.set()  # the updates left their windows for the tagger
         for stream in {id(s): s for s, _ in due}.values():
             with stream.cond:
                 stream.cond.notify_all()
@@ -343,8 +346,9 @@ class Runtime:
         return self._recognizer.prime({s.id: s.frames.latest(k) for s in self._streams if not s.finished}, limit)
 
     def _frame_loop(self) -> None:
-        """A frame worker: runs the frame network on frames as they arrive, beside the inference loop, so the
-        update that needs a frame finds it embedded (or waits for it). Several workers share the frames."""
+        """A frame worker: runs the frame network on frames as they arrive, and the tagger on the windows updates
+        left, beside the inference loop, so the update that needs them finds them done (or waits for them).
+        Several workers share the work."""
         try:
             while not self._stop.is_set():
                 self._frame_wake.clear()
@@ -448,7 +452,7 @@ class Runtime:
             inference = threading.Thread(target=self._infer_loop, name="inference", daemon=True)
             inference.start()
             workers = self.options.frame_workers or os.cpu_count() or 1
-            for n in range(workers if self._info.has_video else 0):
+            for n in range(workers if self._info.has_video or self._recognizer.uses_tagger else 0):
                 threads.append(threading.Thread(target=self._frame_loop, name=f"frames-{n}", daemon=True))
                 threads[-1].start()
             for stream in self._streams:

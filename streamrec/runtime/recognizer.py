@@ -7,6 +7,13 @@ call for all frames not seen before (frame embeddings are cached per stream: at 
 reused by every update of the next k seconds), one fusion call. prime() embeds frames ahead of the
 updates, from any number of threads at once (each claims its own frames, oldest first). The fused scores
 follow the bundle's FusionRule: the fusion network, or the product of the audio and frame probabilities.
+
+A bundle's tagger (streamrec.core.models.tagger) is several times slower than the audio network, so it runs off
+the emission path, one update late: an update mixes into its audio the tagger's answer on its stream's previous
+window (half a second older at the default hop, overlapping it), which prime() computed meanwhile, beside the
+frames; the update waits for it only if no worker got to it. A previous window that does not overlap the
+update's (after a gap or a reconnection) is not used: that update's audio is the audio network's alone. Every
+window is tagged once, whichever thread does it, so a file gives the same answers however fast it is read.
 """
 
 from __future__ import annotations
@@ -89,27 +96,91 @@ class Recognizer:
         if self.fusion_rule.kind == "network" and not self.info.has_fusion:
             raise ValueError("the fusion rule is the fusion network, but these networks have none")
         self.cache_frames = cache_frames
+        self.uses_tagger = self.info.has_tagger and self.fusion_rule.tagger_share > 0  # the tagger's lane runs
         self._cache: dict[str, OrderedDict[tuple[float, float], tuple[np.ndarray, np.ndarray]]] = {}
         # Frames being embedded by another thread (prime() runs beside __call__ in the runtime): a
         # caller that needs one waits for it instead of running the frame network on it again.
         self._in_flight: dict[tuple[str, tuple[float, float]], threading.Event] = {}
+        # The tagger's lane: per stream, the newest window left for the tagger, the thread tagging one, and the
+        # newest answer (the window's end time, probabilities).
+        self._untagged: dict[str, AudioWindow] = {}
+        self._tagging: dict[str, threading.Event] = {}
+        self._tags: dict[str, tuple[float, np.ndarray]] = {}
         self._lock = threading.Lock()
         self.batches = BatchSizes()  # sizes of the batched network calls ("updates", "frames")
 
     def reset(self, stream: str | None = None) -> None:
-        """Forget cached frame results of one stream (all streams when None)."""
+        """Forget cached frame results and tagger answers of one stream (all streams when None)."""
         with self._lock:
-            if stream is None:
-                self._cache.clear()
-            else:
-                self._cache.pop(stream, None)
+            for state in (self._cache, self._untagged, self._tags):
+                if stream is None:
+                    state.clear()
+                else:
+                    state.pop(stream, None)
 
     def prime(self, frames: Mapping[str, Sequence[Frame]], limit: int | None = None) -> int:
         """Runs the frame network, in one batch, on at most `limit` frames of any streams not seen yet (the
         oldest captured first), ahead of the updates that need them. The runtime calls this from its frame
-        workers as frames arrive; frames another thread is embedding are left to it, not awaited.
-        Returns how many frames it ran."""
-        return self._embed_frames([(stream, list(f)) for stream, f in frames.items()], limit, wait=False)
+        workers as frames arrive; frames another thread is embedding are left to it, not awaited. Then tags the
+        windows the updates left for the tagger (all of them, in one batch). Returns how many frames and windows
+        it ran."""
+        embedded = self._embed_frames([(stream, list(f)) for stream, f in frames.items()], limit, wait=False)
+        return embedded + (self._tag_left(None, wait=False) if self.uses_tagger else 0)
+
+    def _tag_left(self, streams: set[str] | None, wait: bool) -> int:
+        """Runs the tagger on the windows left by earlier updates of `streams` (None: all streams); with `wait`,
+        also waits for those another thread is tagging. Returns how many it ran."""
+        with self._lock:
+            mine = {s: w for s, w in self._untagged.items() if streams is None or s in streams}
+            for stream in mine:
+                del self._untagged[stream]
+                self._tagging[stream] = threading.Event()
+            others = [
+                e for s, e in self._tagging.items() if wait and s not in mine and (streams is None or s in streams)
+            ]
+        try:
+            if mine:
+                probabilities = self.networks.tagger(np.stack([w.samples for w in mine.values()]))
+                with self._lock:
+                    for (stream, window), p in zip(mine.items(), probabilities):
+                        self._tags[stream] = (window.end_time, p)
+        finally:
+            with self._lock:
+                for stream in mine:
+                    self._tagging.pop(stream).set()
+        for event in others:
+            event.wait()
+        return len(mine)
+
+    def _lagged_tags(self, requests: Sequence[Request], rows: list[int]) -> dict[int, np.ndarray]:
+        """The tagger's probabilities on each audio request's previous window of its stream, where that overlaps
+        the request's. A stream's earlier window in the same batch is tagged here; the last window of every
+        stream in the batch is left for the next prime()."""
+        self._tag_left({requests[i].stream for i in rows}, wait=True)
+        window_seconds = self.info.window_samples / self.info.sample_rate
+        previous: dict[str, AudioWindow] = {}
+        from_batch: dict[int, AudioWindow] = {}
+        answers: dict[int, tuple[float, np.ndarray]] = {}
+        with self._lock:
+            for i in rows:
+                window = requests[i].window
+                assert window is not None
+                if requests[i].stream in previous:
+                    from_batch[i] = previous[requests[i].stream]
+                elif requests[i].stream in self._tags:
+                    answers[i] = self._tags[requests[i].stream]
+                previous[requests[i].stream] = window
+        if from_batch:
+            probabilities = self.networks.tagger(np.stack([w.samples for w in from_batch.values()]))
+            answers.update({i: (w.end_time, p) for (i, w), p in zip(from_batch.items(), probabilities)})
+        with self._lock:
+            self._untagged.update(previous)
+        lagged = {}
+        for i, (end, p) in answers.items():
+            lag = requests[i].window.end_time - end  # type: ignore[union-attr]
+            if 0 < lag <= window_seconds + 1e-6:
+                lagged[i] = p
+        return lagged
 
     def _embed_frames(self, wanted: list[tuple[str, list[Frame]]], limit: int | None = None, wait: bool = True) -> int:
         if not self.info.has_video:
@@ -168,6 +239,7 @@ class Recognizer:
                 raise ValueError(f"audio windows must hold {info.window_samples} samples, got {windows.shape[1]}")
             probabilities, embeddings = self.networks.audio(windows)
             raw_audio, audio_embeddings = dict(zip(audio_rows, probabilities)), dict(zip(audio_rows, embeddings))
+        tags = self._lagged_tags(requests, audio_rows) if self.uses_tagger and audio_rows else {}
         audio: list[np.ndarray | None] = []
         background: list[float | None] = []
         for i in range(len(requests)):
@@ -177,7 +249,7 @@ class Recognizer:
                 background.append(None)
                 continue
             instruments, no_instrument = split_background(raw, info.background)
-            audio.append(self.fusion_rule.calibrate("audio", instruments))
+            audio.append(self.fusion_rule.calibrate("audio", self.fusion_rule.mix_audio(instruments, tags.get(i))))
             background.append(None if no_instrument is None else float(no_instrument))
         newest = -(self.fusion_rule.video_frames or info.k_frames)  # the frames whose mean is the frame modality
         video = [

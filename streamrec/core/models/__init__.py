@@ -1,4 +1,4 @@
-"""Network architectures (audio CNNs, the frame CNN, late fusion) and loading them from a model bundle."""
+"""Network architectures (audio CNNs, the frame CNN, late fusion, the tagger) and loading them from a model bundle."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 from streamrec.core.bundle import Bundle, BundleError
 from streamrec.core.models.audio import AudioDims, build_audio_model
 from streamrec.core.models.fusion import FusionDims, LateFusion
+from streamrec.core.models.tagger import Tagger, TaggerDims
 from streamrec.core.models.video import FrameNet, VideoDims
 
 
@@ -19,6 +20,8 @@ def build_network(kind: str, dims: dict, pretrained_backbone: bool = False) -> t
         return FrameNet(VideoDims.from_dict(dims), load_backbone=pretrained_backbone)
     if kind == "fusion":
         return LateFusion(FusionDims.from_dict(dims))
+    if kind == "tagger":
+        return Tagger(TaggerDims.from_dict(dims))
     raise BundleError(f"unknown network kind {kind!r}")
 
 
