@@ -6,6 +6,7 @@ Session fixtures, each built once and only when a selected test asks for it:
   tiny_corpus     a corpus built by `streamrec data build` (seconds)
   tiny_bundle     a bundle trained on it by `streamrec train all` (minutes: the tests using it are slow)
   runtime_bundle  a bundle of small untrained networks made in a second (the live runtime's tests)
+  tagged_bundle   the same with an untrained tagger (musicnn's shapes), its share 0.5 in a product rule
   runtime_clips   tiny real media clips for the live runtime's tests
   triton_repository, triton_server   the runtime bundle's Triton model repository, served on loopback (PyTriton)
 """
@@ -28,6 +29,7 @@ from streamrec.core.bundle import Bundle
 from streamrec.core.features import LOGMEL_PRESETS, FrameConfig
 from streamrec.core.models.audio import AudioDims, build_audio_model
 from streamrec.core.models.fusion import FusionDims, LateFusion
+from streamrec.core.models.tagger import Tagger, TaggerDims, TaggerSetup
 from streamrec.core.models.video import FrameNet, VideoDims
 
 from .helpers import (
@@ -35,6 +37,7 @@ from .helpers import (
     CLASSES,
     H264,
     K_FRAMES,
+    MUSICNN_KERNELS,
     TINY_CORPUS_OPTIONS,
     TRITON_PYTHON,
     TritonServer,
@@ -179,6 +182,23 @@ def runtime_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bundle.save_network("video", video, "efficientnet_lite0", video.dims.to_dict(), {"frames": FrameConfig().to_dict()})
     fusion = LateFusion(FusionDims(len(CLASSES), 32, 16, k_frames=K_FRAMES, common_dim=8, hidden=32)).eval()
     bundle.save_network("fusion", fusion, "late_fusion", fusion.dims.to_dict(), {"scheme": "frozen"})
+    return root
+
+
+@pytest.fixture(scope="session")
+def tagged_bundle(runtime_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """runtime_bundle plus an untrained tagger of musicnn's layout (the musicnn wheel is not needed), fused by the
+    product with the tagger's share of the audio at 0.5."""
+    torch.manual_seed(1)
+    root = tmp_path_factory.mktemp("tagged") / "bundle"
+    shutil.copytree(runtime_bundle, root)
+    bundle = Bundle.load(root)
+    tagger = Tagger(TaggerDims(len(CLASSES), MUSICNN_KERNELS)).eval()
+    torch.nn.init.normal_(tagger.probe.weight, std=0.05)  # answers that differ from window to window
+    window = AudioSetup.from_dict(bundle.network("audio")["setup"]).frontend.window_samples
+    bundle.save_network("tagger", tagger, "musicnn_probe", tagger.dims.to_dict(), {"setup": TaggerSetup(window).to_dict()})
+    bundle.manifest["fusion_rule"] = {"kind": "product", "audio_weight": 0.5, "tagger_share": 0.5}
+    bundle.write_manifest()
     return root
 
 

@@ -96,6 +96,19 @@ TINY_CORPUS_OPTIONS = ["--clips-per-class", "4", "--seconds", "3", "--classes", 
 
 CLASSES = ("drums", "piano", "violin")
 K_FRAMES = 3
+# The kernel shapes of the musicnn wheel's MTT_musicnn checkpoint (TensorFlow's HWIO), which size the tagger
+MUSICNN_KERNELS = {
+    "conv2d/kernel": [7, 38, 1, 204],
+    "conv2d_1/kernel": [7, 67, 1, 204],
+    "conv2d_2/kernel": [128, 1, 1, 51],
+    "conv2d_3/kernel": [64, 1, 1, 51],
+    "conv2d_4/kernel": [32, 1, 1, 51],
+    "conv2d_5/kernel": [7, 561, 1, 64],
+    "conv2d_6/kernel": [7, 64, 1, 64],
+    "conv2d_7/kernel": [7, 64, 1, 64],
+    "dense/kernel": [1506, 200],
+    "dense_1/kernel": [200, 50],
+}
 
 
 def offline_windows(bundle_path: Path, clip: Path, hop_seconds: float = 0.5) -> list[dict]:

@@ -1,0 +1,154 @@
+"""The tagger (streamrec.core.models.tagger) in a bundle: its engine against torch, the fusion rule's mix, and the
+recognizer's lane, which mixes each update's audio with the tagger's answer on the stream's previous window."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamrec.core.bundle import Bundle
+from streamrec.core.networks import TorchNetworks
+from streamrec.core.scores import FusionRule, split_background
+from streamrec.engines import load_networks
+from streamrec.runtime.recognizer import Recognizer, Request
+from streamrec.runtime.types import AudioWindow
+
+from .helpers import CLASSES
+
+RATE = 16000
+
+
+class CountingTagger:
+    """Networks that count the windows given to the tagger, and can hold the tagger until released."""
+
+    def __init__(self, inner: TorchNetworks) -> None:
+        self.inner, self.info, self.tagged = inner, inner.info, 0
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.release.set()
+
+    def audio(self, windows: np.ndarray):
+        return self.inner.audio(windows)
+
+    def frames(self, images: np.ndarray):
+        return self.inner.frames(images)
+
+    def fuse(self, audio: np.ndarray, frames: np.ndarray, present: np.ndarray):
+        return self.inner.fuse(audio, frames, present)
+
+    def tagger(self, windows: np.ndarray) -> np.ndarray:
+        self.tagged += len(windows)
+        self.entered.set()
+        self.release.wait(10)
+        return self.inner.tagger(windows)
+
+
+@pytest.fixture(scope="module")
+def networks(tagged_bundle: Path) -> TorchNetworks:
+    return load_networks(tagged_bundle)  # type: ignore[return-value]
+
+
+def window(seed: int, end_time: float) -> AudioWindow:
+    samples = (np.random.default_rng(seed).standard_normal(RATE) * 0.3).astype(np.float32)
+    return AudioWindow(samples, end_time, 0.0, round(end_time * RATE))
+
+
+def expected_audio(networks: TorchNetworks, rule: FusionRule, ours: AudioWindow, previous: AudioWindow | None):
+    instruments, _ = split_background(networks.audio(ours.samples[None])[0][0], networks.info.background)
+    tagger = networks.tagger(previous.samples[None])[0] if previous is not None else None
+    return rule.calibrate("audio", rule.mix_audio(instruments, tagger))
+
+
+def test_the_tagger_is_read_from_the_bundle_and_gives_probabilities(networks: TorchNetworks) -> None:
+    assert networks.info.has_tagger
+    p = networks.tagger(np.stack([window(i, 1.0).samples for i in range(3)]))
+    assert p.shape == (3, len(CLASSES)) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
+    assert not np.allclose(p[0], p[1])  # it looks at the audio
+
+
+def test_the_onnxruntime_tagger_equals_torch(tagged_bundle: Path, networks: TorchNetworks) -> None:
+    engine = load_networks(tagged_bundle, "onnxruntime", threads=1)
+    windows = np.stack([window(i, 1.0).samples for i in range(4)])
+    np.testing.assert_allclose(engine.tagger(windows), networks.tagger(windows), atol=1e-4)
+
+
+def test_mix_audio_is_a_weighted_geometric_mean_of_the_two() -> None:
+    ours, tagger = np.array([0.7, 0.2, 0.1], np.float32), np.array([0.1, 0.1, 0.8], np.float32)
+    assert FusionRule("product").mix_audio(ours, tagger) is ours  # share 0: the audio network alone
+    assert FusionRule("product", tagger_share=0.5).mix_audio(ours, None) is ours
+    np.testing.assert_allclose(FusionRule("product", tagger_share=1.0).mix_audio(ours, tagger), tagger, atol=1e-5)
+    half = FusionRule("product", tagger_share=0.5).mix_audio(ours, tagger)
+    expected = np.sqrt(ours * tagger) / np.sqrt(ours * tagger).sum()
+    np.testing.assert_allclose(half, expected, atol=1e-5)
+    rule = FusionRule("product", 0.6, tagger_share=0.3)
+    assert FusionRule.from_manifest({"fusion_rule": rule.to_dict()}, False) == rule
+    with pytest.raises(ValueError, match="share"):
+        FusionRule("product", tagger_share=1.5)
+
+
+def test_an_update_mixes_the_tagger_on_its_streams_previous_window(networks: TorchNetworks) -> None:
+    rule = FusionRule("product", tagger_share=0.5)
+    recognizer = Recognizer(networks, rule)
+    first, second = window(0, 1.0), window(1, 1.5)
+    out = recognizer([Request("a", first)])[0]
+    np.testing.assert_allclose(out.audio, expected_audio(networks, rule, first, None), atol=1e-5)  # none yet
+    out = recognizer([Request("a", second)])[0]
+    np.testing.assert_allclose(out.audio, expected_audio(networks, rule, second, first), atol=1e-5)
+    # two windows of one stream in one batch: the second mixes the first, as one at a time
+    both = Recognizer(networks, rule)([Request("b", first), Request("b", second)])
+    np.testing.assert_allclose(both[1].audio, out.audio, atol=1e-5)
+    # a window that does not overlap the update's (a gap in the stream) is not used
+    later = window(2, 9.0)
+    out = recognizer([Request("a", later)])[0]
+    np.testing.assert_allclose(out.audio, expected_audio(networks, rule, later, None), atol=1e-5)
+
+
+def test_prime_tags_the_left_windows_ahead_and_each_window_once(networks: TorchNetworks) -> None:
+    counting = CountingTagger(networks)
+    recognizer = Recognizer(counting, FusionRule("product", tagger_share=0.5))
+    recognizer([Request("a", window(0, 1.0)), Request("b", window(1, 1.0))])
+    assert counting.tagged == 0  # off the emission path: nothing was tagged for these updates
+    assert recognizer.prime({}) == 2 and counting.tagged == 2  # both streams' windows, in one batch
+    assert recognizer.prime({}) == 0
+    recognizer([Request("a", window(2, 1.5))])
+    assert counting.tagged == 2  # the update found its previous window tagged
+    # A window a worker is tagging is awaited by the update, not tagged again.
+    counting.release.clear()
+    counting.entered.clear()
+    worker = threading.Thread(target=recognizer.prime, args=({},))
+    worker.start()
+    assert counting.entered.wait(10)
+    done: list = []
+    update = threading.Thread(target=lambda: done.append(recognizer([Request("a", window(3, 2.0))])))
+    update.start()
+    update.join(0.3)
+    assert update.is_alive()  # waiting for the worker
+    counting.release.set()
+    worker.join(10)
+    update.join(10)
+    assert done and counting.tagged == 3
+
+
+def test_without_a_share_the_tagger_does_not_run(networks: TorchNetworks) -> None:
+    counting = CountingTagger(networks)
+    recognizer = Recognizer(counting, FusionRule("product"))
+    assert not recognizer.uses_tagger
+    recognizer([Request("a", window(0, 1.0))])
+    recognizer([Request("a", window(1, 1.5))])
+    assert recognizer.prime({}) == 0 and counting.tagged == 0
+
+
+def test_a_tagger_without_an_audio_network_is_refused(tagged_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from streamrec.core.bundle import BundleError
+    from streamrec.core.networks import NetworkInfo
+
+    root = tmp_path / "bundle"
+    shutil.copytree(tagged_bundle, root)
+    bundle = Bundle.load(root)
+    del bundle.manifest["networks"]["audio"]
+    with pytest.raises(BundleError, match="no audio network"):
+        NetworkInfo.from_bundle(bundle)
