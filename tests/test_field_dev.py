@@ -150,6 +150,20 @@ def test_tune_writes_the_chosen_fusion_rule_and_smoothing_into_the_bundle(
     )
 
 
+def test_tune_chooses_the_taggers_share_and_eval_uses_it(field_dev: Path, tagged_bundle: Path, streamrec_cli, tmp_path):
+    from streamrec.core.bundle import Bundle
+    from streamrec.engines import load_networks
+    from streamrec.train.evaluate import TAGGER_SHARES, choose_fusion_rule
+
+    rule, f1 = choose_fusion_rule(field_dev, Bundle.load(tagged_bundle), load_networks(tagged_bundle))
+    shares = {name: v for name, v in f1.items() if name.startswith("audio alone, tagger share")}
+    assert len(shares) == len(TAGGER_SHARES) and rule.tagger_share in TAGGER_SHARES
+    assert shares[f"audio alone, tagger share {rule.tagger_share:g}"] == max(shares.values())
+    out = tmp_path / "eval.json"
+    assert streamrec_cli("eval", str(field_dev), "--model", str(tagged_bundle), "--json", str(out)) == 0
+    assert json.loads(out.read_text())["fusion_rule"]["tagger_share"] == 0.5  # the bundle's rule, mixed
+
+
 def test_utterances_are_joined_into_one_recording_with_pauses(tmp_path: Path) -> None:
     first, second = (np.full(n, v, np.float32) for n, v in ((800, 0.5), (1600, -0.25)))
     write_wav(tmp_path / "a_ack1.wav", first)

@@ -152,3 +152,24 @@ def test_a_tagger_without_an_audio_network_is_refused(tagged_bundle: Path, tmp_p
     del bundle.manifest["networks"]["audio"]
     with pytest.raises(BundleError, match="no audio network"):
         NetworkInfo.from_bundle(bundle)
+
+
+def test_the_runtime_runs_the_tagger_lane_the_same_however_fast_its_workers_are(
+    tagged_bundle: Path, networks: TorchNetworks, runtime_clips: Path
+) -> None:
+    from streamrec.runtime.options import RuntimeOptions
+    from streamrec.runtime.replay import recognitions
+
+    clip = runtime_clips / "long.mp4"
+    mixed = FusionRule("product", tagger_share=0.5)
+    runs = [
+        recognitions(clip, RuntimeOptions(bundle=tagged_bundle, fusion_rule=mixed, frame_workers=workers), networks)
+        for workers in (1, 2)
+    ]
+    alone = recognitions(clip, RuntimeOptions(bundle=tagged_bundle, fusion_rule=FusionRule("product")), networks)
+    assert len(runs[0]) == len(runs[1]) == len(alone) >= 4
+    for (t1, a), (t2, b) in zip(*runs):
+        assert t1 == t2
+        np.testing.assert_allclose(a.audio, b.audio, atol=1e-5)
+    np.testing.assert_allclose(runs[0][0][1].audio, alone[0][1].audio, atol=1e-5)  # nothing to mix yet
+    assert all(not np.allclose(m.audio, a.audio, atol=1e-4) for (_, m), (_, a) in zip(runs[0][1:], alone[1:]))

@@ -153,10 +153,10 @@ def choose_fusion_rule(
 
     def fitted(rule: FusionRule, modality: str) -> tuple[float, ...]:
         """The modality's class offsets fitted on the clips under `rule`'s tagger share (none: no offsets)."""
-        rows = [(s[modality], t) for s, t in zip(raw, targets) if s[modality] is not None]
+        rows = [(s, t) for s, t in zip(raw, targets) if s[modality] is not None]
         if not class_offsets or not rows:
             return ()
-        probabilities = np.stack([rule.mix_audio(p, s["tagger"]) if modality == "audio" else p for p, s in rows])
+        probabilities = np.stack([calibrated(rule, s)[modality] for s, _ in rows])  # mixed, rule has no offsets
         return fit_class_offsets(probabilities, np.array([t for _, t in rows]))
 
     share = 0.0
