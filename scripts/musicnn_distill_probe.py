@@ -36,7 +36,7 @@ from streamrec.train.musicnn import load_musicnn
 from streamrec.train.train_audio import evaluate_audio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from musicnn_probe import embed, fit_probe, recalibrated, window_embeddings  # noqa: E402  (the probe's own definitions)
+from musicnn_probe import embed, probe_fitted, recalibrated, window_embeddings  # noqa: E402  (the probe's own definitions)
 
 SHARE = 0.4  # musicnn's share of the teacher, the probe's choice on val
 BATCH, BACKGROUND_ROWS, CROPS = 32, 10, 4  # the shipped recipe: batch 32, background share 0.3, 4 crops a clip
@@ -67,7 +67,7 @@ def main() -> None:
     x = np.concatenate(parts).astype(np.float32)
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     y = np.concatenate([np.full(len(p), t) for p, t in zip(parts, targets)]).astype(np.int64)
-    probe = fit_probe((x - mean) / std, y, n, 1e-3).eval()
+    probe = probe_fitted((x - mean) / std, y, n, 1e-3).eval()
 
     val, _, _ = audio_clips(args.field_dev, "val", SAMPLE_RATE, 2)
     test, _, _ = audio_clips(args.field_dev, "test", SAMPLE_RATE, 2)

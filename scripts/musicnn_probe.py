@@ -32,6 +32,7 @@ from streamrec.train.calibration import fit_class_offsets
 from streamrec.train.evaluate import AUDIO_WEIGHTS, _load_split, clip_scores
 from streamrec.train.metrics import classification_report
 from streamrec.train.musicnn import load_musicnn
+from streamrec.train.train_tagger import fit_probe
 
 SHARES = tuple(round(0.1 * i, 1) for i in range(11))  # musicnn's share of the audio mix
 WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1)
@@ -47,19 +48,10 @@ def window_embeddings(net, frontend, audio: np.ndarray, setup: AudioSetup) -> np
     return embed(net, frontend, take_windows(audio, crop_starts(len(audio), n, setup), n))
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: float) -> torch.nn.Linear:
-    torch.manual_seed(0)
+def probe_fitted(x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: float) -> torch.nn.Linear:
+    """A linear probe fitted as `streamrec train tagger` fits the bundle's (train/train_tagger.py)."""
     probe = torch.nn.Linear(x.shape[1], n_classes)
-    inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
-    optimiser = torch.optim.LBFGS(probe.parameters(), max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(probe(inputs), targets) + weight_decay * probe.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
+    fit_probe(torch.from_numpy(x), torch.from_numpy(y), probe, weight_decay)
     return probe
 
 
@@ -136,7 +128,7 @@ def main() -> None:
 
     probes = {}
     for wd in WEIGHT_DECAYS:
-        scores = probe_scores(fit_probe((x - mean) / std, y, len(classes), wd))
+        scores = probe_scores(probe_fitted((x - mean) / std, y, len(classes), wd))
         probes[wd] = (f1(recalibrated(scores, val, t), val), scores)
         print(f"probe, weight decay {wd:g}: val F1 {probes[wd][0]:.3f} (with offsets)")
     chosen_wd = max(probes, key=lambda wd: probes[wd][0])

@@ -196,7 +196,8 @@ def tagged_bundle(runtime_bundle: Path, tmp_path_factory: pytest.TempPathFactory
     tagger = Tagger(TaggerDims(len(CLASSES), MUSICNN_KERNELS)).eval()
     torch.nn.init.normal_(tagger.probe.weight, std=0.05)  # answers that differ from window to window
     window = AudioSetup.from_dict(bundle.network("audio")["setup"]).frontend.window_samples
-    bundle.save_network("tagger", tagger, "musicnn_probe", tagger.dims.to_dict(), {"setup": TaggerSetup(window).to_dict()})
+    setup = {"setup": TaggerSetup(window).to_dict()}
+    bundle.save_network("tagger", tagger, "musicnn_probe", tagger.dims.to_dict(), setup)
     bundle.manifest["fusion_rule"] = {"kind": "product", "audio_weight": 0.5, "tagger_share": 0.5}
     bundle.write_manifest()
     return root

@@ -42,6 +42,7 @@ def compute_budget(bundle: Bundle, stages: list[StageRow], backend: str, hop_sec
 
     from streamrec.core.audio_setup import AudioSetup
     from streamrec.core.models import load_network
+    from streamrec.core.models.tagger import N_MELS, mel_frames
     from streamrec.train.report import multiply_adds
 
     info = NetworkInfo.from_bundle(bundle)
@@ -51,6 +52,9 @@ def compute_budget(bundle: Bundle, stages: list[StageRow], backend: str, hop_sec
         frames = 1 + info.window_samples // setup.frontend.hop_length
         example = torch.randn(1, setup.frontend.n_mels, frames)
         rows.append(("audio network", multiply_adds(load_network(bundle, "audio").eval(), example), 1 / hop_seconds))
+    if info.has_tagger and FusionRule.from_manifest(bundle.manifest, info.has_fusion).tagger_share > 0:
+        example = torch.randn(1, mel_frames(info.window_samples), N_MELS)
+        rows.append(("tagger", multiply_adds(load_network(bundle, "tagger").eval(), example), 1 / hop_seconds))
     if info.has_video:
         size = info.frames.crop
         example = torch.randn(1, 3, size, size)

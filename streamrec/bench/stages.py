@@ -27,7 +27,7 @@ from streamrec.runtime.types import AudioWindow, Frame, prediction_event
 
 def stage_latencies(networks: dict[str, Networks], clip: Path, repeats: int, hop_seconds: float) -> list[StageRow]:
     """Every stage of one update at batch 1, on windows and frames of a real clip: decode (per packet),
-    front end, audio network, frame network, fusion, emission (smoothing, event, JSON)."""
+    front end, audio network, tagger, frame network, fusion, emission (smoothing, event, JSON)."""
     info = next(iter(networks.values())).info
     rows: list[StageRow] = []
     packets = decode_costs(clip, CaptureFormat(info.sample_rate, info.frames))
@@ -51,6 +51,8 @@ def stage_latencies(networks: dict[str, Networks], clip: Path, repeats: int, hop
         logmel = {name: n.frontend(window) for name, n in networks.items()}
         per_backend("audio network", "one window's log-mel", lambda name, n: lambda: n.audio_features(logmel[name]))
         per_backend("audio (front end + network)", "one window", lambda name, n: lambda: n.audio(window))
+    if window is not None and info.has_tagger:  # off the emission path: the frame workers run it
+        per_backend("tagger", "one window (its front end + network)", lambda name, n: lambda: n.tagger(window))
     if image is not None:
         per_backend("frame network", "one frame", lambda name, n: lambda: n.frames(image))
     if info.has_fusion:
