@@ -74,6 +74,16 @@ def test_the_onnxruntime_tagger_equals_torch(tagged_bundle: Path, networks: Torc
     np.testing.assert_allclose(engine.tagger(windows), networks.tagger(windows), atol=1e-4)
 
 
+def test_the_tagger_graph_takes_its_own_mel_and_gives_a_tensorrt_profile(tagged_bundle: Path) -> None:
+    from streamrec.core.graphs import graph_spec
+    from streamrec.engines.tensorrt_engine import profile_shapes
+
+    spec = graph_spec(Bundle.load(tagged_bundle), "tagger")
+    assert [(s.name, s.shape) for s in spec.inputs] == [("mel", (None, 63, 96))]  # 1 s at hop 256, 96 bands
+    assert [(s.name, s.shape) for s in spec.outputs] == [("logits", (None, len(CLASSES)))]
+    assert profile_shapes(spec.inputs, spec.nominal, 8)["mel"] == ((1, 63, 96), (1, 63, 96), (8, 63, 96))
+
+
 def test_mix_audio_is_a_weighted_geometric_mean_of_the_two() -> None:
     ours, tagger = np.array([0.7, 0.2, 0.1], np.float32), np.array([0.1, 0.1, 0.8], np.float32)
     assert FusionRule("product").mix_audio(ours, tagger) is ours  # share 0: the audio network alone

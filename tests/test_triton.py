@@ -51,10 +51,10 @@ def assert_same_predictions(got: list[dict], expected: list[dict]) -> None:
 
 
 @pytest.mark.parametrize("plan", [False, True], ids=["onnx", "tensorrt-plan"])
-def test_every_config_parses_with_tritons_protobuf_and_states_the_graph(runtime_bundle: Path, plan: bool) -> None:
-    bundle = Bundle.load(runtime_bundle)
+def test_every_config_parses_with_tritons_protobuf_and_states_the_graph(tagged_bundle: Path, plan: bool) -> None:
+    bundle = Bundle.load(tagged_bundle)
     options = RepositoryOptions(max_batch=8, queue_delay_us=250, instances=2)
-    for kind in KINDS:
+    for kind in (*KINDS, "tagger"):
         config = parse(model_config(bundle, kind, plan, options))
         spec = graph_spec(bundle, kind)
         assert config.name == model_name(kind) and config.max_batch_size == 8

@@ -24,7 +24,8 @@ def _add_build(en_commands: argparse._SubParsersAction) -> None:
     eb = en_commands.add_parser(
         "build",
         help="export ONNX and build ONNX Runtime or TensorRT engines, cached beside the bundle",
-        description="Exports the bundle's audio, frame and fusion networks to ONNX and builds engines into "
+        description="Exports the bundle's audio, frame and fusion networks (and its tagger, where it has one) to "
+        "ONNX and builds engines into "
         "BUNDLE/engines/, keyed by the weights' hash, precision and runtime/GPU, so a stale engine is "
         "never used. INT8 on ONNX Runtime quantizes matrix products dynamically; INT8 on TensorRT is "
         "calibrated on --calibration-data.",
@@ -62,10 +63,11 @@ def _add_triton(en_commands: argparse._SubParsersAction) -> None:
     et = en_commands.add_parser(
         "triton",
         help="write a Triton Inference Server model repository for a model bundle",
-        description="Writes OUT/streamrec_audio, streamrec_video and streamrec_fusion: each network as ONNX for "
+        description="Writes OUT/streamrec_audio, streamrec_video and streamrec_fusion (and streamrec_tagger for a "
+        "bundle with a tagger): each network as ONNX for "
         "Triton's onnxruntime backend or, where TensorRT and a GPU are present, as a TensorRT plan, with a "
         "config.pbtxt (inputs and outputs as the engines have them, max batch size, dynamic batching, instance "
-        "group) and a version folder. The log-mel front end stays on the client. Serve OUT with tritonserver "
+        "group) and a version folder. The log-mel front ends stay on the client. Serve OUT with tritonserver "
         "--model-repository OUT and run with --backend triton --triton-url grpc://HOST:8001.",
     )
     et.add_argument("out", metavar="OUT", help="model repository directory (created; streamrec_* models replaced)")
