@@ -3,6 +3,7 @@ recognizer's lane, which mixes each update's audio with the tagger's answer on t
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from pathlib import Path
 
@@ -183,3 +184,26 @@ def test_the_runtime_runs_the_tagger_lane_the_same_however_fast_its_workers_are(
         np.testing.assert_allclose(a.audio, b.audio, atol=1e-5)
     np.testing.assert_allclose(runs[0][0][1].audio, alone[0][1].audio, atol=1e-5)  # nothing to mix yet
     assert all(not np.allclose(m.audio, a.audio, atol=1e-4) for (_, m), (_, a) in zip(runs[0][1:], alone[1:]))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("musicnn") is None, reason="the musicnn wheel is not installed (scripts/install.sh)"
+)
+def test_train_tagger_fits_the_probe_and_writes_the_network_and_musicnns_licence(
+    tiny_corpus: Path, tiny_bundle: Path, tmp_path: Path, streamrec_cli
+) -> None:
+    import shutil
+
+    out = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, out)
+    assert streamrec_cli("train", "tagger", "--data", str(tiny_corpus), "--out", str(out), "--workers", "1") == 0
+    bundle = Bundle.load(out)
+    entry = bundle.network("tagger")
+    assert entry["dims"]["source"] == "MTT_musicnn" and entry["training"]["train_clips"] > 0
+    assert 0 <= entry["metrics"]["test"]["f1_macro"] <= 1
+    assert "Permission to use" in (out / entry["license"].split("(")[1].rstrip(")")).read_text()
+    networks = load_networks(out)
+    assert networks.info.has_tagger
+    assert networks.tagger(np.zeros((2, networks.info.window_samples), np.float32)).shape == (2, len(bundle.classes))
+    # The share stays 0 until tune chooses it: the runtime does not run the tagger yet.
+    assert FusionRule.from_manifest(bundle.manifest, bundle.has("fusion")).tagger_share == 0

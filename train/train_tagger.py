@@ -11,6 +11,7 @@ tagger is not used.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from streamrec.train.metrics import classification_report
 from streamrec.train.musicnn import load_musicnn
 
 log = logging.getLogger(__name__)
+
+LICENSE_FILE = "tagger-LICENSE.md"  # musicnn's ISC notice, which must travel with every copy of its weights
 
 WEIGHT_DECAY = 1e-3  # chosen on field-dev val among 1e-3, 1e-2, 1e-1 (docs/results.md, "musicnn's embedding")
 PROBE_ITERATIONS = 200
@@ -94,12 +97,16 @@ def train_tagger(
             )
         targets = np.array([index[c.record.label] for c in test])
         metrics["test"] = classification_report(scores, targets, bundle.classes)
+    notice = importlib.metadata.distribution("musicnn").read_text("LICENSE.md")
+    if not notice:
+        raise UserError("the musicnn wheel's LICENSE.md is missing: its weights may not be copied without it")
+    (bundle.root / LICENSE_FILE).write_text(notice, encoding="utf-8")
     bundle.save_network(
         "tagger",
         tagger,
         "musicnn_probe",
         dims.to_dict(),
-        {"setup": TaggerSetup(setup.frontend.window_samples).to_dict()},
+        {"setup": TaggerSetup(setup.frontend.window_samples).to_dict(), "license": f"ISC ({LICENSE_FILE})"},
         metrics,
         {"data": str(data), "train_clips": len(clips), "windows": len(x), "weight_decay": weight_decay},
     )

@@ -112,7 +112,8 @@ class Networks(Protocol):
 
 class TorchNetworks:
     """The bundle's torch modules on the CPU: the audio network with its log-mel front end, the
-    frame network (trunk + head) and the fusion network, as streamrec.train.train_fusion.Extractors uses them."""
+    frame network (trunk + head), the fusion network and the tagger with its own front end, as
+    streamrec.train.train_fusion.Extractors uses them."""
 
     def __init__(self, bundle: Bundle) -> None:
         self.info = NetworkInfo.from_bundle(bundle)
@@ -127,10 +128,11 @@ class TorchNetworks:
             setup = AudioSetup.from_dict(bundle.network("audio")["setup"])
             self._logmel = LogMel(setup.frontend).eval()
             self._audio_probabilities = outputs_probabilities(self._audio.dims)
+        modules = (self._audio, self._video, self._fusion, self._tagger)
         log.info(
-            "torch networks from %s: audio %s, video %s, fusion %s",
+            "torch networks from %s: audio %s, video %s, fusion %s, tagger %s",
             bundle.root,
-            *(type(m).__name__ if m is not None else "none" for m in (self._audio, self._video, self._fusion)),
+            *(type(m).__name__ if m is not None else "none" for m in modules),
         )
 
     def audio(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

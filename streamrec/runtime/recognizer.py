@@ -23,6 +23,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -163,8 +164,7 @@ class Recognizer:
         answers: dict[int, tuple[float, np.ndarray]] = {}
         with self._lock:
             for i in rows:
-                window = requests[i].window
-                assert window is not None
+                window = cast(AudioWindow, requests[i].window)  # rows: the requests with audio
                 if requests[i].stream in previous:
                     from_batch[i] = previous[requests[i].stream]
                 elif requests[i].stream in self._tags:
