@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 from streamrec.cli.args import add_model, console
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from streamrec.runtime.smoothing import SmoothingOptions
 
 # Shares of updates with a wrong class active during music and with any class lit during background that a
@@ -84,6 +86,31 @@ def smoothing_cost(summary: dict) -> tuple:
 
 def _shown(value: float | None) -> str:
     return "off" if value is None else f"{value:g}"
+
+
+def _rules_table(rule_f1: dict[str, float], chosen: str, dataset: Path) -> Table:
+    """Every candidate rule's val F1; with a tagger, per share: the mixed audio's F1 and the share's best rule."""
+    from rich.table import Table
+
+    table = Table(title=f"fusion rule: macro-F1 on the val clips of {dataset}")
+    shares: dict[str, list[str]] = {}
+    for name in rule_f1:
+        if not name.startswith("audio alone"):
+            shares.setdefault(name.partition("tagger share ")[2] or "0", []).append(name)
+    if len(shares) == 1:
+        table.add_column("rule")
+        table.add_column("F1", justify="right")
+        for name, f1 in rule_f1.items():
+            table.add_row(f"[bold]{name}[/bold]" if name == chosen else name, f"{f1:.3f}")
+        return table
+    for column in ("tagger share", "audio alone F1", "best rule at that share", "F1"):
+        table.add_column(column, justify="left" if column.startswith("best") else "right")
+    for share, names in shares.items():
+        best = max(names, key=lambda n: rule_f1[n])
+        audio = rule_f1.get(f"audio alone, tagger share {share}")
+        shown = f"[bold]{best}[/bold]" if best == chosen else best
+        table.add_row(share, "-" if audio is None else f"{audio:.3f}", shown, f"{rule_f1[best]:.3f}")
+    return table
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -144,12 +171,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         for i, name in enumerate(bundle.classes):
             offsets.add_row(name, *(f"{o[i]:+.2f}" if o else "-" for o in (rule.audio_offsets, rule.video_offsets)))
         console.print(offsets)
-    rules = Table(title=f"fusion rule: macro-F1 on the val clips of {dataset}")
-    rules.add_column("rule")
-    rules.add_column("F1", justify="right")
-    for name, f1 in rule_f1.items():
-        rules.add_row(f"[bold]{name}[/bold]" if name == rule_name(rule) else name, f"{f1:.3f}")
-    console.print(rules)
+    console.print(_rules_table(rule_f1, rule_name(rule), dataset))
     console.print(f"chosen: {rule_name(rule)}", highlight=False)
     # The networks run once per clip and frame count; each setting then smooths what they said, as the runtime would.
     base = SmoothingOptions()
