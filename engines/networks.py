@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,13 @@ class EngineNetworks:
             options = options or EngineOptions()
             # TensorRT engines take batches up to their profile's maximum; the others take any batch.
             self._chunk = options.max_batch if self.backend == "tensorrt" else None
+            # The tagger runs on one thread, the caller's: the runtime's tagger thread, whose low CPU priority then
+            # covers its work (an intra-op pool's threads would run at normal priority).
+            one_thread = replace(options, threads=1)
             self._engines = {
-                kind: load_engine(loaded, kind, self.backend, precision, options) for kind in KINDS if loaded.has(kind)
+                kind: load_engine(loaded, kind, self.backend, precision, one_thread if kind == "tagger" else options)
+                for kind in KINDS
+                if loaded.has(kind)
             }
         self._logmel: LogMel | None = None
         if "audio" in self._engines:

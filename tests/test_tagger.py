@@ -116,30 +116,55 @@ def test_an_update_mixes_the_tagger_on_its_streams_previous_window(networks: Tor
     np.testing.assert_allclose(out.audio, expected_audio(networks, rule, later, None), atol=1e-5)
 
 
-def test_prime_tags_the_left_windows_ahead_and_each_window_once(networks: TorchNetworks) -> None:
+def test_tag_runs_the_left_windows_ahead_and_each_window_once(networks: TorchNetworks) -> None:
     counting = CountingTagger(networks)
     recognizer = Recognizer(counting, FusionRule("product", tagger_share=0.5))
     recognizer([Request("a", window(0, 1.0)), Request("b", window(1, 1.0))])
     assert counting.tagged == 0  # off the emission path: nothing was tagged for these updates
-    assert recognizer.prime({}) == 2 and counting.tagged == 2  # both streams' windows, in one batch
-    assert recognizer.prime({}) == 0
+    assert recognizer.prime({}) == 0  # the frame workers do not tag
+    assert recognizer.tag() == 2 and counting.tagged == 2  # both streams' windows, in one batch
+    assert recognizer.tag() == 0
     recognizer([Request("a", window(2, 1.5))])
     assert counting.tagged == 2  # the update found its previous window tagged
-    # A window a worker is tagging is awaited by the update, not tagged again.
+    # A window the tagger thread is tagging is awaited by a file's update, not tagged again.
     counting.release.clear()
     counting.entered.clear()
-    worker = threading.Thread(target=recognizer.prime, args=({},))
+    worker = threading.Thread(target=recognizer.tag)
     worker.start()
     assert counting.entered.wait(10)
     done: list = []
     update = threading.Thread(target=lambda: done.append(recognizer([Request("a", window(3, 2.0))])))
     update.start()
     update.join(0.3)
-    assert update.is_alive()  # waiting for the worker
+    assert update.is_alive()  # waiting for the tagger thread
     counting.release.set()
     worker.join(10)
     update.join(10)
     assert done and counting.tagged == 3
+
+
+def test_a_live_streams_update_never_waits_for_the_tagger(networks: TorchNetworks) -> None:
+    counting = CountingTagger(networks)
+    rule = FusionRule("product", tagger_share=0.5)
+    recognizer = Recognizer(counting, rule)
+    first, second, third = window(0, 1.0), window(1, 1.5), window(2, 2.0)
+    recognizer([Request("a", first, realtime=True)])
+    out = recognizer([Request("a", second, realtime=True)])[0]  # the first window was not tagged: audio alone
+    assert counting.tagged == 0
+    np.testing.assert_allclose(out.audio, expected_audio(networks, rule, second, None), atol=1e-5)
+    assert recognizer.tag() == 1  # only the newest window left: the first was dropped
+    out = recognizer([Request("a", third, realtime=True)])[0]
+    np.testing.assert_allclose(out.audio, expected_audio(networks, rule, third, second), atol=1e-5)
+    # Busy tagger: the update goes on without it.
+    counting.release.clear()
+    worker = threading.Thread(target=recognizer.tag)
+    worker.start()
+    assert counting.entered.wait(10)
+    fourth = window(3, 2.5)
+    out = recognizer([Request("a", fourth, realtime=True)])[0]  # uses the answer on `second`, 1 s older
+    np.testing.assert_allclose(out.audio, expected_audio(networks, rule, fourth, second), atol=1e-5)
+    counting.release.set()
+    worker.join(10)
 
 
 def test_without_a_share_the_tagger_does_not_run(networks: TorchNetworks) -> None:
@@ -148,7 +173,7 @@ def test_without_a_share_the_tagger_does_not_run(networks: TorchNetworks) -> Non
     assert not recognizer.uses_tagger
     recognizer([Request("a", window(0, 1.0))])
     recognizer([Request("a", window(1, 1.5))])
-    assert recognizer.prime({}) == 0 and counting.tagged == 0
+    assert recognizer.tag() == 0 and counting.tagged == 0
 
 
 def test_a_tagger_without_an_audio_network_is_refused(tagged_bundle: Path, tmp_path: Path) -> None:
@@ -175,7 +200,7 @@ def test_the_runtime_runs_the_tagger_lane_the_same_however_fast_its_workers_are(
     mixed = FusionRule("product", tagger_share=0.5)
     runs = [
         recognitions(clip, RuntimeOptions(bundle=tagged_bundle, fusion_rule=mixed, frame_workers=workers), networks)
-        for workers in (1, 2)
+        for workers in (1, 2)  # threads compete differently: the answers must not change
     ]
     alone = recognitions(clip, RuntimeOptions(bundle=tagged_bundle, fusion_rule=FusionRule("product")), networks)
     assert len(runs[0]) == len(runs[1]) == len(alone) >= 4

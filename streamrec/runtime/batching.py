@@ -47,7 +47,7 @@ def due_requests(stream: StreamState, budget: int, k: int) -> list[Request]:
                 stream.lost += 1
                 continue
             chosen = frames_for_update(frames, window.end_time, k, stream.max_age)
-            due.append(Request(stream.id, window, tuple(chosen)))
+            due.append(Request(stream.id, window, tuple(chosen), stream.realtime))
         return due
     frames, total = stream.frames.snapshot()
     for count in stream.frame_windower.due(total, latest_only=stream.realtime, limit=budget):
@@ -56,7 +56,7 @@ def due_requests(stream: StreamState, budget: int, k: int) -> list[Request]:
             stream.lost += 1
             continue
         chosen = frames_for_update(frames[: newest + 1], frames[newest].media_time, k, stream.max_age)
-        due.append(Request(stream.id, None, tuple(chosen)))
+        due.append(Request(stream.id, None, tuple(chosen), stream.realtime))
     stream.frames_done = stream.frame_windower.done
     return due
 

@@ -2,7 +2,8 @@
 
     source threads --emit--> AudioRing / FrameRing per stream
     inference thread: windowing -> Recognizer (batched over streams) -> Smoother -> events
-    frame workers: the frame network on new frames, the tagger on windows updates left (Recognizer.prime)
+    frame workers: the frame network on new frames (Recognizer.prime)
+    tagger thread, at the lowest CPU priority: the tagger on the windows updates left (Recognizer.tag)
     events -> JSON lines, terminal view, websocket server (its own thread and event loop)
 
 Real-time streams never wait: a ring that overflows loses its oldest data and a lagging stream
@@ -99,6 +100,7 @@ class Runtime:
         self._stopped_by: str | None = None
         self._wake = threading.Event()  # new data for the inference loop
         self._frame_wake = threading.Event()  # new frames for the frame loop
+        self._tagger_wake = threading.Event()  # windows left for the tagger
         self._sink_lock = threading.Lock()
         self._sinks: list[Sink] = []
         self._ws: WebsocketSink | None = None
@@ -335,7 +337,7 @@ class Runtime:
             )
             stream.seq += 1
         if self._recognizer.uses_tagger:
-            self._frame_wake.set()  # the updates left their windows for the tagger
+            self._tagger_wake.set()  # the updates left their windows for the tagger
         for stream in {id(s): s for s, _ in due}.values():
             with stream.cond:
                 stream.cond.notify_all()
@@ -346,9 +348,8 @@ class Runtime:
         return self._recognizer.prime({s.id: s.frames.latest(k) for s in self._streams if not s.finished}, limit)
 
     def _frame_loop(self) -> None:
-        """A frame worker: runs the frame network on frames as they arrive, and the tagger on the windows updates
-        left, beside the inference loop, so the update that needs them finds them done (or waits for them).
-        Several workers share the work."""
+        """A frame worker: runs the frame network on frames as they arrive, beside the inference loop, so the
+        update that needs a frame finds it embedded (or waits for it). Several workers share the frames."""
         try:
             while not self._stop.is_set():
                 self._frame_wake.clear()
@@ -356,6 +357,25 @@ class Runtime:
                     self._frame_wake.wait(IDLE_WAIT)
         except BaseException as e:
             log.exception("the frame loop failed")
+            self._failure = e
+            self.stop("failure")
+
+    def _tagger_loop(self) -> None:
+        """The tagger thread: runs the tagger on the windows updates left, at the lowest CPU priority (nice 19, this
+        thread only), so that under load it gives way to the inference loop and the frame workers and live streams
+        keep real time (their updates do not wait for it; files' updates do). Its engine runs on this thread
+        (streamrec.engines.networks gives it one intra-op thread)."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError) as e:  # not Linux, or not allowed: it runs at normal priority
+            log.info("the tagger thread keeps its CPU priority (%s)", e)
+        try:
+            while not self._stop.is_set():
+                self._tagger_wake.clear()
+                if not self._recognizer.tag():
+                    self._tagger_wake.wait(IDLE_WAIT)
+        except BaseException as e:
+            log.exception("the tagger loop failed")
             self._failure = e
             self.stop("failure")
 
@@ -452,8 +472,11 @@ class Runtime:
             inference = threading.Thread(target=self._infer_loop, name="inference", daemon=True)
             inference.start()
             workers = self.options.frame_workers or os.cpu_count() or 1
-            for n in range(workers if self._info.has_video or self._recognizer.uses_tagger else 0):
+            for n in range(workers if self._info.has_video else 0):
                 threads.append(threading.Thread(target=self._frame_loop, name=f"frames-{n}", daemon=True))
+                threads[-1].start()
+            if self._recognizer.uses_tagger:
+                threads.append(threading.Thread(target=self._tagger_loop, name="tagger", daemon=True))
                 threads[-1].start()
             for stream in self._streams:
                 for index in range(len(stream.sources)):

@@ -10,10 +10,12 @@ follow the bundle's FusionRule: the fusion network, or the product of the audio 
 
 A bundle's tagger (streamrec.core.models.tagger) is several times slower than the audio network, so it runs off
 the emission path, one update late: an update mixes into its audio the tagger's answer on its stream's previous
-window (half a second older at the default hop, overlapping it), which prime() computed meanwhile, beside the
-frames; the update waits for it only if no worker got to it. A previous window that does not overlap the
-update's (after a gap or a reconnection) is not used: that update's audio is the audio network's alone. Every
-window is tagged once, whichever thread does it, so a file gives the same answers however fast it is read.
+window (half a second older at the default hop, overlapping it), which tag() computed meanwhile on the runtime's
+tagger thread. A stream read as fast as possible (a file) waits for that answer, or computes it, so a file gives
+the same answers however fast it is read. A live stream never waits: its update uses the answer if it is there,
+and the audio network alone if not, so under load the tagger is what gives way (the runtime runs it at the lowest
+CPU priority) and the streams keep real time. An answer on a window that ended more than a window's length before
+the update's (after a gap or a reconnection) is not used.
 """
 
 from __future__ import annotations
@@ -40,11 +42,13 @@ FRAME_CACHE = 32  # frame embeddings kept per stream (k is 5-10 at 1 fps)
 @dataclass(frozen=True)
 class Request:
     """One update due on one stream: its newest audio window (None without audio) and its recent
-    frames, oldest first (empty without video; at most k are used)."""
+    frames, oldest first (empty without video; at most k are used); realtime: the stream is live (the tagger's
+    lane never holds its updates up)."""
 
     stream: str
     window: AudioWindow | None
     frames: tuple[Frame, ...] = ()
+    realtime: bool = False
 
     def times(self) -> tuple[float, float]:
         """(media time, capture time): the window's end, else the newest frame's time; the newest capture."""
@@ -122,11 +126,14 @@ class Recognizer:
     def prime(self, frames: Mapping[str, Sequence[Frame]], limit: int | None = None) -> int:
         """Runs the frame network, in one batch, on at most `limit` frames of any streams not seen yet (the
         oldest captured first), ahead of the updates that need them. The runtime calls this from its frame
-        workers as frames arrive; frames another thread is embedding are left to it, not awaited. Then tags the
-        windows the updates left for the tagger (all of them, in one batch). Returns how many frames and windows
-        it ran."""
-        embedded = self._embed_frames([(stream, list(f)) for stream, f in frames.items()], limit, wait=False)
-        return embedded + (self._tag_left(None, wait=False) if self.uses_tagger else 0)
+        workers as frames arrive; frames another thread is embedding are left to it, not awaited.
+        Returns how many frames it ran."""
+        return self._embed_frames([(stream, list(f)) for stream, f in frames.items()], limit, wait=False)
+
+    def tag(self) -> int:
+        """Runs the tagger, in one batch, on the newest window every stream's updates left for it (an older one
+        not tagged yet was replaced: dropped). The runtime calls this from its tagger thread. Returns how many."""
+        return self._tag_left(None, wait=False) if self.uses_tagger else 0
 
     def _tag_left(self, streams: set[str] | None, wait: bool) -> int:
         """Runs the tagger on the windows left by earlier updates of `streams` (None: all streams); with `wait`,
@@ -154,10 +161,11 @@ class Recognizer:
         return len(mine)
 
     def _lagged_tags(self, requests: Sequence[Request], rows: list[int]) -> dict[int, np.ndarray]:
-        """The tagger's probabilities on each audio request's previous window of its stream, where that overlaps
-        the request's. A stream's earlier window in the same batch is tagged here; the last window of every
-        stream in the batch is left for the next prime()."""
-        self._tag_left({requests[i].stream for i in rows}, wait=True)
+        """The tagger's probabilities on each audio request's previous window of its stream, where that ended at
+        most a window's length before the request's and, for a live stream, is already tagged. A file's window left
+        untagged, or its earlier window in the same batch, is tagged here; the last window of every stream in the
+        batch is left for tag()."""
+        self._tag_left({requests[i].stream for i in rows if not requests[i].realtime}, wait=True)
         window_seconds = self.info.window_samples / self.info.sample_rate
         previous: dict[str, AudioWindow] = {}
         from_batch: dict[int, AudioWindow] = {}
@@ -166,8 +174,9 @@ class Recognizer:
             for i in rows:
                 window = cast(AudioWindow, requests[i].window)  # rows: the requests with audio
                 if requests[i].stream in previous:
-                    from_batch[i] = previous[requests[i].stream]
-                elif requests[i].stream in self._tags:
+                    if not requests[i].realtime:
+                        from_batch[i] = previous[requests[i].stream]
+                elif requests[i].stream in self._tags:  # a live stream's may be older: the lag check drops it
                     answers[i] = self._tags[requests[i].stream]
                 previous[requests[i].stream] = window
         if from_batch:
