@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 SILENCE_DB = -200.0  # dBFS reported for an all-zero window
 FRAME_CACHE = 32  # frame embeddings kept per stream (k is 5-10 at 1 fps)
+# Windows per tagger call: musicnn's activations grow with the batch (about 10 MB a window before pooling), and at
+# 100 streams one call on every window took 2 GB more peak memory; larger batches gain little on a CPU.
+TAGGER_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ class Recognizer:
             ]
         try:
             if mine:
-                probabilities = self.networks.tagger(np.stack([w.samples for w in mine.values()]))
+                probabilities = self._run_tagger(list(mine.values()))
                 with self._lock:
                     for (stream, window), p in zip(mine.items(), probabilities):
                         self._tags[stream] = (window.end_time, p)
@@ -159,6 +162,14 @@ class Recognizer:
         for event in others:
             event.wait()
         return len(mine)
+
+    def _run_tagger(self, windows: list[AudioWindow]) -> np.ndarray:
+        """The tagger's probabilities on windows, TAGGER_BATCH at a time."""
+        parts = [
+            self.networks.tagger(np.stack([w.samples for w in windows[i : i + TAGGER_BATCH]]))
+            for i in range(0, len(windows), TAGGER_BATCH)
+        ]
+        return np.concatenate(parts)
 
     def _lagged_tags(self, requests: Sequence[Request], rows: list[int]) -> dict[int, np.ndarray]:
         """The tagger's probabilities on each audio request's previous window of its stream, where that ended at
@@ -180,7 +191,7 @@ class Recognizer:
                     answers[i] = self._tags[requests[i].stream]
                 previous[requests[i].stream] = window
         if from_batch:
-            probabilities = self.networks.tagger(np.stack([w.samples for w in from_batch.values()]))
+            probabilities = self._run_tagger(list(from_batch.values()))
             answers.update({i: (w.end_time, p) for (i, w), p in zip(from_batch.items(), probabilities)})
         with self._lock:
             self._untagged.update(previous)
