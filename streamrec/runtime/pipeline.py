@@ -364,7 +364,8 @@ class Runtime:
         """The tagger thread: runs the tagger on the windows updates left, at the lowest CPU priority (nice 19, this
         thread only), so that under load it gives way to the inference loop and the frame workers and live streams
         keep real time (their updates do not wait for it; files' updates do). Its engine runs on this thread
-        (streamrec.engines.networks gives it one intra-op thread)."""
+        (streamrec.engines.networks gives it one intra-op thread); on the torch backend torch's own thread pool does
+        the work, at normal priority."""
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError) as e:  # not Linux, or not allowed: it runs at normal priority
