@@ -2,8 +2,7 @@
 
     source threads --emit--> AudioRing / FrameRing per stream
     inference thread: windowing -> Recognizer (batched over streams) -> Smoother -> events
-    frame workers: the frame network on new frames (Recognizer.prime)
-    tagger thread, at the lowest CPU priority: the tagger on the windows updates left (Recognizer.tag)
+    worker threads (runtime/workers.py): the frame network on new frames, the tagger on windows updates left
     events -> JSON lines, terminal view, websocket server (its own thread and event loop)
 
 Real-time streams never wait: a ring that overflows loses its oldest data and a lagging stream
@@ -15,6 +14,7 @@ everything within about a second: sources stop, files are flushed, clients get a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import os
@@ -22,6 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from threading import Thread
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from streamrec.core.networks import NetworkInfo, Networks
 from streamrec.core.scores import FusionRule
 from streamrec.engines import load_networks
 from streamrec.engines.base import ReportsStatus
+from streamrec.runtime import workers
 from streamrec.runtime.batching import collect_due, fill_batch
 from streamrec.runtime.broadcast import DEFAULT_HOST, BroadcastOptions, WebsocketSink
 from streamrec.runtime.explain import LiveExplainer
@@ -192,14 +194,14 @@ class Runtime:
         if o.jsonl is not None:
             # Opened (truncated) only once the listeners started: a run that cannot start keeps the old file.
             # Its own thread and queue: a slow reader of the file or pipe never holds up inference.
-            self._sinks.append(QueuedSink(JsonlSink(o.jsonl), self._sink_failed))
+            self._sinks.append(QueuedSink(JsonlSink(o.jsonl), self._fail))
         if o.view:
             self._view = TerminalView([(s.id, s.description) for s in self._streams])
             self._sinks.append(self._view)
         self._sinks += self._extra_sinks
 
-    def _sink_failed(self, error: SinkError) -> None:
-        """A sink lost events: the run stops and fails with the sink's one-line reason."""
+    def _fail(self, error: BaseException) -> None:
+        """A sink lost events (its one-line SinkError) or a thread failed: the run stops and fails with the first."""
         if self._failure is None:
             self._failure = error
         self.stop("failure")
@@ -219,7 +221,7 @@ class Runtime:
                 except Exception as e:
                     log.debug("%s failed on an event", type(sink).__name__, exc_info=True)
                     self._sinks.remove(sink)
-                    self._sink_failed(e if isinstance(e, SinkError) else SinkError(f"{type(sink).__name__}: {e}"))
+                    self._fail(e if isinstance(e, SinkError) else SinkError(f"{type(sink).__name__}: {e}"))
 
     # --- sources ----------------------------------------------------------------------------
 
@@ -336,8 +338,7 @@ class Runtime:
                 )
             )
             stream.seq += 1
-        if self._recognizer.uses_tagger:
-            self._tagger_wake.set()  # the updates left their windows for the tagger
+        self._tagger_wake.set()  # the updates left their windows for the tagger (if it runs)
         for stream in {id(s): s for s, _ in due}.values():
             with stream.cond:
                 stream.cond.notify_all()
@@ -347,38 +348,12 @@ class Runtime:
         k = self._info.k_frames
         return self._recognizer.prime({s.id: s.frames.latest(k) for s in self._streams if not s.finished}, limit)
 
-    def _frame_loop(self) -> None:
-        """A frame worker: runs the frame network on frames as they arrive, beside the inference loop, so the
-        update that needs a frame finds it embedded (or waits for it). Several workers share the frames."""
-        try:
-            while not self._stop.is_set():
-                self._frame_wake.clear()
-                if not self._prime(self.options.frame_batch):
-                    self._frame_wake.wait(IDLE_WAIT)
-        except BaseException as e:
-            log.exception("the frame loop failed")
-            self._failure = e
-            self.stop("failure")
-
-    def _tagger_loop(self) -> None:
-        """The tagger thread: runs the tagger on the windows updates left, at the lowest CPU priority (nice 19, this
-        thread only), so that under load it gives way to the inference loop and the frame workers and live streams
-        keep real time (their updates do not wait for it; files' updates do). Its engine runs on this thread
-        (streamrec.engines.networks gives it one intra-op thread); on the torch backend torch's own thread pool does
-        the work, at normal priority."""
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except (AttributeError, OSError) as e:  # not Linux, or not allowed: it runs at normal priority
-            log.info("the tagger thread keeps its CPU priority (%s)", e)
-        try:
-            while not self._stop.is_set():
-                self._tagger_wake.clear()
-                if not self._recognizer.tag():
-                    self._tagger_wake.wait(IDLE_WAIT)
-        except BaseException as e:
-            log.exception("the tagger loop failed")
-            self._failure = e
-            self.stop("failure")
+    def _worker(self, name: str, step: Callable[[], int], wake: threading.Event, lowest: bool = False) -> Thread:
+        """A started worker thread (streamrec.runtime.workers): step() until the run stops; a failure stops it."""
+        thread = Thread(target=workers.work, args=(name, step, wake, self._stop, self._fail, lowest), name=name)
+        thread.daemon = True
+        thread.start()
+        return thread
 
     def _finish(self) -> bool:
         """Publishes the final state of streams whose sources are done and windows evaluated; True when all are."""
@@ -428,8 +403,7 @@ class Runtime:
                 self._wake.wait(IDLE_WAIT)
         except BaseException as e:  # an internal failure stops the run; run() reports it
             log.exception("the inference loop failed")
-            self._failure = e
-            self.stop("failure")
+            self._fail(e)
 
     # --- run --------------------------------------------------------------------------------
 
@@ -474,11 +448,10 @@ class Runtime:
             inference.start()
             workers = self.options.frame_workers or os.cpu_count() or 1
             for n in range(workers if self._info.has_video else 0):
-                threads.append(threading.Thread(target=self._frame_loop, name=f"frames-{n}", daemon=True))
-                threads[-1].start()
+                prime = functools.partial(self._prime, self.options.frame_batch)
+                threads.append(self._worker(f"frames-{n}", prime, self._frame_wake))
             if self._recognizer.uses_tagger:
-                threads.append(threading.Thread(target=self._tagger_loop, name="tagger", daemon=True))
-                threads[-1].start()
+                threads.append(self._worker("tagger", self._recognizer.tag, self._tagger_wake, lowest=True))
             for stream in self._streams:
                 for index in range(len(stream.sources)):
                     thread = threading.Thread(
