@@ -42,7 +42,7 @@ from streamrec.core.bundle import Bundle
 from streamrec.core.dataset import DecodeSpec, load_dataset
 from streamrec.core.features import FrameConfig, LogMel, LogMelConfig, frames_to_tensor
 from streamrec.core.graphs import GraphSpec, example_inputs, graph_metadata, graph_module, graph_spec
-from streamrec.core.models.tagger import MusicnnFrontend, TaggerSetup
+from streamrec.core.models.tagger import MusicnnFrontend
 
 # onnxruntime is imported where an export is checked: it is an optional backend.
 
@@ -217,6 +217,17 @@ def _dataset_media(bundle: Bundle, kind: str, data: Path, count: int) -> np.ndar
     return frames_to_tensor(np.stack(frames)).numpy() if frames else np.zeros((0, 3, 1, 1), np.float32)
 
 
+def _audio_windows(bundle: Bundle, count: int, seed: int, data: Path | None) -> np.ndarray:
+    """`count` windows (count, samples) for the audio network and the tagger: a dataset's train windows first,
+    synthetic tones, noise and silence for the rest."""
+    config = AudioSetup.from_dict(bundle.network("audio")["setup"]).frontend
+    waves = _dataset_media(bundle, "audio", data, count) if data is not None else np.zeros((0, 0), np.float32)
+    if len(waves) < count:
+        synthetic = synthetic_waveforms(count - len(waves), config, seed)
+        waves = np.concatenate([waves, synthetic]) if len(waves) else synthetic
+    return waves
+
+
 def representative_inputs(
     bundle: Bundle, kind: str, count: int, seed: int = 0, data: Path | None = None
 ) -> dict[str, np.ndarray]:
@@ -229,13 +240,9 @@ def representative_inputs(
     """
     spec = graph_spec(bundle, kind)
     if kind == "audio":
-        config = LogMelConfig(**spec.frontend)
-        waves = _dataset_media(bundle, kind, data, count) if data is not None else np.zeros((0, 0), np.float32)
-        if len(waves) < count:
-            synthetic = synthetic_waveforms(count - len(waves), config, seed)
-            waves = np.concatenate([waves, synthetic]) if len(waves) else synthetic
         with torch.no_grad():
-            return {"logmel": LogMel(config)(torch.from_numpy(waves)).numpy()}
+            waves = torch.from_numpy(_audio_windows(bundle, count, seed, data))
+            return {"logmel": LogMel(LogMelConfig(**spec.frontend))(waves).numpy()}
     if kind == "video":
         size = spec.nominal["images"][-1]
         images = _dataset_media(bundle, kind, data, count) if data is not None else np.zeros((0, 3, size, size))
@@ -243,15 +250,9 @@ def representative_inputs(
             synthetic = synthetic_images(count - len(images), size, seed)
             images = np.concatenate([images.astype(np.float32), synthetic]) if len(images) else synthetic
         return {"images": images.astype(np.float32)}
-    if kind == "tagger":  # the tagger's own front end on the same kinds of windows as the audio network's
-        window = TaggerSetup.from_dict(spec.frontend or {}).window_samples
-        audio_config = AudioSetup.from_dict(bundle.network("audio")["setup"]).frontend
-        waves = _dataset_media(bundle, "audio", data, count) if data is not None else np.zeros((0, window), np.float32)
-        if len(waves) < count:
-            synthetic = synthetic_waveforms(count - len(waves), audio_config, seed)
-            waves = np.concatenate([waves, synthetic]) if len(waves) else synthetic
+    if kind == "tagger":  # the tagger's own front end on the audio network's windows (the tagger takes the same)
         with torch.no_grad():
-            return {"mel": MusicnnFrontend()(torch.from_numpy(waves[:, :window])).numpy()}
+            return {"mel": MusicnnFrontend()(torch.from_numpy(_audio_windows(bundle, count, seed, data))).numpy()}
     k, video_dim = spec.nominal["frames"]
     rng = np.random.default_rng(seed)
     audio = _embeddings(bundle, "audio", count, seed, data, spec.nominal["audio"][0], rng)

@@ -168,9 +168,10 @@ def choose_fusion_rule(
         return fit_class_offsets(probabilities, np.array([t for _, t in rows]))
 
     candidates: list[FusionRule] = []
+    video_offsets = fitted(FusionRule("product"), "video")  # the tagger's share changes the audio only
     for share in TAGGER_SHARES if bundle.has("tagger") else (0.0,):
         unfitted = FusionRule("product", tagger_share=share)
-        offsets = {"audio_offsets": fitted(unfitted, "audio"), "video_offsets": fitted(unfitted, "video")}
+        offsets = {"audio_offsets": fitted(unfitted, "audio"), "video_offsets": video_offsets}
         if bundle.has("tagger"):  # the mixed audio alone, for the report
             mixing = replace(unfitted, audio_offsets=offsets["audio_offsets"])
             rows = [(calibrated(mixing, s)["audio"], t) for s, t in zip(raw, targets) if s["audio"] is not None]

@@ -36,11 +36,11 @@ PROBE_ITERATIONS = 200
 
 
 @torch.no_grad()
-def clip_embeddings(tagger: Tagger, audio: np.ndarray, setup: AudioSetup) -> torch.Tensor:
+def clip_embeddings(tagger: Tagger, frontend: MusicnnFrontend, audio: np.ndarray, setup: AudioSetup) -> torch.Tensor:
     """The tagger's standardised embeddings (windows, 1506) of one clip's evaluation windows (the audio network's)."""
     n = setup.frontend.window_samples
     windows = take_windows(audio, crop_starts(len(audio), n, setup), n)
-    return tagger.embed(MusicnnFrontend()(torch.from_numpy(windows)))
+    return tagger.embed(frontend(torch.from_numpy(windows)))
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, probe: torch.nn.Linear, weight_decay: float) -> None:
@@ -75,12 +75,13 @@ def train_tagger(
     tagger = Tagger(dims)
     tagger.musicnn.load_state_dict(musicnn.state_dict())
     tagger.eval()
+    frontend = MusicnnFrontend().eval()
 
     index = {name: i for i, name in enumerate(bundle.classes)}
     clips, _, _ = audio_clips(data, "train", SAMPLE_RATE, workers)
     if not clips:
         raise UserError(f"{data} has no train clips with audio")
-    parts = [clip_embeddings(tagger, c.audio, setup) for c in track(clips, "musicnn on the train clips")]
+    parts = [clip_embeddings(tagger, frontend, c.audio, setup) for c in track(clips, "musicnn on the train clips")]
     x = torch.cat(parts)
     y = torch.cat([torch.full((len(p),), index[c.record.label]) for p, c in zip(parts, clips)])
     # The embedding is standardised as the probe was fitted: a penalty means the same on every feature.
@@ -93,7 +94,10 @@ def train_tagger(
     if test:
         with torch.no_grad():
             scores = np.stack(
-                [torch.softmax(tagger.probe(clip_embeddings(tagger, c.audio, setup)), 1).mean(0).numpy() for c in test]
+                [
+                    torch.softmax(tagger.probe(clip_embeddings(tagger, frontend, c.audio, setup)), 1).mean(0).numpy()
+                    for c in test
+                ]
             )
         targets = np.array([index[c.record.label] for c in test])
         metrics["test"] = classification_report(scores, targets, bundle.classes)
