@@ -55,8 +55,8 @@ EMOJI_PACKAGES: dict[str, tuple[str, str, str]] = {
 
 # Icon sets of the Iconify project (npm @iconify-json/<set>: one JSON of SVG bodies) by other artists than
 # field-dev's (train/corpus/field.py) and none on DATA.md's reserved list: set -> (version, licence). They add
-# flat, line and monochrome styles of accordion, drums, guitar, harmonica, piano, saxophone, trumpet and violin;
-# none draws banjo, cello, clarinet, flute or organ as a whole instrument, apart from those already used or held out.
+# flat, line and monochrome styles of drums, guitar, piano, saxophone, trumpet and violin; no set draws the
+# other classes, apart from those already used or held out.
 ICON_SETS: dict[str, tuple[str, str]] = {
     "emojione": ("1.2.3", "CC-BY-4.0 (npm @iconify-json/emojione, Emoji One v2)"),
     "emojione-v1": ("1.2.3", "CC-BY-SA-4.0 (npm @iconify-json/emojione-v1, Emoji One v1)"),
@@ -70,17 +70,6 @@ ICON_SETS: dict[str, tuple[str, str]] = {
     "ph": ("1.2.2", "MIT (npm @iconify-json/ph, Phosphor)"),
     "tabler": ("1.2.41", "MIT (npm @iconify-json/tabler)"),
     "tdesign": ("1.2.19", "MIT (npm @iconify-json/tdesign)"),
-    # Added 2026-12-05 for the frame network's weak classes (accordion, guitar, piano): whole-instrument glyphs only
-    # (qlementine's guitar, banjo, violin and cello glyphs draw a headstock, not the instrument, and are left out).
-    "qlementine-icons": ("1.2.16", "MIT (npm @iconify-json/qlementine-icons, Olivier Clero)"),
-    "arcticons": ("1.2.58", "CC-BY-SA-4.0 (npm @iconify-json/arcticons, Arcticons by Donnnno)"),
-    "la": ("1.2.1", "Apache-2.0 (npm @iconify-json/la, Line Awesome by Icons8)"),
-    "wpf": ("1.2.0", "MIT (npm @iconify-json/wpf, Icons8 Windows 8 icons)"),
-    "fa7-solid": ("1.2.5", "CC-BY-4.0 (npm @iconify-json/fa7-solid, Font Awesome 7)"),
-    "ri": ("1.2.10", "Apache-2.0 (npm @iconify-json/ri, Remix Icon)"),
-    "bxs": ("1.2.3", "MIT (npm @iconify-json/bxs, Boxicons solid)"),
-    "icon-park-solid": ("1.2.4", "Apache-2.0 (npm @iconify-json/icon-park-solid, ByteDance IconPark)"),
-    "icon-park-twotone": ("1.2.4", "Apache-2.0 (npm @iconify-json/icon-park-twotone, ByteDance IconPark)"),
 }
 
 LICENCES: dict[str, str] = {
@@ -129,13 +118,7 @@ def _icons(name: str, *icon_sets: str) -> tuple[tuple[str, str], ...]:
 
 
 INSTRUMENTS: dict[str, InstrumentSource] = {
-    "accordion": InstrumentSource(
-        (21,),
-        (53, 84),
-        polyphonic=True,
-        emoji=("1fa97",),
-        icons=(("qlementine-icons", "accordion-16"), ("arcticons", "accordion"), ("arcticons", "emoji-accordion")),
-    ),
+    "accordion": InstrumentSource((21,), (53, 84), polyphonic=True, emoji=("1fa97",)),
     "banjo": InstrumentSource((105,), (50, 81), polyphonic=True, emoji=("1fa95",)),
     "cello": InstrumentSource(
         (42,), (36, 69), clipart=tuple(_MUSIC + n for n in ("cello_ganson.svg", "cello_mo_01.svg", "cello_mo_02.svg"))
@@ -157,8 +140,7 @@ INSTRUMENTS: dict[str, InstrumentSource] = {
                 "djambf_ganson.svg",
             )
         ),
-        icons=_icons("drum", "emojione", "emojione-monotone", "noto-v1", "fa6-solid", "hugeicons", "lucide", "la", "fa7-solid")
-        + (("qlementine-icons", "drumkit-16"), ("qlementine-icons", "drumkit-24")),
+        icons=_icons("drum", "emojione", "emojione-monotone", "noto-v1", "fa6-solid", "hugeicons", "lucide"),
     ),
     "flute": InstrumentSource((73,), (60, 93), emoji=("1fa88",), clipart=(_MUSIC + "flute_ganson.svg",)),
     "guitar": InstrumentSource(
@@ -189,10 +171,9 @@ INSTRUMENTS: dict[str, InstrumentSource] = {
             "ph",
         )
         + (("mingcute", "guitar-line"), ("mingcute", "guitar-fill"), ("ph", "guitar-fill"))
-        + (("tdesign", "guitar"), ("tdesign", "guitar-filled"))
-        + _icons("guitar", "la", "wpf", "arcticons", "fa7-solid"),
+        + (("tdesign", "guitar"), ("tdesign", "guitar-filled")),
     ),
-    "harmonica": InstrumentSource((22,), (60, 84), icons=(("qlementine-icons", "harmonica-16"),), procedural="harmonica"),
+    "harmonica": InstrumentSource((22,), (60, 84), procedural="harmonica"),
     "organ": InstrumentSource(tuple(range(16, 21)), (36, 84), polyphonic=True, procedural="organ"),
     "piano": InstrumentSource(
         tuple(range(0, 8)),
@@ -205,18 +186,14 @@ INSTRUMENTS: dict[str, InstrumentSource] = {
             "computer/icons/flat-theme/action/piano.svg",
         ),
         icons=_icons("piano", "icon-park-outline", "lucide", "tabler", "tdesign")
-        + (("lucide", "keyboard-music"), ("ph", "piano-keys"), ("ph", "piano-keys-fill"), ("tdesign", "piano-filled"))
-        + _icons("piano", "arcticons", "bxs", "icon-park-solid", "icon-park-twotone")
-        + (("qlementine-icons", "piano-16"), ("qlementine-icons", "piano-24"), ("arcticons", "perfect-piano"))
-        + (("ri", "piano-grand-fill"), ("ri", "piano-grand-line")),
+        + (("lucide", "keyboard-music"), ("ph", "piano-keys"), ("ph", "piano-keys-fill"), ("tdesign", "piano-filled")),
     ),
     "saxophone": InstrumentSource(
         tuple(range(64, 68)),
         (44, 80),
         emoji=("1f3b7",),
         clipart=(_MUSIC + "saxophone_jarno_vasamaa_.svg", _MUSIC + "jazz_enrique_meza_c_01.svg"),
-        icons=_icons("saxophone", *_EMOJI_ICON_SETS)
-        + (("qlementine-icons", "saxophone-16"), ("qlementine-icons", "saxophone-24")),
+        icons=_icons("saxophone", *_EMOJI_ICON_SETS),
     ),
     "trumpet": InstrumentSource(
         (56,),
@@ -233,8 +210,7 @@ INSTRUMENTS: dict[str, InstrumentSource] = {
                 "tpt_cubf_ganson.svg",
             )
         ),
-        icons=_icons("trumpet", *_EMOJI_ICON_SETS, "icon-park-solid", "icon-park-twotone")
-        + (("qlementine-icons", "trumpet-16"), ("qlementine-icons", "trumpet-24")),
+        icons=_icons("trumpet", *_EMOJI_ICON_SETS),
     ),
     "violin": InstrumentSource(
         (40,),
