@@ -148,3 +148,13 @@ for seed in 0 1 2 3; do
     --val-data "$FIELD" --epochs 30 --train-on-val --seed "$seed" --picture-styles gray,poster
   evaluate "head-poster-$seed" "$RUNS/head-poster-$seed" video
 done
+# 2026-12-05, later (docs/results.md, "The tagger in the runtime"): musicnn's tagger (a probe on its embedding) into
+# shipped3, tune again (it now searches the tagger's share). The result shipped.
+$S train tagger --data "$CORPUS" --out "$RUNS/shipped3"
+$S tune "$FIELD" --model "$RUNS/shipped3"
+evaluate shipped3 "$RUNS/shipped3"
+# 2026-12-05, last (docs/results.md, "Nine more icon sets for the frame network"): the corpus rebuilt by the same
+# command with nine more Iconify sets (commit 77ec295; reverted by the next commit, as no head gained on val), frame
+# heads with the shipped recipe for seeds 0-3 on it. Every clip's audio was byte-identical.
+#   $S train video --data "$CORPUS" --out "$RUNS/icons-$seed" --imagenet-prior --weight-decay 1e-2 \
+#     --val-data "$FIELD" --epochs 30 --train-on-val --seed "$seed" --picture-styles gray

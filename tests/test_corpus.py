@@ -234,3 +234,16 @@ def test_training_icons_are_drawn_and_share_no_artist_with_field_dev_or_the_rese
             assert f"icon-{icon_set}:{icon}" in ids, (name, icon_set, icon)
             rgba = load_rgba(f"icon-{icon_set}:{icon}")
             assert rgba.shape[2] == 4 and max(rgba.shape[:2]) == 256 and (rgba[..., 3] > 0).mean() > 0.05
+
+
+def test_the_bundled_example_clip_is_the_one_data_example_builds_from_todays_sources() -> None:
+    """`streamrec data example` must rebuild the committed demo clip: a change to the corpus's sources that moves its
+    melodies, sounds or pictures has to ship a rebuilt clip (the description is compared; rendering is not needed)."""
+    from streamrec.core.assets import EXAMPLE_SEGMENTS
+    from streamrec.train.corpus.example import example_plans
+
+    committed = json.loads(EXAMPLE_SEGMENTS.read_text())
+    classes = tuple(s["class"] for s in committed["segments"])
+    seconds = committed["seconds"] / len(classes)
+    _, _, segments = example_plans(classes, seconds, committed["seed"])
+    assert segments == committed["segments"]

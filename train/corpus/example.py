@@ -15,26 +15,26 @@ import numpy as np
 
 from streamrec.train.corpus import audio as A
 from streamrec.train.corpus.build import BuildOptions, gather_sources, plan_clips, render_media, write_clip
+from streamrec.train.corpus.plan import ClipPlan, SourceBank
 from streamrec.train.corpus.sources import cache_dir
 
 DEFAULT_SEQUENCE = ("violin", "piano", "drums", "trumpet")
 
 
-def build_example(out: Path, classes: tuple[str, ...] = DEFAULT_SEQUENCE, seconds: float = 6.0, seed: int = 0) -> dict:
-    """Writes OUT (mp4) and OUT.json; returns the segment description."""
+def example_plans(
+    classes: tuple[str, ...] = DEFAULT_SEQUENCE, seconds: float = 6.0, seed: int = 0
+) -> tuple[SourceBank, list[ClipPlan], list[dict]]:
+    """The sources, one test-split clip plan per segment (both streams, one voice) and the segment description."""
     options = BuildOptions(
-        out=out.parent, clips_per_class=20, seconds=seconds, classes=tuple(sorted(set(classes))), seed=seed
+        out=Path("."), clips_per_class=20, seconds=seconds, classes=tuple(sorted(set(classes))), seed=seed
     )
     bank = gather_sources(options.classes, seed)
     plans = plan_clips(options, bank)
-    speech = A.speech_pool(cache_dir() / "speech")
-    audio_parts, frame_parts, segments = [], [], []
+    chosen, segments = [], []
     for i, name in enumerate(classes):
         plan = next(p for p in plans if p.class_name == name and p.split == "test")
         plan = replace(plan, has_audio=True, has_video=True, voices=plan.voices[:1])
-        audio, frames = render_media(plan, bank, seconds, speech, np.random.default_rng([seed, i]))
-        audio_parts.append(audio)
-        frame_parts.append(frames)
+        chosen.append(plan)
         segments.append(
             {
                 "class": name,
@@ -45,6 +45,18 @@ def build_example(out: Path, classes: tuple[str, ...] = DEFAULT_SEQUENCE, second
                 "image": plan.image_id,
             }
         )
+    return bank, chosen, segments
+
+
+def build_example(out: Path, classes: tuple[str, ...] = DEFAULT_SEQUENCE, seconds: float = 6.0, seed: int = 0) -> dict:
+    """Writes OUT (mp4) and OUT.json; returns the segment description."""
+    bank, plans, segments = example_plans(classes, seconds, seed)
+    speech = A.speech_pool(cache_dir() / "speech")
+    audio_parts, frame_parts = [], []
+    for i, plan in enumerate(plans):
+        audio, frames = render_media(plan, bank, seconds, speech, np.random.default_rng([seed, i]))
+        audio_parts.append(audio)
+        frame_parts.append(frames)
     write_clip(out, np.concatenate(audio_parts), np.concatenate(frame_parts), np.random.default_rng(seed))
     description = {"clip": out.name, "seconds": seconds * len(classes), "seed": seed, "segments": segments}
     out.with_suffix(".json").write_text(json.dumps(description, indent=2) + "\n")
