@@ -42,17 +42,16 @@ def report(name: str, probabilities: dict[str, np.ndarray], targets: dict[str, n
 
 def main(field_dev: str, roots: list[str]) -> None:
     clips = {split: video_clips(field_dev, split, 2)[0] for split in SPLITS}
-    features, classes, every = None, (), []
+    classes = Bundle.load(roots[0]).classes  # every head of a comparison has the same classes
+    targets = {s: encode_targets([c.record for c in clips[s]], classes)[0] for s in SPLITS}
+    features, every = None, []
     for root in roots:
-        bundle = Bundle.load(root)
-        model = load_network(bundle, "video").eval()
-        classes = bundle.classes
+        model = load_network(Bundle.load(root), "video").eval()
         features = features or {split: trunk_features(c, model) for split, c in clips.items()}
         with torch.inference_mode():
             every.append(
                 {s: np.stack([frame_probabilities(model.head, f).mean(axis=0) for f in features[s]]) for s in SPLITS}
             )
-        targets = {s: encode_targets([c.record for c in clips[s]], classes)[0] for s in SPLITS}
         report(root, every[-1], targets, classes)
     if len(every) > 1:
         report("mean of all", {s: np.mean([p[s] for p in every], axis=0) for s in SPLITS}, targets, classes)

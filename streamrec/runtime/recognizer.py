@@ -134,8 +134,9 @@ class Recognizer:
         return self._embed_frames([(stream, list(f)) for stream, f in frames.items()], limit, wait=False)
 
     def tag(self) -> int:
-        """Runs the tagger, in one batch, on the newest window every stream's updates left for it (an older one
-        not tagged yet was replaced: dropped). The runtime calls this from its tagger thread. Returns how many."""
+        """Runs the tagger, TAGGER_BATCH windows a call, on the newest window every stream's updates left for it (an
+        older one not tagged yet was replaced: dropped). The runtime calls this from its tagger thread. Returns how
+        many."""
         return self._tag_left(None, wait=False) if self.uses_tagger else 0
 
     def _tag_left(self, streams: set[str] | None, wait: bool) -> int:
