@@ -161,7 +161,8 @@ evaluate shipped3 "$RUNS/shipped3"
 # 2026-12-05, evening (docs/results.md, "The poster view with offsets, stronger weight decay, and qABCs's realistic
 # drawings"): the gray + poster heads again (scored with offsets by scripts/frame_heads_probe.py), gray heads at
 # weight decay 3e-2 and 1e-1, and heads on the corpus rebuilt with qABCs's drawings (Debian qabcs-data; the sources
-# change is described there and is not on main). None but the last gained; its seed 3 is the best head on val.
+# change is described there and is not on main), with all 17 and with all but cello's. Only the drawings gained; seed
+# 3 on the corpus without qABCs's cello is the best head on val.
 #   $S train video --data "$CORPUS" --out "$RUNS/wd-$wd-$seed" --imagenet-prior --weight-decay "$wd" \
 #     --val-data "$FIELD" --epochs 30 --train-on-val --seed "$seed" --picture-styles gray
 #   $S train video --data "$CORPUS_QABCS" --out "$RUNS/qabcs-$seed" --imagenet-prior --weight-decay 1e-2 \
