@@ -16,7 +16,7 @@ APT_PACKAGES=(
   # drawings, recorded speech (telephone-band prompts, full-band Czech and Dutch dialogues, words spoken by
   # native speakers of 25 languages)
   asterisk-core-sounds-en-wav fillets-ng-data-cs fillets-ng-data-nl ktuberling-data
-  fluid-soundfont-gm musescore-general-soundfont hydrogen-drumkits lmms-common openclipart-svg
+  fluid-soundfont-gm musescore-general-soundfont hydrogen-drumkits lmms-common openclipart-svg qabcs-data
   # runtime libraries of PyPI wheels: PortAudio for sounddevice, libGL for OpenCV, cairo for cairosvg
   libportaudio2 libgl1 libglib2.0-0 libcairo2
   # a virtual microphone (PulseAudio null sink) and an RTSP server on loopback, used by the tests

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from streamrec.train.corpus.sources import INSTRUMENTS, OPENCLIPART, emoji_dir, emoji_images, icon_set_file
+from streamrec.train.corpus.sources import INSTRUMENTS, OPENCLIPART, QABCS, emoji_dir, emoji_images, icon_set_file
 
 FRAME_WIDTH, FRAME_HEIGHT = 320, 240  # pixels
 VIDEO_FPS = 10  # frames per second written to the clips (the models sample 1 fps from it)
@@ -40,6 +40,7 @@ def source_images(class_name: str) -> list[SourceImage]:
         SourceImage(f"openclipart:{path}", "openclipart") for path in spec.clipart if (OPENCLIPART / path).exists()
     ]
     found += [SourceImage(f"icon-{s}:{name}", f"icons-{s}") for s, name in spec.icons if icon_set_file(s).exists()]
+    found += [SourceImage(f"qabcs:{stem}", "qabcs") for stem in spec.drawings if (QABCS / f"{stem}.png").exists()]
     if spec.procedural:
         found += [SourceImage(f"procedural:{spec.procedural}:{i}", "procedural") for i in range(N_PROCEDURAL_VARIANTS)]
     return found
@@ -57,6 +58,8 @@ def load_rgba(image_id: str) -> np.ndarray:
     elif kind.startswith("icon-"):  # an icon of an Iconify set (training or field-dev artwork)
         png = cairosvg.svg2png(bytestring=iconify_svg(kind.removeprefix("icon-"), rest), output_width=SOURCE_SIZE * 2)
         image = Image.open(io.BytesIO(png)).convert("RGBA")
+    elif kind == "qabcs":
+        image = Image.open(QABCS / f"{rest}.png").convert("RGBA")
     elif kind == "procedural":
         name, _, variant = rest.partition(":")
         image = PROCEDURAL_DRAWINGS[name](np.random.default_rng(1000 + int(variant)))
