@@ -128,9 +128,7 @@ INSTRUMENTS: dict[str, InstrumentSource] = {
     ),
     "banjo": InstrumentSource((105,), (50, 81), polyphonic=True, emoji=("1fa95",)),
     "cello": InstrumentSource(
-        (42,),
-        (36, 69),
-        clipart=tuple(_MUSIC + n for n in ("cello_ganson.svg", "cello_mo_01.svg", "cello_mo_02.svg")),
+        (42,), (36, 69), clipart=tuple(_MUSIC + n for n in ("cello_ganson.svg", "cello_mo_01.svg", "cello_mo_02.svg"))
     ),
     "clarinet": InstrumentSource(
         (71,), (50, 86), clipart=(_MUSIC + "oboe_ganson.svg",), procedural="clarinet", drawings=("clarinet",)
