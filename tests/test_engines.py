@@ -67,8 +67,8 @@ def _make_bundle(root: Path, video: bool = True, fusion: bool = True) -> Bundle:
     bundle = Bundle.create(root, CLASSES)
     _save_audio(bundle, seed=0)
     torch.manual_seed(1)
-    if video:
-        net = FrameNet(VideoDims("efficientnet_lite0", 3, embedding_dim=16, pretrained=False))
+    if video:  # two heads (FrameHeads): the exported graph averages their probabilities
+        net = FrameNet(VideoDims("efficientnet_lite0", 3, embedding_dim=16, pretrained=False, heads=2))
         _settle_batchnorm(net, torch.rand(4, 3, 128, 128))  # fully convolutional: smaller frames will do
         bundle.save_network("video", net, "efficientnet_lite0", net.dims.to_dict(), {})
     if fusion:
@@ -89,7 +89,8 @@ def one_torch_thread() -> None:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    """Audio (Han, real-time front end), video (EfficientNet-Lite0) and fusion networks, randomly initialised."""
+    """Audio (Han, real-time front end), video (EfficientNet-Lite0, two frame heads) and fusion networks, randomly
+    initialised."""
     return _make_bundle(tmp_path_factory.mktemp("engines") / "bundle")
 
 

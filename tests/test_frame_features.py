@@ -157,3 +157,64 @@ def test_train_video_tune_top_changes_only_the_top_convolution(
     stock = FrameNet(load_network(bundle, "video").dims).trunk.state_dict()  # ImageNet's weights
     changed = {k for k in stock if not torch.equal(stock[k], trained[k])}
     assert changed == {"net._conv_head.weight"}
+
+
+def test_frame_heads_mean_their_probabilities_and_keep_the_first_heads_embedding(tmp_path: Path) -> None:
+    from streamrec.core.bundle import Bundle
+    from streamrec.core.models import load_network
+
+    torch.manual_seed(0)
+    net = FrameNet(VideoDims("efficientnet_lite0", 4, embedding_dim=8, pretrained=False, heads=3)).eval()
+    trunk = torch.randn(5, 1280)
+    with torch.no_grad():
+        members = [torch.softmax(head(trunk), dim=1) for head in net.head.members]
+        assert not torch.allclose(members[0], members[1])  # the heads differ, so the mean is a real mean
+        mean = torch.softmax(net.head(trunk), dim=1)
+        assert torch.allclose(mean, torch.stack(members).mean(dim=0), atol=1e-6)
+        assert torch.equal(net.head.project(trunk), net.head.members[0].project(trunk))
+        images = torch.rand(2, 3, 96, 96)
+        expected = net(images)
+    bundle = Bundle.create(tmp_path / "bundle", ("a", "b", "c", "d"))
+    bundle.save_network("video", net, "efficientnet_lite0", net.dims.to_dict(), {})
+    loaded = load_network(Bundle.load(bundle.root), "video")
+    assert loaded.dims.heads == 3
+    with torch.no_grad():
+        assert torch.allclose(loaded(images), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="one head or more"):
+        VideoDims("efficientnet_lite0", 4, heads=0)
+
+
+@pytest.mark.slow  # tiny_corpus
+def test_train_frame_heads_merges_bundles_heads_into_one_network(
+    tiny_corpus: Path, tmp_path: Path, streamrec_cli
+) -> None:
+    import shutil
+
+    from streamrec.core.bundle import Bundle
+    from streamrec.core.models import load_network
+
+    common = ("train", "video", "--data", str(tiny_corpus), "--epochs", "1", "--workers", "1", "--imagenet-prior")
+    for seed in (0, 1):
+        assert streamrec_cli(*common, "--out", str(tmp_path / f"s{seed}"), "--seed", str(seed)) == 0
+    out = shutil.copytree(tmp_path / "s0", tmp_path / "merged")  # the bundle's other networks stay
+    merge = ("train", "frame-heads", "--data", str(tiny_corpus), "--workers", "1")
+    assert streamrec_cli(*merge, str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(out)) == 0
+    entry = Bundle.load(out).network("video")
+    assert entry["dims"]["heads"] == 2 and entry["frames"] == Bundle.load(tmp_path / "s0").network("video")["frames"]
+    assert [m["bundle"] for m in entry["training"]["members"]] == [str(tmp_path / "s0"), str(tmp_path / "s1")]
+    assert {"test", "val"} <= set(entry["metrics"])
+    merged = load_network(Bundle.load(out), "video")
+    parts = [load_network(Bundle.load(tmp_path / f"s{seed}"), "video") for seed in (0, 1)]
+    images = torch.rand(3, 3, 224, 224)
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(p(images), dim=1) for p in parts]).mean(dim=0)
+        assert torch.allclose(torch.softmax(merged(images), dim=1), expected, atol=1e-5)
+        assert torch.allclose(merged.embed(images), parts[0].embed(images), atol=1e-5)
+    # A merged network merges again (its heads count one by one); bad input is a one-line error, nothing written.
+    assert streamrec_cli(*merge, str(out), str(tmp_path / "s1"), "--out", str(tmp_path / "three")) == 0
+    assert Bundle.load(tmp_path / "three").network("video")["dims"]["heads"] == 3
+    assert streamrec_cli(*merge, str(tmp_path / "s0"), "--out", str(tmp_path / "one")) == 2
+    plain = tmp_path / "plain"
+    assert streamrec_cli(*common[:-1], "--out", str(plain), "--seed", "2") == 0  # no ImageNet prior: other dims
+    assert streamrec_cli(*merge, str(tmp_path / "s0"), str(plain), "--out", str(tmp_path / "mixed")) == 2
+    assert not (tmp_path / "one").exists() and not (tmp_path / "mixed").exists()

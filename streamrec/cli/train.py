@@ -36,6 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train_commands = train.add_subparsers(dest="train_command", metavar="SUBCOMMAND", required=True)
     _add_audio(train_commands)
     _add_video(train_commands)
+    _add_frame_heads(train_commands)
     _add_fusion(train_commands)
     _add_all(train_commands)
     _add_tagger(train_commands)
@@ -315,6 +316,39 @@ def _picture_styles(text: str) -> tuple[str, ...]:
     if unknown:
         raise UserError(f"--picture-styles: unknown {', '.join(unknown)}; choose from {', '.join(PICTURE_STYLES)}")
     return tuple(dict.fromkeys(styles))
+
+
+def _add_frame_heads(train_commands: argparse._SubParsersAction) -> None:
+    h = train_commands.add_parser(
+        "frame-heads",
+        help="one frame network from the heads of several bundles' frame networks (their mean probabilities)",
+        description="Writes OUT's frame network: the frame heads of the BUNDLEs (trained by `streamrec train video` "
+        "on the same backbone; for example on different picture pools or seeds), in order, on their shared trunk. Its "
+        "probabilities are the mean of the heads': heads that learned from different pictures err on different "
+        "ones, and their mean is less sure where they disagree. The trunk runs once, so a head costs little at run "
+        "time. The first BUNDLE's head gives the embeddings the fusion network stacks. Reports Hit@1 and F1 on "
+        "--data's test split and --val-data's val split; the bundle's other networks are left as they are.",
+    )
+    h.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundles whose frame heads are merged (two or more)")
+    h.add_argument("--data", required=True, metavar="DIR", help="dataset whose test split is reported (the corpus)")
+    h.add_argument("--out", required=True, metavar="BUNDLE", help="model bundle to write the frame network into")
+    add_val_data(h)
+    add_workers(h)
+    h.set_defaults(func=cmd_train_frame_heads)
+
+
+def cmd_train_frame_heads(args: argparse.Namespace) -> int:
+    from streamrec.train.frame_heads import merge_frame_heads
+
+    summary = merge_frame_heads(
+        [Path(b) for b in args.bundles],
+        Path(args.out),
+        Path(args.data),
+        Path(args.val_data) if args.val_data else None,
+        args.workers,
+    )
+    _print_summary("video", summary, args.out)
+    return 0
 
 
 def _add_fusion(train_commands: argparse._SubParsersAction) -> None:

@@ -55,10 +55,15 @@ class VideoDims:
     # Per class, ImageNet classifier rows whose log-sum-exp is added to that class's logit (imagenet_rows);
     # empty: no prior. Needs the EfficientNet-Lite0 trunk, whose ImageNet classifier supplies the rows.
     prior_rows: tuple[tuple[int, ...], ...] = ()
+    # Frame heads on the one trunk (FrameHeads): the frame probabilities are their mean. Heads trained on
+    # different picture pools err on different pictures, and their mean is less sure when it is wrong.
+    heads: int = 1
 
     def __post_init__(self) -> None:
         rows = tuple(tuple(int(i) for i in r) for r in self.prior_rows)  # JSON gives lists
         object.__setattr__(self, "prior_rows", rows)
+        if self.heads < 1:
+            raise ValueError(f"a frame network needs one head or more, not {self.heads}")
         if rows and len(rows) != self.n_classes:
             raise ValueError(f"prior_rows has {len(rows)} entries for {self.n_classes} classes")
         if rows and self.backbone != "efficientnet_lite0":
@@ -198,6 +203,29 @@ class FrameHead(nn.Module):
         return self.logits(trunk_features, self.project(trunk_features))
 
 
+class FrameHeads(nn.Module):
+    """Several FrameHeads on one trunk, as one head: the logits are the log of the mean of their softmaxes, so
+    softmax(logits) is the mean of the heads' probabilities. The embedding (project) is the first head's: the
+    fusion network stacks the embeddings of the head it was trained with."""
+
+    def __init__(self, dims: VideoDims) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(FrameHead(dims) for _ in range(dims.heads))
+
+    def project(self, trunk_features: torch.Tensor) -> torch.Tensor:
+        return self.members[0].project(trunk_features)
+
+    def logits(self, trunk_features: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """The mean probabilities' log; `embedding` is the first head's (project()), the others project their own."""
+        outputs = [self.members[0].logits(trunk_features, embedding)]
+        outputs += [head(trunk_features) for head in self.members[1:]]
+        probabilities = torch.stack([torch.softmax(o, dim=1) for o in outputs]).mean(dim=0)
+        return torch.log(probabilities.clamp_min(1e-12))
+
+    def forward(self, trunk_features: torch.Tensor) -> torch.Tensor:
+        return self.logits(trunk_features, self.project(trunk_features))
+
+
 class FrameNet(nn.Module):
     """Frames (batch, 3, size, size) float in [0, 1] -> logits (batch, classes); embed() -> (batch, embedding_dim)."""
 
@@ -212,9 +240,10 @@ class FrameNet(nn.Module):
             self.trunk = InceptionV3Trunk(weights_file if pretrained else None)
         else:
             raise ValueError(f"unknown frame backbone {dims.backbone!r}; known: {', '.join(BACKBONES)}")
-        self.head = FrameHead(dims)
-        if self.head.prior is not None and pretrained and weights_file is None:
-            self.head.prior.load_imagenet(self.trunk.net._fc)
+        self.head = FrameHead(dims) if dims.heads == 1 else FrameHeads(dims)
+        if dims.prior_rows and pretrained and weights_file is None:
+            for head in self.head.members if isinstance(self.head, FrameHeads) else (self.head,):
+                head.prior.load_imagenet(self.trunk.net._fc)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.head.project(self.trunk(images))
