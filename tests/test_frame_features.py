@@ -202,7 +202,7 @@ def test_train_frame_heads_merges_bundles_heads_into_one_network(
     entry = Bundle.load(out).network("video")
     assert entry["dims"]["heads"] == 2 and entry["frames"] == Bundle.load(tmp_path / "s0").network("video")["frames"]
     assert [m["bundle"] for m in entry["training"]["members"]] == [str(tmp_path / "s0"), str(tmp_path / "s1")]
-    assert {"test", "val"} <= set(entry["metrics"])
+    assert {"test", "val"} <= set(entry["metrics"]) and (out / "reports" / "video_2_heads_confusion.png").is_file()
     merged = load_network(Bundle.load(out), "video")
     parts = [load_network(Bundle.load(tmp_path / f"s{seed}"), "video") for seed in (0, 1)]
     images = torch.rand(3, 3, 224, 224)

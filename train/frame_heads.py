@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from streamrec.core.bundle import Bundle
@@ -19,6 +20,7 @@ from streamrec.core.errors import UserError
 from streamrec.core.models import load_network
 from streamrec.core.models.video import FrameHead, FrameHeads, FrameNet, VideoDims
 from streamrec.train.frame_features import trunk_features
+from streamrec.train.metrics import plot_confusions
 from streamrec.train.provenance import record_training_data
 from streamrec.train.train_video import evaluate_video, video_clips
 
@@ -65,6 +67,11 @@ def merge_frame_heads(members: list[Path], out: Path, data: Path, val_data: Path
             raise UserError(f"{dataset} has no {split} clips with video")
         reports[split], _ = evaluate_video(merged, trunk_features(clips, merged), clips, classes)
 
+    plot_confusions(
+        {f"video, {len(heads)} frame heads (test)": np.array(reports["test"]["confusion"])},
+        classes,
+        out / "reports" / f"video_{len(heads)}_heads_confusion.png",
+    )
     first = bundles[0].network("video")
     settings = {k: v for k, v in first.items() if k not in _WEIGHT_KEYS}
     training = {
