@@ -67,6 +67,7 @@ def merge_frame_heads(members: list[Path], out: Path, data: Path, val_data: Path
             raise UserError(f"{dataset} has no {split} clips with video")
         reports[split], _ = evaluate_video(merged, trunk_features(clips, merged), clips, classes)
 
+    target = Bundle.create(out, classes)  # refuses a bundle of other classes before anything is written
     plot_confusions(
         {f"video, {len(heads)} frame heads (test)": np.array(reports["test"]["confusion"])},
         classes,
@@ -79,7 +80,6 @@ def merge_frame_heads(members: list[Path], out: Path, data: Path, val_data: Path
         "members": [{"bundle": str(b.root), **b.network("video").get("training", {})} for b in bundles],
         "validation": f"{val_data or data} (val split)",
     }
-    target = Bundle.create(out, classes)
     metrics = {"test": reports["test"], "val": reports["val"]}
     target.save_network("video", merged, first["arch"], merged.dims.to_dict(), settings, metrics, training)
     record_training_data(target, data)
