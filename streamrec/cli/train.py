@@ -332,7 +332,12 @@ def _add_frame_heads(train_commands: argparse._SubParsersAction) -> None:
     h.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundles whose frame heads are merged (two or more)")
     h.add_argument("--data", required=True, metavar="DIR", help="dataset whose test split is reported (the corpus)")
     h.add_argument("--out", required=True, metavar="BUNDLE", help="model bundle to write the frame network into")
-    add_val_data(h)
+    h.add_argument(
+        "--val-data",
+        metavar="DIR",
+        help="dataset whose val split is reported (default: --data's): a set from sources training never saw, "
+        "such as `streamrec data field-dev`'s",
+    )
     add_workers(h)
     h.set_defaults(func=cmd_train_frame_heads)
 
