@@ -160,11 +160,15 @@ evaluate shipped3 "$RUNS/shipped3"
 #     --val-data "$FIELD" --epochs 30 --train-on-val --seed "$seed" --picture-styles gray
 # 2026-12-05, evening (docs/results.md, "The poster view with offsets, stronger weight decay, and qABCs's realistic
 # drawings"): the gray + poster heads again (scored with offsets by scripts/frame_heads_probe.py), gray heads at
-# weight decay 3e-2 and 1e-1, and heads on the corpus rebuilt with qABCs's drawings (Debian qabcs-data; the sources
-# change is described there and is not on main), with all 17 and with all but cello's. Only the drawings gained; seed
+# weight decay 3e-2 and 1e-1, and heads on the corpus rebuilt with qABCs's drawings (Debian qabcs-data; on main since
+# 2026-12-05, night, all but cello's), with all 17 and with all but cello's. Only the drawings gained; seed
 # 3 on the corpus without qABCs's cello is the best head on val.
 #   $S train video --data "$CORPUS" --out "$RUNS/wd-$wd-$seed" --imagenet-prior --weight-decay "$wd" \
 #     --val-data "$FIELD" --epochs 30 --train-on-val --seed "$seed" --picture-styles gray
 #   $S train video --data "$CORPUS_QABCS" --out "$RUNS/qabcs-$seed" --imagenet-prior --weight-decay 1e-2 \
 #     --val-data "$FIELD" --epochs 30 --train-on-val --seed "$seed" --picture-styles gray
 #   .venv/bin/python scripts/frame_heads_probe.py "$FIELD" "$RUNS"/qabcs-{0,1,2,3}
+# 2026-12-05, night (docs/results.md, "Two frame heads, averaged"): the shipped frame network, the previous bundle's
+# head and the qABCs seed-3 head averaged, then tuned and evaluated.
+#   $S train frame-heads "$PREVIOUS" "$RUNS/qabcs-3" --data "$CORPUS" --val-data "$FIELD" --out "$RUNS/two-heads"
+#   $S tune "$FIELD" --model "$RUNS/two-heads" && evaluate two-heads "$RUNS/two-heads"

@@ -18,7 +18,7 @@ import torch
 from streamrec.core.bundle import Bundle
 from streamrec.core.errors import UserError
 from streamrec.core.models import load_network
-from streamrec.core.models.video import FrameHead, FrameHeads, FrameNet, VideoDims
+from streamrec.core.models.video import FrameNet, VideoDims, frame_heads
 from streamrec.train.frame_features import trunk_features
 from streamrec.train.metrics import plot_confusions
 from streamrec.train.provenance import record_training_data
@@ -27,10 +27,6 @@ from streamrec.train.train_video import evaluate_video, video_clips
 # Manifest keys of a frame network's entry that describe its weights, rewritten for the merged network; the
 # others (the frame settings) are the first member's.
 _WEIGHT_KEYS = ("arch", "dims", "weights", "sha256", "parameters", "metrics", "training")
-
-
-def _member_heads(network: FrameNet) -> list[FrameHead]:
-    return list(network.head.members) if isinstance(network.head, FrameHeads) else [network.head]
 
 
 def merge_frame_heads(members: list[Path], out: Path, data: Path, val_data: Path | None, workers: int) -> dict:
@@ -46,16 +42,17 @@ def merge_frame_heads(members: list[Path], out: Path, data: Path, val_data: Path
             raise UserError(f"{bundle.root} has other classes than {bundles[0].root}")
     networks = [load_network(b, "video") for b in bundles]
     dims = [VideoDims.from_dict(b.network("video")["dims"]) for b in bundles]
+    first_trunk = networks[0].trunk.state_dict()
     for bundle, d, network in zip(bundles[1:], dims[1:], networks[1:]):
         if replace(d, heads=1) != replace(dims[0], heads=1):
             raise UserError(f"{bundle.root}'s frame heads have other dimensions than {bundles[0].root}'s")
-        trunk, first = network.trunk.state_dict(), networks[0].trunk.state_dict()
-        if any(not torch.equal(trunk[k], first[k]) for k in first):
+        trunk = network.trunk.state_dict()
+        if any(not torch.equal(trunk[k], first_trunk[k]) for k in first_trunk):
             raise UserError(f"{bundle.root}'s frame trunk has other weights than {bundles[0].root}'s")
-    heads = [head for network in networks for head in _member_heads(network)]
+    heads = [head for network in networks for head in frame_heads(network.head)]
     merged = FrameNet(replace(dims[0], heads=len(heads)), load_backbone=False)
-    merged.trunk.load_state_dict(networks[0].trunk.state_dict())
-    for target, head in zip(merged.head.members, heads):
+    merged.trunk.load_state_dict(first_trunk)
+    for target, head in zip(frame_heads(merged.head), heads):
         target.load_state_dict(head.state_dict())
     merged.eval()
 

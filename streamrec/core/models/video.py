@@ -226,6 +226,11 @@ class FrameHeads(nn.Module):
         return self.logits(trunk_features, self.project(trunk_features))
 
 
+def frame_heads(head: FrameHead | FrameHeads) -> list[FrameHead]:
+    """The single heads of a frame network's head, in order."""
+    return list(head.members) if isinstance(head, FrameHeads) else [head]
+
+
 class FrameNet(nn.Module):
     """Frames (batch, 3, size, size) float in [0, 1] -> logits (batch, classes); embed() -> (batch, embedding_dim)."""
 
@@ -242,7 +247,7 @@ class FrameNet(nn.Module):
             raise ValueError(f"unknown frame backbone {dims.backbone!r}; known: {', '.join(BACKBONES)}")
         self.head = FrameHead(dims) if dims.heads == 1 else FrameHeads(dims)
         if dims.prior_rows and pretrained and weights_file is None:
-            for head in self.head.members if isinstance(self.head, FrameHeads) else (self.head,):
+            for head in frame_heads(self.head):
                 head.prior.load_imagenet(self.trunk.net._fc)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
